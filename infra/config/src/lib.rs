@@ -1,1 +1,538 @@
-//! imbus-config
+//! imbus configuration.
+//!
+//! One TOML file (optional: `imbus serve` with no file runs a working single-node server
+//! for domain `localhost`), every key overridable by an environment variable, everything
+//! validated at start with an error that names the key, the bad value, where it came from
+//! and what is allowed.
+//!
+//! Every setting is declared once, in [`SETTINGS`]: its dotted name (the TOML path), type,
+//! default and help text. The environment variable of a setting is `IMBUS_` followed by
+//! its name in upper case with dots replaced by underscores: `c2s_port` is
+//! `IMBUS_C2S_PORT`, `bus.kafka.bootstrap` is `IMBUS_BUS_KAFKA_BOOTSTRAP`.
+//!
+//! Settings marked *live* can also be changed while the server runs: a change is an event
+//! on the `config` topic (key = setting name), and every component folds that topic over
+//! the values from file and environment ([`Config::with_override`]).
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+mod spec;
+pub mod topics;
+
+pub use spec::{Kind, SETTINGS, SettingSpec};
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File(PathBuf),
+    Env(String),
+    /// Changed at run time through the `config` topic.
+    Live,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("the default"),
+            Source::File(p) => write!(f, "config file {}", p.display()),
+            Source::Env(v) => write!(f, "environment variable {v}"),
+            Source::Live => f.write_str("a live change on the config topic"),
+        }
+    }
+}
+
+/// A configuration problem, worded for the operator who has to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("unknown setting `{key}` in {origin}{hint}")]
+    Unknown {
+        key: String,
+        origin: Source,
+        hint: String,
+    },
+    #[error("invalid value for `{key}` (from {origin}): {value}; {expected}")]
+    Invalid {
+        key: String,
+        origin: Source,
+        value: String,
+        expected: String,
+    },
+    #[error(
+        "setting `{key}` cannot be changed while the server runs; edit the config file or {env} and restart"
+    )]
+    NotLive { key: String, env: String },
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Which log backend carries the topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// In-process, durable on local disk: one `imbus serve` is the whole system.
+    Embedded,
+    /// Any Kafka-protocol cluster, through librdkafka.
+    Kafka,
+}
+
+/// When the embedded log forces appended records to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// Before every acknowledgement (group commit: one fsync acknowledges a whole batch).
+    Always,
+    /// At most this long after an append; acknowledged records may be lost on power loss.
+    Interval(Duration),
+    /// Leave it to the operating system.
+    Never,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Settings of the log backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusConfig {
+    pub backend: Backend,
+    pub partitions: i32,
+    pub fsync: Fsync,
+    pub segment_bytes: u64,
+    pub kafka_bootstrap: String,
+    pub kafka_replication_factor: i32,
+}
+
+/// The validated configuration of one imbus node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub domain: String,
+    pub data_dir: PathBuf,
+    pub node_id: u32,
+    pub cluster_id: String,
+    pub bind: IpAddr,
+    pub c2s_port: u16,
+    pub c2s_tls_port: u16,
+    pub s2s_port: u16,
+    pub http_bind: IpAddr,
+    pub http_port: u16,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub bus: BusConfig,
+    raw: BTreeMap<&'static str, (String, Source)>,
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then the file (if any), then `IMBUS_*`
+    /// environment variables from `env`.
+    pub fn load<I, K, V>(file: Option<&Path>, env: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let mut raw: BTreeMap<&'static str, (String, Source)> = SETTINGS
+            .iter()
+            .map(|s| (s.name, (s.default.to_owned(), Source::Default)))
+            .collect();
+
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let table: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                        path: path.to_owned(),
+                        message: e.to_string(),
+                    })?;
+            let mut flat = Vec::new();
+            flatten("", &toml::Value::Table(table), &mut flat);
+            for (key, value) in flat {
+                let source = Source::File(path.to_owned());
+                let Some(spec) = spec::find(&key) else {
+                    return Err(ConfigError::Unknown {
+                        hint: spec::suggestion(&key),
+                        key,
+                        origin: source,
+                    });
+                };
+                let text = match value {
+                    toml::Value::String(s) => s,
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    other => {
+                        return Err(ConfigError::Invalid {
+                            key,
+                            origin: source,
+                            value: other.to_string(),
+                            expected: spec.kind.expected(),
+                        });
+                    }
+                };
+                raw.insert(spec.name, (text, source));
+            }
+        }
+
+        for (key, value) in env {
+            let (key, value): (String, String) = (key.into(), value.into());
+            let Some(rest) = key.strip_prefix("IMBUS_") else {
+                continue;
+            };
+            // IMBUS_CONFIG names the file itself; it is not a setting.
+            if rest == "CONFIG" {
+                continue;
+            }
+            match SETTINGS.iter().find(|s| s.env_name() == key) {
+                Some(spec) => {
+                    raw.insert(spec.name, (value, Source::Env(key)));
+                }
+                None => {
+                    return Err(ConfigError::Unknown {
+                        hint: spec::suggestion(&rest.to_ascii_lowercase()),
+                        origin: Source::Env(key.clone()),
+                        key,
+                    });
+                }
+            }
+        }
+
+        Config::from_raw(raw)
+    }
+
+    /// The configuration with one live setting changed (as folded from the `config`
+    /// topic). `None` returns the setting to its file/environment/default value, which
+    /// `base` supplies.
+    pub fn with_override(
+        &self,
+        base: &Config,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<Config, ConfigError> {
+        let spec = spec::find(key).ok_or_else(|| ConfigError::Unknown {
+            key: key.to_owned(),
+            origin: Source::Live,
+            hint: spec::suggestion(key),
+        })?;
+        if !spec.live {
+            return Err(ConfigError::NotLive {
+                key: key.to_owned(),
+                env: spec.env_name(),
+            });
+        }
+        let mut raw = self.raw.clone();
+        let entry = match value {
+            Some(v) => (v.to_owned(), Source::Live),
+            None => base
+                .raw
+                .get(spec.name)
+                .cloned()
+                .unwrap_or_else(|| (spec.default.to_owned(), Source::Default)),
+        };
+        raw.insert(spec.name, entry);
+        Config::from_raw(raw)
+    }
+
+    /// The effective value of every setting and where it came from, in name order.
+    pub fn effective(&self) -> impl Iterator<Item = (&'static SettingSpec, &str, &Source)> {
+        SETTINGS
+            .iter()
+            .filter_map(|spec| self.raw.get(spec.name).map(|(v, s)| (spec, v.as_str(), s)))
+    }
+
+    /// The effective value of one setting as text.
+    pub fn value(&self, key: &str) -> Option<(&str, &Source)> {
+        self.raw.get(key).map(|(v, s)| (v.as_str(), s))
+    }
+
+    fn from_raw(raw: BTreeMap<&'static str, (String, Source)>) -> Result<Config, ConfigError> {
+        let get = |name: &'static str| -> Result<spec::Value, ConfigError> {
+            let spec = spec::find(name).ok_or_else(|| {
+                ConfigError::Conflict(format!("setting `{name}` is not declared"))
+            })?;
+            let (text, source) = raw
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| (spec.default.to_owned(), Source::Default));
+            spec.kind
+                .parse(&text)
+                .map_err(|expected| ConfigError::Invalid {
+                    key: name.to_owned(),
+                    origin: source,
+                    value: format!("{text:?}"),
+                    expected,
+                })
+        };
+
+        let config = Config {
+            domain: get("domain")?.string(),
+            data_dir: PathBuf::from(get("data_dir")?.string()),
+            node_id: get("node_id")?.int() as u32,
+            cluster_id: get("cluster_id")?.string(),
+            bind: get("bind")?.ip(),
+            c2s_port: get("c2s_port")?.int() as u16,
+            c2s_tls_port: get("c2s_tls_port")?.int() as u16,
+            s2s_port: get("s2s_port")?.int() as u16,
+            http_bind: get("http_bind")?.ip(),
+            http_port: get("http_port")?.int() as u16,
+            log_level: get("log_level")?.string(),
+            log_format: match get("log_format")?.string().as_str() {
+                "json" => LogFormat::Json,
+                _ => LogFormat::Text,
+            },
+            bus: BusConfig {
+                backend: match get("bus.backend")?.string().as_str() {
+                    "kafka" => Backend::Kafka,
+                    _ => Backend::Embedded,
+                },
+                partitions: get("bus.partitions")?.int() as i32,
+                fsync: get("bus.fsync")?.fsync(),
+                segment_bytes: get("bus.segment_bytes")?.int() as u64,
+                kafka_bootstrap: get("bus.kafka.bootstrap")?.string(),
+                kafka_replication_factor: get("bus.kafka.replication_factor")?.int() as i32,
+            },
+            raw,
+        };
+        config.check_ports()?;
+        Ok(config)
+    }
+
+    /// Two listeners on the same address and port cannot both start: say so now rather
+    /// than with an "address in use" later. Port 0 (any free port) never conflicts.
+    fn check_ports(&self) -> Result<(), ConfigError> {
+        let listeners = [
+            ("c2s_port", self.bind, self.c2s_port),
+            ("c2s_tls_port", self.bind, self.c2s_tls_port),
+            ("s2s_port", self.bind, self.s2s_port),
+            ("http_port", self.http_bind, self.http_port),
+        ];
+        for (i, (a_name, a_ip, a_port)) in listeners.iter().enumerate() {
+            for (b_name, b_ip, b_port) in &listeners[i + 1..] {
+                let overlap = a_ip == b_ip || a_ip.is_unspecified() || b_ip.is_unspecified();
+                if *a_port != 0 && a_port == b_port && overlap {
+                    return Err(ConfigError::Conflict(format!(
+                        "`{a_name}` and `{b_name}` are both {a_port}; every listener needs its own port"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The system-managed chat node alias of this node: `conference-<node>-<cluster>.<domain>`.
+    pub fn system_chat_alias(&self) -> String {
+        format!(
+            "conference-{}-{}.{}",
+            self.node_id, self.cluster_id, self.domain
+        )
+    }
+}
+
+fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, toml::Value)>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        other => out.push((prefix.to_owned(), other.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_make_a_working_single_node_server() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.domain, "localhost");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(
+            (c.c2s_port, c.c2s_tls_port, c.s2s_port, c.http_port),
+            (5222, 5223, 5269, 5280)
+        );
+        assert_eq!(c.bus.backend, Backend::Embedded);
+        assert_eq!(c.bus.fsync, Fsync::Always);
+        assert_eq!(c.system_chat_alias(), "conference-1-imbus.localhost");
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("imbus.toml");
+        std::fs::write(
+            &path,
+            "domain = \"example.com\"\nc2s_port = 15222\n[bus]\nbackend = \"kafka\"\nfsync = \"interval:20\"\n[bus.kafka]\nbootstrap = \"k1:9092,k2:9092\"\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&path),
+            env(&[
+                ("IMBUS_C2S_PORT", "25222"),
+                ("IMBUS_DATA_DIR", "/var/lib/imbus"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.domain, "example.com");
+        assert_eq!(c.c2s_port, 25222);
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/imbus"));
+        assert_eq!(c.bus.backend, Backend::Kafka);
+        assert_eq!(c.bus.fsync, Fsync::Interval(Duration::from_millis(20)));
+        assert_eq!(c.bus.kafka_bootstrap, "k1:9092,k2:9092");
+        assert_eq!(
+            c.value("c2s_port").unwrap().1,
+            &Source::Env("IMBUS_C2S_PORT".into())
+        );
+        assert_eq!(c.value("domain").unwrap().1, &Source::File(path.clone()));
+    }
+
+    #[test]
+    fn errors_name_key_value_source_and_what_is_allowed() {
+        let e = Config::load(None, env(&[("IMBUS_HTTP_PORT", "http")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`http_port`"), "{e}");
+        assert!(e.contains("IMBUS_HTTP_PORT"), "{e}");
+        assert!(e.contains("\"http\""), "{e}");
+        assert!(e.contains("1 to 65535"), "{e}");
+
+        let e = Config::load(None, env(&[("IMBUS_BUS_BACKEND", "rabbit")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"rabbit\"") && e.contains("embedded") && e.contains("kafka"),
+            "{e}"
+        );
+
+        let e = Config::load(None, env(&[("IMBUS_DOMAIN", "Bad Domain!")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`domain`") && e.contains("Bad Domain!"), "{e}");
+
+        let e = Config::load(None, env(&[("IMBUS_BUS_FSYNC", "sometimes")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("always") && e.contains("interval:<milliseconds>"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_a_suggestion() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("imbus.toml");
+        std::fs::write(&path, "c2s_prot = 5222\n").unwrap();
+        let e = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("`c2s_prot`") && e.contains("c2s_port"), "{e}");
+
+        let e = Config::load(None, env(&[("IMBUS_DOMIAN", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("IMBUS_DOMIAN") && e.contains("domain"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("imbus.toml");
+        std::fs::write(&path, "domain = \n").unwrap();
+        let e = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(
+            e.contains("imbus.toml") && e.contains("not valid TOML"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn port_conflicts_are_caught() {
+        let e = Config::load(None, env(&[("IMBUS_HTTP_PORT", "5222")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c2s_port") && e.contains("http_port"), "{e}");
+        // Different addresses may share a port number.
+        Config::load(
+            None,
+            env(&[
+                ("IMBUS_HTTP_PORT", "5222"),
+                ("IMBUS_BIND", "127.0.0.2"),
+                ("IMBUS_HTTP_BIND", "127.0.0.1"),
+            ]),
+        )
+        .unwrap();
+        // Port 0 means any free port and never conflicts.
+        Config::load(
+            None,
+            env(&[("IMBUS_HTTP_PORT", "0"), ("IMBUS_C2S_PORT", "0")]),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn live_overrides_validate_and_reset() {
+        let base = Config::load(None, env(&[("IMBUS_LOG_LEVEL", "warn")])).unwrap();
+        let live = base
+            .with_override(&base, "log_level", Some("imbus=debug,info"))
+            .unwrap();
+        assert_eq!(live.log_level, "imbus=debug,info");
+        assert_eq!(live.value("log_level").unwrap().1, &Source::Live);
+        let reset = live.with_override(&base, "log_level", None).unwrap();
+        assert_eq!(reset.log_level, "warn");
+
+        let e = base
+            .with_override(&base, "c2s_port", Some("1"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("IMBUS_C2S_PORT") && e.contains("restart"), "{e}");
+        let e = base
+            .with_override(&base, "log_level", Some("loud"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`log_level`") && e.contains("loud"), "{e}");
+        assert!(base.with_override(&base, "nope", Some("1")).is_err());
+    }
+
+    #[test]
+    fn every_setting_default_is_valid_and_env_names_are_unique() {
+        let mut envs = std::collections::HashSet::new();
+        for s in SETTINGS {
+            assert!(s.kind.parse(s.default).is_ok(), "default of {}", s.name);
+            assert!(
+                envs.insert(s.env_name()),
+                "duplicate env name for {}",
+                s.name
+            );
+            assert!(!s.help.is_empty());
+        }
+    }
+}

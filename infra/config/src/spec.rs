@@ -1,0 +1,394 @@
+//! The declaration of every setting: name, type, default, help, whether it is live.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::Fsync;
+
+/// One setting.
+#[derive(Debug)]
+pub struct SettingSpec {
+    /// Dotted name: the TOML path, the key on the `config` topic and in the admin API.
+    pub name: &'static str,
+    pub kind: Kind,
+    pub default: &'static str,
+    pub help: &'static str,
+    /// Can be changed while the server runs (through the `config` topic).
+    pub live: bool,
+}
+
+impl SettingSpec {
+    /// `IMBUS_` + the name in upper case, dots as underscores.
+    pub fn env_name(&self) -> String {
+        format!("IMBUS_{}", self.name.to_ascii_uppercase().replace('.', "_"))
+    }
+}
+
+/// The type of a setting, which decides how its text is parsed and validated.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    Bool,
+    /// A TCP port; 0 means any free port (the bound port is logged and written to the
+    /// data directory's `run/` files).
+    Port,
+    Int {
+        min: i64,
+        max: i64,
+    },
+    /// An XMPP domain (RFC 7622 domainpart written as an ASCII host name).
+    Domain,
+    /// A short identifier: lower-case letters, digits and '-'.
+    Ident,
+    Path,
+    Ip,
+    Choice(&'static [&'static str]),
+    Fsync,
+    /// A `tracing` filter such as `info` or `imbus=debug,warn`.
+    LogFilter,
+    /// A non-empty comma-separated list of `host:port`.
+    HostPorts,
+}
+
+pub(crate) enum Value {
+    Str(String),
+    Int(i64),
+    Ip(IpAddr),
+    Fsync(Fsync),
+}
+
+impl Value {
+    pub(crate) fn string(self) -> String {
+        match self {
+            Value::Str(s) => s,
+            Value::Int(i) => i.to_string(),
+            Value::Ip(ip) => ip.to_string(),
+            Value::Fsync(_) => String::new(),
+        }
+    }
+    pub(crate) fn int(self) -> i64 {
+        match self {
+            Value::Int(i) => i,
+            _ => 0,
+        }
+    }
+    pub(crate) fn ip(self) -> IpAddr {
+        match self {
+            Value::Ip(ip) => ip,
+            _ => IpAddr::from([0, 0, 0, 0]),
+        }
+    }
+    pub(crate) fn fsync(self) -> Fsync {
+        match self {
+            Value::Fsync(f) => f,
+            _ => Fsync::Always,
+        }
+    }
+}
+
+const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+
+impl Kind {
+    /// What the setting accepts, for error messages.
+    pub fn expected(&self) -> String {
+        match self {
+            Kind::Bool => "expected true or false".into(),
+            Kind::Port => "expected a port number from 1 to 65535 (or 0 for any free port)".into(),
+            Kind::Int { min, max } => format!("expected a whole number from {min} to {max}"),
+            Kind::Domain => "expected a domain name such as example.com: labels of a-z, 0-9 and '-', separated by dots, at most 253 characters".into(),
+            Kind::Ident => "expected 1 to 63 characters of a-z, 0-9 and '-'".into(),
+            Kind::Path => "expected a non-empty path".into(),
+            Kind::Ip => "expected an IP address such as 0.0.0.0, 127.0.0.1 or ::".into(),
+            Kind::Choice(options) => format!("expected one of: {}", options.join(", ")),
+            Kind::Fsync => "expected always, never or interval:<milliseconds> (1 to 60000)".into(),
+            Kind::LogFilter => format!(
+                "expected a log filter: comma-separated directives, each a level ({}) or target=level",
+                LEVELS.join(", ")
+            ),
+            Kind::HostPorts => "expected a comma-separated list of host:port".into(),
+        }
+    }
+
+    pub(crate) fn parse(&self, text: &str) -> Result<Value, String> {
+        let t = text.trim();
+        let bad = || Err(self.expected());
+        match self {
+            Kind::Bool => match t {
+                "true" => Ok(Value::Int(1)),
+                "false" => Ok(Value::Int(0)),
+                _ => bad(),
+            },
+            Kind::Port => match t.parse::<u16>() {
+                Ok(p) => Ok(Value::Int(i64::from(p))),
+                Err(_) => bad(),
+            },
+            Kind::Int { min, max } => match t.parse::<i64>() {
+                Ok(i) if (*min..=*max).contains(&i) => Ok(Value::Int(i)),
+                _ => bad(),
+            },
+            Kind::Domain => {
+                let ok = !t.is_empty()
+                    && t.len() <= 253
+                    && t.split('.').all(|label| {
+                        !label.is_empty()
+                            && label.len() <= 63
+                            && !label.starts_with('-')
+                            && !label.ends_with('-')
+                            && label
+                                .bytes()
+                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    });
+                if ok {
+                    Ok(Value::Str(t.to_owned()))
+                } else {
+                    bad()
+                }
+            }
+            Kind::Ident => {
+                let ok = !t.is_empty()
+                    && t.len() <= 63
+                    && t.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                if ok {
+                    Ok(Value::Str(t.to_owned()))
+                } else {
+                    bad()
+                }
+            }
+            Kind::Path => {
+                if t.is_empty() {
+                    bad()
+                } else {
+                    Ok(Value::Str(t.to_owned()))
+                }
+            }
+            Kind::Ip => t.parse::<IpAddr>().map(Value::Ip).or_else(|_| bad()),
+            Kind::Choice(options) => {
+                if options.contains(&t) {
+                    Ok(Value::Str(t.to_owned()))
+                } else {
+                    bad()
+                }
+            }
+            Kind::Fsync => match t {
+                "always" => Ok(Value::Fsync(Fsync::Always)),
+                "never" => Ok(Value::Fsync(Fsync::Never)),
+                _ => match t.strip_prefix("interval:").map(str::parse::<u64>) {
+                    Some(Ok(ms)) if (1..=60_000).contains(&ms) => {
+                        Ok(Value::Fsync(Fsync::Interval(Duration::from_millis(ms))))
+                    }
+                    _ => bad(),
+                },
+            },
+            Kind::LogFilter => {
+                let ok = !t.is_empty()
+                    && t.split(',').all(|d| {
+                        let d = d.trim();
+                        match d.split_once('=') {
+                            Some((target, level)) => {
+                                !target.is_empty()
+                                    && target.bytes().all(|b| {
+                                        b.is_ascii_alphanumeric()
+                                            || b == b'_'
+                                            || b == b':'
+                                            || b == b'-'
+                                    })
+                                    && LEVELS.contains(&level)
+                            }
+                            None => LEVELS.contains(&d),
+                        }
+                    });
+                if ok {
+                    Ok(Value::Str(t.to_owned()))
+                } else {
+                    bad()
+                }
+            }
+            Kind::HostPorts => {
+                let ok = !t.is_empty()
+                    && t.split(',').all(|hp| match hp.trim().rsplit_once(':') {
+                        Some((host, port)) => {
+                            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+                        }
+                        None => false,
+                    });
+                if ok {
+                    Ok(Value::Str(t.to_owned()))
+                } else {
+                    bad()
+                }
+            }
+        }
+    }
+}
+
+/// Every setting imbus knows.
+pub static SETTINGS: &[SettingSpec] = &[
+    SettingSpec {
+        name: "domain",
+        kind: Kind::Domain,
+        default: "localhost",
+        help: "The IM domain this server hosts (the part after @ in user addresses).",
+        live: false,
+    },
+    SettingSpec {
+        name: "data_dir",
+        kind: Kind::Path,
+        default: "./data",
+        help: "Where the embedded log, the SQLite archive, certificates and run files live.",
+        live: false,
+    },
+    SettingSpec {
+        name: "node_id",
+        kind: Kind::Int {
+            min: 1,
+            max: 65_535,
+        },
+        default: "1",
+        help: "This node's number in the cluster (part of the system chat node alias).",
+        live: false,
+    },
+    SettingSpec {
+        name: "cluster_id",
+        kind: Kind::Ident,
+        default: "imbus",
+        help: "The cluster's identifier (part of the system chat node alias).",
+        live: false,
+    },
+    SettingSpec {
+        name: "bind",
+        kind: Kind::Ip,
+        default: "0.0.0.0",
+        help: "Address the XMPP listeners (c2s, direct TLS, s2s) bind to.",
+        live: false,
+    },
+    SettingSpec {
+        name: "c2s_port",
+        kind: Kind::Port,
+        default: "5222",
+        help: "Client-to-server port (STARTTLS).",
+        live: false,
+    },
+    SettingSpec {
+        name: "c2s_tls_port",
+        kind: Kind::Port,
+        default: "5223",
+        help: "Client-to-server port with direct TLS (XEP-0368).",
+        live: false,
+    },
+    SettingSpec {
+        name: "s2s_port",
+        kind: Kind::Port,
+        default: "5269",
+        help: "Server-to-server port.",
+        live: false,
+    },
+    SettingSpec {
+        name: "http_bind",
+        kind: Kind::Ip,
+        default: "0.0.0.0",
+        help: "Address the HTTP listener (health, metrics, admin API, WebSocket) binds to.",
+        live: false,
+    },
+    SettingSpec {
+        name: "http_port",
+        kind: Kind::Port,
+        default: "5280",
+        help: "HTTP port: /healthz, /metrics, the admin API and XMPP over WebSocket.",
+        live: false,
+    },
+    SettingSpec {
+        name: "log_level",
+        kind: Kind::LogFilter,
+        default: "info",
+        help: "What is logged, e.g. info or imbus=debug,warn. Changes apply live.",
+        live: true,
+    },
+    SettingSpec {
+        name: "log_format",
+        kind: Kind::Choice(&["text", "json"]),
+        default: "text",
+        help: "Log line format: human-readable text or one JSON object per line.",
+        live: false,
+    },
+    SettingSpec {
+        name: "bus.backend",
+        kind: Kind::Choice(&["embedded", "kafka"]),
+        default: "embedded",
+        help: "Where the topics live: the embedded log (one process is the whole system) or a Kafka-protocol cluster.",
+        live: false,
+    },
+    SettingSpec {
+        name: "bus.partitions",
+        kind: Kind::Int { min: 1, max: 1024 },
+        default: "8",
+        help: "Partitions of each topic imbus creates (the unit of scale-out of processors).",
+        live: false,
+    },
+    SettingSpec {
+        name: "bus.fsync",
+        kind: Kind::Fsync,
+        default: "always",
+        help: "Embedded log: always (fsync before acknowledging, batched by group commit), interval:<ms>, or never.",
+        live: false,
+    },
+    SettingSpec {
+        name: "bus.segment_bytes",
+        kind: Kind::Int {
+            min: 1 << 20,
+            max: 1 << 34,
+        },
+        default: "67108864",
+        help: "Embedded log: size at which a partition's segment file rolls (retention and compaction work on whole segments).",
+        live: false,
+    },
+    SettingSpec {
+        name: "bus.kafka.bootstrap",
+        kind: Kind::HostPorts,
+        default: "127.0.0.1:9092",
+        help: "Kafka backend: bootstrap servers (host:port, comma-separated).",
+        live: false,
+    },
+    SettingSpec {
+        name: "bus.kafka.replication_factor",
+        kind: Kind::Int { min: 1, max: 16 },
+        default: "1",
+        help: "Kafka backend: replication factor of the topics imbus creates (use 3 on a production cluster).",
+        live: false,
+    },
+];
+
+pub(crate) fn find(name: &str) -> Option<&'static SettingSpec> {
+    SETTINGS.iter().find(|s| s.name == name)
+}
+
+/// " (did you mean `x`?)" for the closest known name, or a pointer to the list.
+pub(crate) fn suggestion(name: &str) -> String {
+    let normalized = name.replace('_', ".").to_ascii_lowercase();
+    let best = SETTINGS
+        .iter()
+        .map(|s| {
+            (
+                edit_distance(&normalized, &s.name.replace('_', ".")),
+                s.name,
+            )
+        })
+        .min_by_key(|(d, _)| *d);
+    match best {
+        Some((d, n)) if d <= 3 => format!(" (did you mean `{n}`?)"),
+        _ => " (run `imbus config list` for every setting)".to_owned(),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}

@@ -1,0 +1,104 @@
+//! The topics imbus creates at start, with their keys and cleanup policies.
+//!
+//! ARCHITECTURE.md keeps the same table with what each topic carries; this module is the
+//! one place the names, partition counts and policies are decided.
+
+use std::time::Duration;
+
+/// Every inbound stanza, sender stamped (key: the owner of the state the stanza needs).
+pub const STANZAS: &str = "stanzas";
+/// Session bound/updated/closed (key: user bare JID). Compacted.
+pub const SESSIONS: &str = "sessions";
+/// Offline messages stored/delivered/expired (key: recipient bare JID).
+pub const OFFLINE: &str = "offline";
+/// Accounts with SCRAM credentials (key: user bare JID). Compacted.
+pub const ACCOUNTS: &str = "accounts";
+/// Roster items and subscriptions (key: user bare JID + contact). Compacted.
+pub const ROSTERS: &str = "rosters";
+/// One record per recipient per IM (key: recipient bare JID).
+pub const COMPLIANCE: &str = "compliance";
+/// Live settings (key: setting name). Compacted, one partition (total order of changes).
+pub const CONFIG: &str = "config";
+
+/// The prefix of the per-gateway delivery topics: `deliver.<gateway-id>`.
+pub const DELIVER_PREFIX: &str = "deliver.";
+
+/// How a system topic is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicLayout {
+    pub name: &'static str,
+    pub compacted: bool,
+    /// `None`: the configured `bus.partitions`.
+    pub partitions: Option<i32>,
+    pub retention: Option<Duration>,
+}
+
+/// The system topics, created at start by every process that appends to them.
+pub const SYSTEM_TOPICS: &[TopicLayout] = &[
+    TopicLayout {
+        name: STANZAS,
+        compacted: false,
+        partitions: None,
+        retention: Some(Duration::from_secs(7 * 24 * 3600)),
+    },
+    TopicLayout {
+        name: SESSIONS,
+        compacted: true,
+        partitions: None,
+        retention: None,
+    },
+    TopicLayout {
+        name: OFFLINE,
+        compacted: true,
+        partitions: None,
+        retention: None,
+    },
+    TopicLayout {
+        name: ACCOUNTS,
+        compacted: true,
+        partitions: None,
+        retention: None,
+    },
+    TopicLayout {
+        name: ROSTERS,
+        compacted: true,
+        partitions: None,
+        retention: None,
+    },
+    TopicLayout {
+        name: COMPLIANCE,
+        compacted: false,
+        partitions: None,
+        retention: None,
+    },
+    TopicLayout {
+        name: CONFIG,
+        compacted: true,
+        partitions: Some(1),
+        retention: None,
+    },
+];
+
+/// The delivery topic of a gateway.
+pub fn deliver_topic(gateway_id: &str) -> String {
+    format!("{DELIVER_PREFIX}{gateway_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_kafka_valid() {
+        let mut seen = std::collections::HashSet::new();
+        for t in SYSTEM_TOPICS {
+            assert!(seen.insert(t.name));
+            assert!(
+                t.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+            );
+        }
+        assert_eq!(deliver_topic("gw-1"), "deliver.gw-1");
+    }
+}
