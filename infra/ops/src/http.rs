@@ -106,7 +106,11 @@ async fn healthz(axum::extract::State(state): axum::extract::State<OpsState>) ->
         }
     }
     if failing.is_empty() {
-        (StatusCode::OK, axum::Json(serde_json::json!({ "status": "ok" }))).into_response()
+        (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({ "status": "ok" })),
+        )
+            .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -120,7 +124,10 @@ async fn metrics(axum::extract::State(state): axum::extract::State<OpsState>) ->
     match metrics_text(&state.registry) {
         Ok(text) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             text,
         )
             .into_response(),
@@ -139,15 +146,21 @@ mod tests {
             "flag"
         }
         fn check(&self) -> Health {
-            if self.0 { Health::Ok } else { Health::Failing("down".into()) }
+            if self.0 {
+                Health::Ok
+            } else {
+                Health::Failing("down".into())
+            }
         }
     }
 
     async fn get_raw(addr: SocketAddr, path: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         out
@@ -161,7 +174,9 @@ mod tests {
         counter.inc_by(3);
 
         for (ok, status) in [(true, "200 OK"), (false, "503 Service Unavailable")] {
-            let server = HttpServer::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+            let server = HttpServer::bind("127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap();
             let addr = server.local_addr();
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
             let task = tokio::spawn(server.serve(
@@ -173,9 +188,15 @@ mod tests {
                 },
             ));
             let health = get_raw(addr, "/healthz").await;
-            assert!(health.starts_with(&format!("HTTP/1.1 {status}")), "{health}");
+            assert!(
+                health.starts_with(&format!("HTTP/1.1 {status}")),
+                "{health}"
+            );
             if !ok {
-                assert!(health.contains("\"flag\"") && health.contains("down"), "{health}");
+                assert!(
+                    health.contains("\"flag\"") && health.contains("down"),
+                    "{health}"
+                );
             }
             let metrics = get_raw(addr, "/metrics").await;
             assert!(metrics.contains("imbus_test_total 3"), "{metrics}");

@@ -59,12 +59,14 @@ impl RunFile {
     /// The run file's content, or `None` if no server has written one.
     pub fn read(&self) -> Result<Option<RunInfo>, OpsError> {
         match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| OpsError::BadRunFile {
-                    path: self.path.clone(),
-                    detail: e.to_string(),
-                }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| OpsError::BadRunFile {
+                        path: self.path.clone(),
+                        detail: e.to_string(),
+                    })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(OpsError::File {
                 path: self.path.clone(),
@@ -147,7 +149,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("admin.token")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join("admin.token"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }
@@ -169,6 +174,11 @@ mod tests {
         rf.remove();
         assert_eq!(rf.read().unwrap(), None);
         std::fs::write(rf.path(), "{").unwrap();
-        assert!(rf.read().unwrap_err().to_string().contains("not a valid run file"));
+        assert!(
+            rf.read()
+                .unwrap_err()
+                .to_string()
+                .contains("not a valid run file")
+        );
     }
 }
