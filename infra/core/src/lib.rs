@@ -1,1 +1,117 @@
-//! imbus-core
+//! The domain events of imbus.
+//!
+//! imbus is event-sourced: every fact the server learns or decides is an event appended to
+//! the log, and every piece of state (who is online where, offline queues, rosters,
+//! accounts, settings) is a fold over those events. This crate defines the events as plain
+//! Rust types. It has no serialization and performs no I/O: the Avro wire format lives in
+//! the `imbus-schemas` crate, which converts between these types and the bytes on the log.
+//!
+//! | event | topic | written by |
+//! |---|---|---|
+//! | [`StanzaReceived`] | `stanzas` | gateways, for every stanza a client sends |
+//! | [`SessionEvent`] | `sessions` | gateways, when a session is bound, changes or ends |
+//! | [`Delivery`] | `deliver.<gateway-id>` | processors, for every stanza to write to a socket |
+//! | [`OfflineEvent`] | `offline` | the router, for messages kept for offline users |
+//! | [`AccountEvent`] | `accounts` | administration, registration, password changes |
+//! | [`RosterChanged`] | `rosters` | the router, for every roster item change |
+//! | [`ComplianceRecord`] | `compliance` | the router and rooms, one per recipient per IM |
+//! | [`ConfigChanged`] | `config` | administration, for live setting changes |
+//!
+//! Values are validated when they are built: a [`GatewayId`], [`SessionId`], [`ConfigKey`]
+//! or [`ScramCredentials`] cannot hold an invalid value, and JIDs are the RFC 7622 types of
+//! the [`jid`] crate ([`Jid`], [`BareJid`], [`FullJid`]), so an event that exists is
+//! well-formed.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod account;
+mod compliance;
+mod config;
+mod delivery;
+mod error;
+mod ids;
+mod offline;
+mod roster;
+mod session;
+mod stanza;
+mod time;
+
+pub use account::{
+    AccountDeleted, AccountEvent, AccountState, Credentials, ScramCredentials, ScramHash,
+};
+pub use compliance::{ComplianceRecord, Direction, MessageType, Origin};
+pub use config::{ConfigChanged, ConfigKey};
+pub use delivery::Delivery;
+pub use error::ValidationError;
+pub use ids::{GatewayId, SessionId};
+pub use offline::{OfflineDelivered, OfflineEvent, OfflineExpired, OfflineStored};
+pub use roster::{RosterChanged, Subscription};
+pub use session::{
+    Availability, ClientFeatures, CloseReason, SessionClosed, SessionEvent, SessionPresence,
+    SessionState,
+};
+pub use stanza::{StanzaKind, StanzaReceived};
+pub use time::Timestamp;
+
+pub use jid::{self, BareJid, FullJid, Jid};
+pub use uuid::{self, Uuid};
+
+/// Any event that imbus writes to its log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A stanza a client sent, as its gateway received it.
+    StanzaReceived(StanzaReceived),
+    /// A client session was bound, changed or ended.
+    Session(SessionEvent),
+    /// A stanza to write to one connected session.
+    Delivery(Delivery),
+    /// A message kept for, handed to, or expired for an offline user.
+    Offline(OfflineEvent),
+    /// An account was created, changed or deleted.
+    Account(AccountEvent),
+    /// A roster item changed.
+    RosterChanged(RosterChanged),
+    /// An IM archived for one recipient, for regulatory compliance.
+    Compliance(ComplianceRecord),
+    /// A setting was changed while the server runs.
+    ConfigChanged(ConfigChanged),
+}
+
+macro_rules! event_from {
+    ($($variant:ident($ty:ty)),* $(,)?) => {
+        $(impl From<$ty> for Event {
+            fn from(event: $ty) -> Self {
+                Event::$variant(event)
+            }
+        })*
+    };
+}
+
+event_from!(
+    StanzaReceived(StanzaReceived),
+    Session(SessionEvent),
+    Delivery(Delivery),
+    Offline(OfflineEvent),
+    Account(AccountEvent),
+    RosterChanged(RosterChanged),
+    Compliance(ComplianceRecord),
+    ConfigChanged(ConfigChanged),
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_convert_into_the_event_enum() {
+        let change = ConfigChanged {
+            key: ConfigKey::new("offline.enabled").unwrap(),
+            value: Some("false".to_owned()),
+            at: Timestamp::from_micros(1),
+            by: "admin@example.com".to_owned(),
+        };
+        let event: Event = change.clone().into();
+        assert_eq!(event, Event::ConfigChanged(change));
+    }
+}
