@@ -63,8 +63,13 @@ pub struct ParserConfig {
     /// is a `policy-violation`.
     pub max_header_bytes: usize,
     /// Maximum element nesting inside a first-level element (the first-level element
-    /// itself is depth 1). Exceeding it is a `policy-violation`.
+    /// itself is depth 1). Exceeding it is a `policy-violation`. Element trees are
+    /// processed recursively (drop, clone, serialization), so keep this modest.
     pub max_depth: usize,
+    /// Maximum number of elements in one first-level element (itself included). Together
+    /// with the byte limit this bounds the memory of the element tree, which is several
+    /// times the input size for element-dense input. Exceeding it is a `policy-violation`.
+    pub max_elements: usize,
     /// Maximum number of attributes on one element, namespace declarations included.
     pub max_attributes: usize,
     /// Maximum length in bytes of one raw attribute value.
@@ -91,6 +96,7 @@ impl ParserConfig {
             max_stanza_bytes: DEFAULT_MAX_STANZA_BYTES,
             max_header_bytes: 4096,
             max_depth: 64,
+            max_elements: 8192,
             max_attributes: 64,
             max_attribute_bytes: 16 * 1024,
             max_namespace_bindings: 64,
@@ -245,6 +251,8 @@ pub struct StreamParser {
     /// Input bytes of the first-level element (or stream header) in progress.
     cur_bytes: usize,
     stack: Vec<OpenElement>,
+    /// Elements started in the first-level element in progress.
+    elements: usize,
     stream_qname: String,
     resolver: NamespaceResolver,
     decl_allowed: bool,
@@ -313,6 +321,7 @@ impl StreamParser {
             text: Vec::new(),
             cur_bytes: 0,
             stack: Vec::new(),
+            elements: 0,
             stream_qname: String::new(),
             resolver,
             decl_allowed: true,
@@ -889,6 +898,20 @@ impl StreamParser {
         }
         if self.phase == Phase::Closed {
             return Err(err(C::NotWellFormed, "data after the end of the stream"));
+        }
+        self.elements = if self.stack.is_empty() {
+            1
+        } else {
+            self.elements + 1
+        };
+        if self.elements > self.config.max_elements {
+            return Err(err(
+                C::PolicyViolation,
+                format!(
+                    "more than {} elements in one stanza",
+                    self.config.max_elements
+                ),
+            ));
         }
 
         // Attributes and namespace declarations.

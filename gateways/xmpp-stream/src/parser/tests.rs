@@ -220,6 +220,28 @@ fn whitespace_keepalives_are_ignored() {
 }
 
 #[test]
+fn other_inputs_are_slicing_invariant() {
+    let config = ParserConfig::client();
+    let inputs = [
+        b"\xEF\xBB\xBF<s:stream xmlns:s='http://etherx.jabber.org/streams' xmlns='jabber:client'>\
+          <iq type='get' id='\xC3\xA9'><q xmlns='urn:q' a=\"&quot;'&#x1F600;\"/></iq></s:stream>"
+            .to_vec(),
+        in_stream(
+            "<message><body>&amp;&#38;<![CDATA[]]]]><![CDATA[>]]></body></message><!-- x -->",
+        ),
+        in_stream("<message><body>\u{10FFFF}\r\r\n</body></message>\u{1}"),
+    ];
+    for input in inputs {
+        let whole = outcome(&config, vec![&input]);
+        for at in 0..=input.len() {
+            let (a, b) = input.split_at(at);
+            assert_eq!(outcome(&config, vec![a, b]), whole, "split at {at}");
+        }
+        assert_eq!(outcome(&config, input.chunks(1).collect()), whole);
+    }
+}
+
+#[test]
 fn header_variants() {
     // No XML declaration, another prefix, a UTF-8 byte order mark, an empty stream.
     let ev = parse_all(
@@ -780,6 +802,24 @@ fn nesting_depth_is_bounded() {
         condition_of(&in_stream(&deeper)),
         StreamErrorCondition::PolicyViolation
     );
+}
+
+#[test]
+fn element_count_is_bounded() {
+    let config = ParserConfig::client();
+    let ok = format!(
+        "<message>{}</message>",
+        "<a/>".repeat(config.max_elements - 1)
+    );
+    assert_eq!(parse_all(&in_stream(&ok)).unwrap().len(), 2);
+    let many = format!("<message>{}</message>", "<a/>".repeat(config.max_elements));
+    assert_eq!(
+        condition_of(&in_stream(&many)),
+        StreamErrorCondition::PolicyViolation
+    );
+    // the count is per first-level element
+    let two = format!("{ok}{ok}");
+    assert_eq!(parse_all(&in_stream(&two)).unwrap().len(), 3);
 }
 
 #[test]
