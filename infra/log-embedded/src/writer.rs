@@ -1,0 +1,571 @@
+//! The writer: group commit on two dedicated threads.
+//!
+//! Appenders hand their records to a queue (one hand-off per `append` or `append_batch`
+//! call). The *writer thread* takes everything pending at once, assigns offsets, frames the
+//! records of each partition into one buffer, writes each buffer with a single `pwrite`,
+//! and publishes the records to readers (they are in the page cache now, so a killed
+//! process loses nothing). It then hands the batch to the *sync thread* and goes on with
+//! the next batch while the sync thread runs `fdatasync` once per file the batch touched
+//! and acknowledges every appender of the batch. Under [`FsyncPolicy::Always`] producers
+//! are thus acknowledged only after the fsync, and the next batch is being written while
+//! the previous one is being synced.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use imbus_log::{LogError, Offset, Position, Record, TimestampMs, TopicPartition};
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::oneshot;
+
+use crate::FsyncPolicy;
+use crate::offsets::GroupOffsets;
+use crate::partition::PartitionLog;
+use crate::record::{self, StoredRecord};
+use crate::segment::{IndexEntry, Segment, Tail};
+
+/// Counters of the writer, read by [`crate::EmbeddedLog::stats`].
+#[derive(Debug, Default)]
+pub(crate) struct WriterStats {
+    pub appended_records: AtomicU64,
+    pub appended_bytes: AtomicU64,
+    pub fsyncs: AtomicU64,
+    pub write_batches: AtomicU64,
+    pub last_batch_records: AtomicU64,
+    pub max_batch_records: AtomicU64,
+    pub sync_batches: AtomicU64,
+    pub committed_offsets: AtomicU64,
+}
+
+type AppendReply = oneshot::Sender<Result<Vec<Position>, LogError>>;
+type UnitReply = oneshot::Sender<Result<(), LogError>>;
+
+/// A file the sync thread may have to fsync.
+#[derive(Debug, Clone)]
+pub(crate) enum SyncTarget {
+    Segment(Arc<Segment>),
+    Offsets(Arc<GroupOffsets>),
+}
+
+impl SyncTarget {
+    fn key(&self) -> usize {
+        match self {
+            SyncTarget::Segment(s) => Arc::as_ptr(s) as usize,
+            SyncTarget::Offsets(g) => Arc::as_ptr(g) as usize,
+        }
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        match self {
+            SyncTarget::Segment(s) => s.file().sync_data(),
+            SyncTarget::Offsets(g) => g.sync(),
+        }
+    }
+}
+
+/// Work handed to the writer thread.
+#[derive(Debug)]
+pub(crate) enum Request {
+    Append {
+        items: Vec<(Arc<PartitionLog>, Record)>,
+        reply: AppendReply,
+    },
+    Commit {
+        group: Arc<GroupOffsets>,
+        offsets: Vec<(TopicPartition, Offset)>,
+        reply: UnitReply,
+    },
+    /// Fsyncs the given files (and everything written before) whatever the policy.
+    Flush {
+        targets: Vec<SyncTarget>,
+        reply: UnitReply,
+    },
+}
+
+#[derive(Debug)]
+enum Ack {
+    Append(AppendReply, Result<Vec<Position>, LogError>),
+    Unit(UnitReply, Result<(), LogError>),
+}
+
+impl Ack {
+    fn fail(&mut self, e: &io::Error) {
+        let err = || LogError::Io(io::Error::new(e.kind(), format!("fsync failed: {e}")));
+        match self {
+            Ack::Append(_, r) if r.is_ok() => *r = Err(err()),
+            Ack::Unit(_, r) if r.is_ok() => *r = Err(err()),
+            _ => {}
+        }
+    }
+
+    fn send(self) {
+        // A dropped receiver means the appender went away; nothing to tell it.
+        match self {
+            Ack::Append(tx, r) => {
+                let _ = tx.send(r);
+            }
+            Ack::Unit(tx, r) => {
+                let _ = tx.send(r);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    pending: Vec<Request>,
+    closed: bool,
+}
+
+#[derive(Debug, Default)]
+struct SyncQueue {
+    jobs: Vec<(Vec<SyncTarget>, Vec<Ack>)>,
+    dirty: Vec<SyncTarget>,
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    queue: Mutex<Queue>,
+    queue_cv: Condvar,
+    sync: Mutex<SyncQueue>,
+    sync_cv: Condvar,
+    stats: Arc<WriterStats>,
+    policy: FsyncPolicy,
+    segment_bytes: u64,
+}
+
+/// The handle appenders use; dropping it stops the threads after they finish their work.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Writer {
+    pub(crate) fn start(
+        policy: FsyncPolicy,
+        segment_bytes: u64,
+        stats: Arc<WriterStats>,
+    ) -> Result<Self, LogError> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            queue_cv: Condvar::new(),
+            sync: Mutex::new(SyncQueue::default()),
+            sync_cv: Condvar::new(),
+            stats,
+            policy,
+            segment_bytes,
+        });
+        let w = Arc::clone(&shared);
+        let writer = std::thread::Builder::new()
+            .name("imbus-log-writer".into())
+            .spawn(move || writer_loop(&w))?;
+        let s = Arc::clone(&shared);
+        let syncer = std::thread::Builder::new()
+            .name("imbus-log-sync".into())
+            .spawn(move || sync_loop(&s))?;
+        Ok(Self {
+            shared,
+            threads: Mutex::new(vec![writer, syncer]),
+        })
+    }
+
+    /// Queues a request; fails with [`LogError::Closed`] once the writer is stopped.
+    pub(crate) fn submit(&self, req: Request) -> Result<(), LogError> {
+        let mut q = self.shared.queue.lock();
+        if q.closed {
+            return Err(LogError::Closed);
+        }
+        let was_empty = q.pending.is_empty();
+        q.pending.push(req);
+        drop(q);
+        if was_empty {
+            self.shared.queue_cv.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Stops both threads after they finished everything queued, and waits for them.
+    pub(crate) fn stop(&self) {
+        self.shared.queue.lock().closed = true;
+        self.shared.queue_cv.notify_all();
+        let threads = std::mem::take(&mut *self.threads.lock());
+        for t in threads {
+            if t.join().is_err() {
+                tracing::error!("a log writer thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// What one batch does to one partition.
+struct PartWork {
+    part: Arc<PartitionLog>,
+    next: Offset,
+    seg: Arc<Segment>,
+    /// Where this batch's bytes for `seg` start.
+    write_start: u64,
+    tail: Tail,
+    entries: Vec<IndexEntry>,
+    buf: Vec<u8>,
+    first: Option<Offset>,
+    count: u64,
+    records: Vec<StoredRecord>,
+    touched: Vec<Arc<Segment>>,
+    failed: Option<io::Error>,
+    /// Records below this offset reached the file.
+    ok_until: Offset,
+}
+
+impl PartWork {
+    fn new(part: Arc<PartitionLog>) -> Self {
+        let seg = part.active();
+        let tail = seg.tail();
+        let next = part.high();
+        Self {
+            next,
+            ok_until: next,
+            write_start: tail.size,
+            tail,
+            seg,
+            part,
+            entries: Vec::new(),
+            buf: Vec::new(),
+            first: None,
+            count: 0,
+            records: Vec::new(),
+            touched: Vec::new(),
+            failed: None,
+        }
+    }
+
+    /// Writes the buffered frames of the current segment and makes them visible in it.
+    fn flush_segment(&mut self, stats: &WriterStats) {
+        if self.buf.is_empty() || self.failed.is_some() {
+            return;
+        }
+        match self.seg.write_at(&self.buf, self.write_start) {
+            Ok(()) => {
+                if let (Some(first), Some(last)) = (self.first, self.next.checked_sub(1)) {
+                    self.seg
+                        .publish(self.tail, &self.entries, first, last, self.count);
+                }
+                stats
+                    .appended_bytes
+                    .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+                self.touched.push(Arc::clone(&self.seg));
+                self.ok_until = self.next;
+                self.write_start = self.tail.size;
+            }
+            Err(e) => {
+                tracing::error!(segment = %self.seg.path.display(), error = %e, "log write failed");
+                // Cut off whatever part of the batch reached the file, so a restart does
+                // not resurrect records that were never acknowledged.
+                if let Err(e2) = self.seg.file().set_len(self.write_start) {
+                    tracing::error!(segment = %self.seg.path.display(), error = %e2, "cannot cut off a failed write");
+                }
+                self.failed = Some(e);
+            }
+        }
+        self.buf.clear();
+        self.entries.clear();
+        self.first = None;
+        self.count = 0;
+    }
+
+    fn add(
+        &mut self,
+        record: Record,
+        now: TimestampMs,
+        segment_bytes: u64,
+        stats: &WriterStats,
+    ) -> Offset {
+        let len = record::frame_len(record.key.as_ref(), record.value.as_ref(), &record.headers) as u64;
+        if self.tail.size > 0 && self.tail.size + len > segment_bytes && self.failed.is_none() {
+            self.flush_segment(stats);
+            if self.failed.is_none() {
+                match self.part.roll(self.next) {
+                    Ok(seg) => {
+                        self.tail = seg.tail();
+                        self.write_start = self.tail.size;
+                        self.seg = seg;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot roll segment");
+                        self.failed = Some(io::Error::other(e.to_string()));
+                    }
+                }
+            }
+        }
+        let offset = self.next;
+        self.next += 1;
+        let ts = record.timestamp.unwrap_or(now);
+        self.tail.note(&mut self.entries, offset, ts, len);
+        record::encode(
+            &mut self.buf,
+            offset,
+            ts,
+            record.key.as_ref(),
+            record.value.as_ref(),
+            &record.headers,
+        );
+        self.first.get_or_insert(offset);
+        self.count += 1;
+        self.records.push(StoredRecord {
+            offset,
+            timestamp: ts,
+            key: record.key,
+            value: record.value,
+            headers: record.headers,
+        });
+        offset
+    }
+}
+
+struct PendingAppend {
+    reply: AppendReply,
+    /// (index into the batch's partitions, offset) per record.
+    slots: Vec<(usize, Offset)>,
+}
+
+fn writer_loop(shared: &Shared) {
+    let mut batch: Vec<Request> = Vec::new();
+    loop {
+        {
+            let mut q = shared.queue.lock();
+            while q.pending.is_empty() && !q.closed {
+                shared.queue_cv.wait(&mut q);
+            }
+            if q.pending.is_empty() && q.closed {
+                break;
+            }
+            std::mem::swap(&mut batch, &mut q.pending);
+        }
+        process(shared, &mut batch);
+    }
+    let mut s = shared.sync.lock();
+    s.closed = true;
+    drop(s);
+    shared.sync_cv.notify_all();
+}
+
+fn process(shared: &Shared, batch: &mut Vec<Request>) {
+    let stats = &*shared.stats;
+    let mut parts: Vec<PartWork> = Vec::new();
+    let mut part_index: HashMap<usize, usize> = HashMap::new();
+    let mut appends: Vec<PendingAppend> = Vec::new();
+    let mut acks: Vec<Ack> = Vec::new();
+    let mut targets: Vec<SyncTarget> = Vec::new();
+    let mut flush_requested = false;
+    let mut records_in_batch = 0u64;
+    let now = crate::now_ms();
+
+    for req in batch.drain(..) {
+        match req {
+            Request::Append { items, reply } => {
+                let mut slots = Vec::with_capacity(items.len());
+                for (part, record) in items {
+                    let key = Arc::as_ptr(&part) as usize;
+                    let i = *part_index.entry(key).or_insert_with(|| {
+                        parts.push(PartWork::new(part));
+                        parts.len() - 1
+                    });
+                    let offset = parts[i].add(record, now, shared.segment_bytes, stats);
+                    slots.push((i, offset));
+                    records_in_batch += 1;
+                }
+                appends.push(PendingAppend { reply, slots });
+            }
+            Request::Commit {
+                group,
+                offsets,
+                reply,
+            } => {
+                let result = group.append(&offsets);
+                if result.is_ok() {
+                    stats
+                        .committed_offsets
+                        .fetch_add(offsets.len() as u64, Ordering::Relaxed);
+                    targets.push(SyncTarget::Offsets(group));
+                }
+                acks.push(Ack::Unit(reply, result));
+            }
+            Request::Flush {
+                targets: t,
+                reply,
+            } => {
+                flush_requested = true;
+                targets.extend(t);
+                acks.push(Ack::Unit(reply, Ok(())));
+            }
+        }
+    }
+
+    for w in &mut parts {
+        w.flush_segment(stats);
+        let mut records = std::mem::take(&mut w.records);
+        let ok_until = w.ok_until;
+        records.retain(|r| r.offset < ok_until);
+        if !records.is_empty() {
+            stats
+                .appended_records
+                .fetch_add(records.len() as u64, Ordering::Relaxed);
+            w.part.publish(records, ok_until);
+        }
+        targets.extend(w.touched.drain(..).map(SyncTarget::Segment));
+    }
+    if records_in_batch > 0 {
+        stats.write_batches.fetch_add(1, Ordering::Relaxed);
+        stats
+            .last_batch_records
+            .store(records_in_batch, Ordering::Relaxed);
+        stats
+            .max_batch_records
+            .fetch_max(records_in_batch, Ordering::Relaxed);
+    }
+
+    let mut all_acks = Vec::with_capacity(appends.len() + acks.len());
+    for a in appends {
+        let failed = a
+            .slots
+            .iter()
+            .filter(|(i, offset)| *offset >= parts[*i].ok_until)
+            .find_map(|(i, _)| parts[*i].failed.as_ref());
+        let result = match failed {
+            Some(e) => Err(LogError::Io(io::Error::new(
+                e.kind(),
+                format!("log write failed: {e}"),
+            ))),
+            None => Ok(a
+                .slots
+                .iter()
+                .map(|(i, offset)| Position {
+                    partition: parts[*i].part.partition,
+                    offset: *offset,
+                })
+                .collect()),
+        };
+        all_acks.push(Ack::Append(a.reply, result));
+    }
+    all_acks.append(&mut acks);
+    let acks = all_acks;
+
+    let sync_now = flush_requested || shared.policy == FsyncPolicy::Always;
+    if sync_now {
+        if !acks.is_empty() || !targets.is_empty() {
+            let mut s = shared.sync.lock();
+            s.jobs.push((targets, acks));
+            drop(s);
+            shared.sync_cv.notify_one();
+        }
+    } else {
+        if matches!(shared.policy, FsyncPolicy::Interval(_)) && !targets.is_empty() {
+            shared.sync.lock().dirty.extend(targets);
+        }
+        for a in acks {
+            a.send();
+        }
+    }
+}
+
+fn sync_all(targets: Vec<SyncTarget>, stats: &WriterStats) -> Result<(), io::Error> {
+    let mut seen = std::collections::HashSet::new();
+    let unique: Vec<SyncTarget> = targets.into_iter().filter(|t| seen.insert(t.key())).collect();
+    if unique.is_empty() {
+        return Ok(());
+    }
+    stats
+        .fsyncs
+        .fetch_add(unique.len() as u64, Ordering::Relaxed);
+    if unique.len() == 1 {
+        return unique[0].sync();
+    }
+    // fdatasync waits for the device; syncing files in parallel lets the file system
+    // merge them into fewer journal commits.
+    let threads = unique.len().min(8);
+    let chunk = unique.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = unique
+            .chunks(chunk)
+            .map(|c| scope.spawn(move || c.iter().try_for_each(SyncTarget::sync)))
+            .collect();
+        let mut result = Ok(());
+        for h in handles {
+            let r = h
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("fsync thread panicked")));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    })
+}
+
+fn sync_loop(shared: &Shared) {
+    let interval = match shared.policy {
+        FsyncPolicy::Interval(d) => Some(d.max(Duration::from_millis(1))),
+        _ => None,
+    };
+    let mut next_interval_sync = interval.map(|d| Instant::now() + d);
+    loop {
+        let (jobs, dirty, closed) = {
+            let mut s = shared.sync.lock();
+            loop {
+                let due = next_interval_sync.is_some_and(|t| Instant::now() >= t);
+                if !s.jobs.is_empty() || s.closed || due {
+                    break;
+                }
+                match next_interval_sync {
+                    Some(t) => {
+                        shared.sync_cv.wait_until(&mut s, t);
+                    }
+                    None => shared.sync_cv.wait(&mut s),
+                }
+            }
+            let due = next_interval_sync.is_some_and(|t| Instant::now() >= t);
+            let dirty = if due || s.closed || !s.jobs.is_empty() {
+                std::mem::take(&mut s.dirty)
+            } else {
+                Vec::new()
+            };
+            (std::mem::take(&mut s.jobs), dirty, s.closed)
+        };
+        if let (Some(d), Some(t)) = (interval, next_interval_sync.as_mut())
+            && Instant::now() >= *t
+        {
+            *t = Instant::now() + d;
+        }
+        let mut targets = dirty;
+        let mut acks = Vec::new();
+        for (t, a) in jobs {
+            targets.extend(t);
+            acks.extend(a);
+        }
+        if !targets.is_empty() {
+            shared.stats.sync_batches.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = sync_all(targets, &shared.stats) {
+                tracing::error!(error = %e, "fsync of the log failed; the affected appends are reported as failed");
+                for a in &mut acks {
+                    a.fail(&e);
+                }
+            }
+        }
+        for a in acks {
+            a.send();
+        }
+        if closed && shared.sync.lock().jobs.is_empty() {
+            break;
+        }
+    }
+}
