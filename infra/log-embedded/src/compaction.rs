@@ -26,7 +26,9 @@ use imbus_log::{Cleanup, LogError, Offset};
 use crate::fsutil::{fsync_dir, io_at};
 use crate::partition::PartitionLog;
 use crate::record;
-use crate::segment::{Segment, SegmentBuilder, index_file_name, segment_file_name, write_index_for};
+use crate::segment::{
+    Segment, SegmentBuilder, index_file_name, segment_file_name, write_index_for,
+};
 
 /// What a compaction and retention run did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -217,9 +219,7 @@ pub(crate) fn compact_partition(
         if unchanged {
             continue;
         }
-        let end = groups
-            .get(i + 1)
-            .map_or(closed_end, |g| g[0].seg.base);
+        let end = groups.get(i + 1).map_or(closed_end, |g| g[0].seg.base);
         rewrite(part, group, end, &keep, stats)?;
     }
 
@@ -265,7 +265,11 @@ fn rewrite(
     } else {
         let cleaned = builder.path.clone();
         let (file, meta) = builder.finish()?;
-        let newest = group.iter().map(|p| p.mtime).max().unwrap_or_else(SystemTime::now);
+        let newest = group
+            .iter()
+            .map(|p| p.mtime)
+            .max()
+            .unwrap_or_else(SystemTime::now);
         file.set_times(FileTimes::new().set_modified(newest))
             .map_err(|e| io_at(&cleaned, "cannot set the modification time of", e))?;
         let swap = dir.join(format!("{base:020}-{end:020}.swap"));
@@ -273,7 +277,12 @@ fn rewrite(
         fsync_dir(dir).map_err(|e| io_at(dir, "cannot sync", e))?;
 
         let final_path = dir.join(segment_file_name(base));
-        let new = Arc::new(Segment::from_parts(base, final_path.clone(), file, meta.clone()));
+        let new = Arc::new(Segment::from_parts(
+            base,
+            final_path.clone(),
+            file,
+            meta.clone(),
+        ));
         let new_bytes = meta.tail.size;
         part.replace_segments(&bases, Some(new));
         for plan in group {

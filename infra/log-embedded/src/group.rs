@@ -66,10 +66,7 @@ impl GroupState {
         for tp in all {
             for step in 0..ids.len() {
                 let id = ids[(cursor + step) % ids.len()];
-                let subscribed = self.members[&id]
-                    .topics
-                    .iter()
-                    .any(|(t, _)| *t == tp.topic);
+                let subscribed = self.members[&id].topics.iter().any(|(t, _)| *t == tp.topic);
                 if subscribed {
                     if let Some(set) = next.get_mut(&id) {
                         set.insert(tp);
@@ -337,7 +334,9 @@ impl Consumer for EmbeddedConsumer {
             return Err(LogError::Closed);
         }
         for (tp, offset) in offsets {
-            if !self.owned.contains_key(tp) || !self.inner.coordinator.owns(&self.group, self.id, tp) {
+            if !self.owned.contains_key(tp)
+                || !self.inner.coordinator.owns(&self.group, self.id, tp)
+            {
                 return Err(LogError::NotAssigned(tp.clone()));
             }
             if *offset < 0 {
@@ -422,7 +421,11 @@ mod tests {
         g.rebalance();
         for id in [1, 2, 3] {
             let m = &g.members[&id];
-            assert!(m.target.iter().all(|tp| m.topics.iter().any(|(t, _)| *t == tp.topic)));
+            assert!(
+                m.target
+                    .iter()
+                    .all(|tp| m.topics.iter().any(|(t, _)| *t == tp.topic))
+            );
         }
         let total: usize = g.members.values().map(|m| m.target.len()).sum();
         assert_eq!(total, 4);
@@ -438,7 +441,11 @@ mod tests {
         g.rebalance();
         assert_eq!(g.members[&1].target.len(), 2);
         assert_eq!(g.members[&1].revoked_pending.len(), 2);
-        assert!(g.members[&1].revoked_pending.is_disjoint(&g.members[&1].target));
+        assert!(
+            g.members[&1]
+                .revoked_pending
+                .is_disjoint(&g.members[&1].target)
+        );
         assert_eq!(g.members[&2].target, g.members[&1].revoked_pending);
     }
 }

@@ -80,6 +80,7 @@
 //! module documentation for the crash-safe protocol.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod compaction;
 mod fsutil;
@@ -101,8 +102,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use imbus_log::{
-    Consumer, ConsumerOptions, Log, LogError, Offset, Partition, PartitionReader, Position,
-    Record, StartAt, TimestampMs, TopicConfig, TopicPartition, Watermarks,
+    Consumer, ConsumerOptions, Log, LogError, Offset, Partition, PartitionReader, Position, Record,
+    StartAt, TimestampMs, TopicConfig, TopicPartition, Watermarks,
 };
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
@@ -255,8 +256,8 @@ pub(crate) struct Inner {
     stats: Arc<WriterStats>,
     closed: AtomicBool,
     background: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    // Declared last: released only after the writer threads have stopped.
-    _lock: DirLock,
+    /// Released by shutdown, or (declared last) after the writer threads have stopped.
+    lock: Mutex<Option<DirLock>>,
 }
 
 impl fmt::Debug for Inner {
@@ -323,7 +324,7 @@ impl Inner {
             stats,
             closed: AtomicBool::new(false),
             background: Mutex::new(None),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         })
     }
 
@@ -690,6 +691,9 @@ impl Log for EmbeddedLog {
             // Let a running compaction finish, then stop the writer threads.
             let _guard = inner.compaction_lock.lock();
             inner.writer.stop();
+            // Nothing writes any more: the directory may be opened again, even while
+            // stray handles of this log are still alive.
+            inner.lock.lock().take();
         })
         .await
         .map_err(join_error)?;

@@ -26,7 +26,7 @@ fn hex(s: &str) -> String {
 }
 
 fn unhex(s: &str) -> Option<String> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let bytes = (0..s.len())
@@ -115,7 +115,10 @@ impl GroupOffsets {
 
     /// Atomically replaces the file with one entry per partition; returns it open for
     /// appending.
-    fn rewrite(path: &Path, committed: &HashMap<TopicPartition, Offset>) -> Result<(File, u64), LogError> {
+    fn rewrite(
+        path: &Path,
+        committed: &HashMap<TopicPartition, Offset>,
+    ) -> Result<(File, u64), LogError> {
         let mut data = Vec::new();
         let mut sorted: Vec<_> = committed.iter().collect();
         sorted.sort();
@@ -231,7 +234,8 @@ mod tests {
         let g = store.group("g1").unwrap();
         let tp = TopicPartition::new("t", 3);
         g.append(&[(tp.clone(), 5)]).unwrap();
-        g.append(&[(tp.clone(), 9), (TopicPartition::new("u", 0), 1)]).unwrap();
+        g.append(&[(tp.clone(), 9), (TopicPartition::new("u", 0), 1)])
+            .unwrap();
         let path = dir.path().join(format!("{}{SUFFIX}", hex("g1")));
         drop((g, store));
         // A torn final entry is ignored.

@@ -116,7 +116,11 @@ fn finish_swaps(dir: &Path) -> Result<(), LogError> {
 
 impl PartitionLog {
     /// Opens (or creates) the partition directory and recovers its segments.
-    pub(crate) fn open(topic: Arc<str>, partition: Partition, dir: PathBuf) -> Result<Self, LogError> {
+    pub(crate) fn open(
+        topic: Arc<str>,
+        partition: Partition,
+        dir: PathBuf,
+    ) -> Result<Self, LogError> {
         std::fs::create_dir_all(&dir).map_err(|e| io_at(&dir, "cannot create", e))?;
         finish_swaps(&dir)?;
         let mut bases = Vec::new();
@@ -252,14 +256,16 @@ impl PartitionLog {
         if end >= st.segments.len() {
             return;
         }
+        // The first offset after the replaced range.
+        let range_end = st.segments[end].base;
         st.segments.splice(start..end, new);
         if start == 0 {
             st.low = st.low.max(st.segments[0].base);
-            let low = st.low;
-            while st.cache.front().is_some_and(|r| r.offset < low) {
-                if let Some(r) = st.cache.pop_front() {
-                    st.cache_bytes -= cached_size(&r);
-                }
+        }
+        // Cached copies of the replaced range are dropped so readers see the result.
+        while st.cache.front().is_some_and(|r| r.offset < range_end) {
+            if let Some(r) = st.cache.pop_front() {
+                st.cache_bytes -= cached_size(&r);
             }
         }
     }
@@ -342,7 +348,10 @@ impl PartitionLog {
                 return Ok(r);
             }
             let from = from.max(st.low);
-            let i = st.segments.partition_point(|s| s.base <= from).saturating_sub(1);
+            let i = st
+                .segments
+                .partition_point(|s| s.base <= from)
+                .saturating_sub(1);
             (st.segments[i..].to_vec(), from, st.high)
         };
         let mut stored = Vec::new();
@@ -393,7 +402,11 @@ mod tests {
         for base in [0, 10, 20, 30] {
             std::fs::write(d.join(segment_file_name(base)), b"old").unwrap();
         }
-        std::fs::write(d.join("00000000000000000000-00000000000000000020.swap"), b"new").unwrap();
+        std::fs::write(
+            d.join("00000000000000000000-00000000000000000020.swap"),
+            b"new",
+        )
+        .unwrap();
         std::fs::write(d.join("00000000000000000020.cleaned"), b"partial").unwrap();
         finish_swaps(d).unwrap();
         let mut names: Vec<String> = std::fs::read_dir(d)

@@ -50,11 +50,7 @@ pub(crate) fn payload_len(record: &Record) -> usize {
 }
 
 /// The full frame size of a record.
-pub(crate) fn frame_len(
-    key: Option<&Bytes>,
-    value: Option<&Bytes>,
-    headers: &[Header],
-) -> usize {
+pub(crate) fn frame_len(key: Option<&Bytes>, value: Option<&Bytes>, headers: &[Header]) -> usize {
     FRAME_HEADER + body_len(key, value, headers)
 }
 
@@ -259,7 +255,10 @@ fn parse_body(body: &[u8]) -> Result<BodyLayout, &'static str> {
 
 /// The offset and timestamp of a frame already validated by [`check`].
 pub(crate) fn meta(frame: &[u8]) -> (Offset, TimestampMs) {
-    (le_i64(frame, FRAME_HEADER + 1), le_i64(frame, FRAME_HEADER + 9))
+    (
+        le_i64(frame, FRAME_HEADER + 1),
+        le_i64(frame, FRAME_HEADER + 9),
+    )
 }
 
 /// Decodes a frame already validated by [`check`]. Key, value and header values are
@@ -334,7 +333,14 @@ mod tests {
         let mut buf = Vec::new();
         let recs = sample();
         for (i, (k, v, h)) in recs.iter().enumerate() {
-            encode(&mut buf, 100 + i as i64, -5 + i as i64, k.as_ref(), v.as_ref(), h);
+            encode(
+                &mut buf,
+                100 + i as i64,
+                -5 + i as i64,
+                k.as_ref(),
+                v.as_ref(),
+                h,
+            );
         }
         let bytes = buf;
         let mut pos = 0;

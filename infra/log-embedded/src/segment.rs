@@ -134,7 +134,8 @@ impl SegMeta {
         if body.get(..8)? != INDEX_MAGIC {
             return None;
         }
-        let word = |i: usize| -> Option<[u8; 8]> { body.get(8 + i * 8..16 + i * 8)?.try_into().ok() };
+        let word =
+            |i: usize| -> Option<[u8; 8]> { body.get(8 + i * 8..16 + i * 8)?.try_into().ok() };
         let size = u64::from_le_bytes(word(0)?);
         let since_index = u64::from_le_bytes(word(1)?);
         let max_ts = i64::from_le_bytes(word(2)?);
@@ -180,7 +181,9 @@ impl SegMeta {
 #[derive(Debug)]
 enum FrameErr {
     /// The data ends inside the frame at `pos`.
-    Incomplete { pos: u64 },
+    Incomplete {
+        pos: u64,
+    },
     /// The frame at `pos` is damaged; `frame_end` is where it would end if its length is
     /// trusted.
     Bad {
@@ -341,7 +344,9 @@ pub(crate) fn scan(
                 if offset < floor {
                     return Err(corrupt(
                         path,
-                        format!("record at byte {pos} has offset {offset}, expected at least {floor}"),
+                        format!(
+                            "record at byte {pos} has offset {offset}, expected at least {floor}"
+                        ),
                     ));
                 }
                 visit(pos, frame)?;
@@ -355,7 +360,8 @@ pub(crate) fn scan(
                 frame_end,
                 detail,
             }) => {
-                let zero_tail = all_zero(file, pos, len).map_err(|e| io_at(path, "cannot read", e))?;
+                let zero_tail =
+                    all_zero(file, pos, len).map_err(|e| io_at(path, "cannot read", e))?;
                 let last_frame = frame_end.is_some_and(|end| end == len);
                 if zero_tail || last_frame {
                     break Some(pos);
@@ -546,7 +552,9 @@ impl Segment {
         let mut bytes = 0usize;
         let start_len = out.len();
         while out.len() - start_len < max && (bytes < max_bytes || out.len() == start_len) {
-            let Some((_, frame)) = cursor.next_frame().map_err(|e| frame_error(&self.path, e))?
+            let Some((_, frame)) = cursor
+                .next_frame()
+                .map_err(|e| frame_error(&self.path, e))?
             else {
                 break;
             };
@@ -572,7 +580,10 @@ impl Segment {
             (pos, m.tail.size)
         };
         let mut cursor = FrameCursor::new(&self.file, pos, end);
-        while let Some((_, frame)) = cursor.next_frame().map_err(|e| frame_error(&self.path, e))? {
+        while let Some((_, frame)) = cursor
+            .next_frame()
+            .map_err(|e| frame_error(&self.path, e))?
+        {
             let (offset, t) = record::meta(frame);
             if t >= ts {
                 return Ok(Some(offset));
@@ -588,7 +599,10 @@ impl Segment {
     ) -> Result<(), LogError> {
         let end = self.size();
         let mut cursor = FrameCursor::new(&self.file, 0, end);
-        while let Some((_, frame)) = cursor.next_frame().map_err(|e| frame_error(&self.path, e))? {
+        while let Some((_, frame)) = cursor
+            .next_frame()
+            .map_err(|e| frame_error(&self.path, e))?
+        {
             visit(frame)?;
         }
         Ok(())
@@ -689,7 +703,11 @@ mod tests {
         assert_eq!(m.records, 500);
         assert_eq!(m.first_offset, Some(10));
         assert_eq!(m.last_offset, Some(509));
-        assert!(m.index.len() > 3, "sparse index has {} entries", m.index.len());
+        assert!(
+            m.index.len() > 3,
+            "sparse index has {} entries",
+            m.index.len()
+        );
         let from_file =
             SegMeta::decode_index(&std::fs::read(dir.path().join(index_file_name(10))).unwrap())
                 .unwrap();

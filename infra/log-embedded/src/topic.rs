@@ -79,7 +79,9 @@ impl Topic {
             .map_err(|e| LogError::InvalidArgument(e.to_string()))?;
         let name: Arc<str> = Arc::from(config.name.as_str());
         let partitions = (0..config.partitions)
-            .map(|p| PartitionLog::open(Arc::clone(&name), p, dir.join(p.to_string())).map(Arc::new))
+            .map(|p| {
+                PartitionLog::open(Arc::clone(&name), p, dir.join(p.to_string())).map(Arc::new)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         // The metadata is written last: a topic directory without it is an unfinished
         // creation and is ignored (and completed by the next create) on open.
@@ -109,7 +111,9 @@ impl Topic {
         let config = meta.into_config(name, &meta_path)?;
         let name: Arc<str> = Arc::from(name);
         let partitions = (0..config.partitions)
-            .map(|p| PartitionLog::open(Arc::clone(&name), p, dir.join(p.to_string())).map(Arc::new))
+            .map(|p| {
+                PartitionLog::open(Arc::clone(&name), p, dir.join(p.to_string())).map(Arc::new)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(Self {
             name,

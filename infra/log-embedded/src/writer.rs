@@ -290,7 +290,8 @@ impl PartWork {
         segment_bytes: u64,
         stats: &WriterStats,
     ) -> Offset {
-        let len = record::frame_len(record.key.as_ref(), record.value.as_ref(), &record.headers) as u64;
+        let len =
+            record::frame_len(record.key.as_ref(), record.value.as_ref(), &record.headers) as u64;
         if self.tail.size > 0 && self.tail.size + len > segment_bytes && self.failed.is_none() {
             self.flush_segment(stats);
             if self.failed.is_none() {
@@ -400,10 +401,7 @@ fn process(shared: &Shared, batch: &mut Vec<Request>) {
                 }
                 acks.push(Ack::Unit(reply, result));
             }
-            Request::Flush {
-                targets: t,
-                reply,
-            } => {
+            Request::Flush { targets: t, reply } => {
                 flush_requested = true;
                 targets.extend(t);
                 acks.push(Ack::Unit(reply, Ok(())));
@@ -480,7 +478,10 @@ fn process(shared: &Shared, batch: &mut Vec<Request>) {
 
 fn sync_all(targets: Vec<SyncTarget>, stats: &WriterStats) -> Result<(), io::Error> {
     let mut seen = std::collections::HashSet::new();
-    let unique: Vec<SyncTarget> = targets.into_iter().filter(|t| seen.insert(t.key())).collect();
+    let unique: Vec<SyncTarget> = targets
+        .into_iter()
+        .filter(|t| seen.insert(t.key()))
+        .collect();
     if unique.is_empty() {
         return Ok(());
     }
