@@ -476,41 +476,92 @@ fn process(shared: &Shared, batch: &mut Vec<Request>) {
     }
 }
 
-fn sync_all(targets: Vec<SyncTarget>, stats: &WriterStats) -> Result<(), io::Error> {
-    let mut seen = std::collections::HashSet::new();
-    let unique: Vec<SyncTarget> = targets
-        .into_iter()
-        .filter(|t| seen.insert(t.key()))
-        .collect();
-    if unique.is_empty() {
-        return Ok(());
+/// Helper threads that fsync files in parallel with the sync thread: `fdatasync` waits
+/// for the device, and syncing several files at once lets the file system merge their
+/// journal commits.
+struct SyncPool {
+    workers:
+        Vec<std::sync::mpsc::Sender<(Vec<SyncTarget>, std::sync::mpsc::Sender<io::Result<()>>)>>,
+}
+
+impl SyncPool {
+    const HELPERS: usize = 3;
+
+    fn start() -> Self {
+        let mut workers = Vec::new();
+        for i in 0..Self::HELPERS {
+            let (tx, rx) = std::sync::mpsc::channel::<(
+                Vec<SyncTarget>,
+                std::sync::mpsc::Sender<io::Result<()>>,
+            )>();
+            let spawned = std::thread::Builder::new()
+                .name(format!("imbus-log-sync-{i}"))
+                .spawn(move || {
+                    while let Ok((targets, done)) = rx.recv() {
+                        let _ = done.send(targets.iter().try_for_each(SyncTarget::sync));
+                    }
+                });
+            match spawned {
+                Ok(_) => workers.push(tx),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start an fsync helper thread; syncing with fewer threads");
+                    break;
+                }
+            }
+        }
+        Self { workers }
     }
-    stats
-        .fsyncs
-        .fetch_add(unique.len() as u64, Ordering::Relaxed);
-    if unique.len() == 1 {
-        return unique[0].sync();
-    }
-    // fdatasync waits for the device; syncing files in parallel lets the file system
-    // merge them into fewer journal commits.
-    let threads = unique.len().min(8);
-    let chunk = unique.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = unique
-            .chunks(chunk)
-            .map(|c| scope.spawn(move || c.iter().try_for_each(SyncTarget::sync)))
+
+    /// Fsyncs every target once (deduplicated).
+    fn sync_all(&self, targets: Vec<SyncTarget>, stats: &WriterStats) -> io::Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        let unique: Vec<SyncTarget> = targets
+            .into_iter()
+            .filter(|t| seen.insert(t.key()))
             .collect();
+        if unique.is_empty() {
+            return Ok(());
+        }
+        stats
+            .fsyncs
+            .fetch_add(unique.len() as u64, Ordering::Relaxed);
+        let lanes = (self.workers.len() + 1).min(unique.len());
+        if lanes <= 1 {
+            return unique.iter().try_for_each(SyncTarget::sync);
+        }
+        let chunk = unique.len().div_ceil(lanes);
+        let mut chunks = unique.chunks(chunk);
+        let own = chunks
+            .next()
+            .map(<[SyncTarget]>::to_vec)
+            .unwrap_or_default();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let mut pending = 0;
         let mut result = Ok(());
-        for h in handles {
-            let r = h
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("fsync thread panicked")));
-            if result.is_ok() {
-                result = r;
+        for (worker, c) in self.workers.iter().zip(chunks) {
+            match worker.send((c.to_vec(), done_tx.clone())) {
+                Ok(()) => pending += 1,
+                // A helper that is gone: sync its share here.
+                Err(std::sync::mpsc::SendError((c, _))) => {
+                    if let Err(e) = c.iter().try_for_each(SyncTarget::sync) {
+                        result = Err(e);
+                    }
+                }
+            }
+        }
+        drop(done_tx);
+        if let Err(e) = own.iter().try_for_each(SyncTarget::sync) {
+            result = Err(e);
+        }
+        for _ in 0..pending {
+            match done_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(_) => result = Err(io::Error::other("an fsync helper thread stopped")),
             }
         }
         result
-    })
+    }
 }
 
 fn sync_loop(shared: &Shared) {
@@ -519,6 +570,7 @@ fn sync_loop(shared: &Shared) {
         _ => None,
     };
     let mut next_interval_sync = interval.map(|d| Instant::now() + d);
+    let pool = SyncPool::start();
     loop {
         let (jobs, dirty, closed) = {
             let mut s = shared.sync.lock();
@@ -555,7 +607,7 @@ fn sync_loop(shared: &Shared) {
         }
         if !targets.is_empty() {
             shared.stats.sync_batches.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = sync_all(targets, &shared.stats) {
+            if let Err(e) = pool.sync_all(targets, &shared.stats) {
                 tracing::error!(error = %e, "fsync of the log failed; the affected appends are reported as failed");
                 for a in &mut acks {
                     a.fail(&e);
