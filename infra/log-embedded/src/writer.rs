@@ -479,9 +479,11 @@ fn process(shared: &Shared, batch: &mut Vec<Request>) {
 /// Helper threads that fsync files in parallel with the sync thread: `fdatasync` waits
 /// for the device, and syncing several files at once lets the file system merge their
 /// journal commits.
+/// A share of files for a helper, and where to report the result.
+type SyncWork = (Vec<SyncTarget>, std::sync::mpsc::Sender<io::Result<()>>);
+
 struct SyncPool {
-    workers:
-        Vec<std::sync::mpsc::Sender<(Vec<SyncTarget>, std::sync::mpsc::Sender<io::Result<()>>)>>,
+    workers: Vec<std::sync::mpsc::Sender<SyncWork>>,
 }
 
 impl SyncPool {
@@ -490,10 +492,7 @@ impl SyncPool {
     fn start() -> Self {
         let mut workers = Vec::new();
         for i in 0..Self::HELPERS {
-            let (tx, rx) = std::sync::mpsc::channel::<(
-                Vec<SyncTarget>,
-                std::sync::mpsc::Sender<io::Result<()>>,
-            )>();
+            let (tx, rx) = std::sync::mpsc::channel::<SyncWork>();
             let spawned = std::thread::Builder::new()
                 .name(format!("imbus-log-sync-{i}"))
                 .spawn(move || {
