@@ -195,10 +195,7 @@ impl PartitionLog {
 
     /// Closes the active segment and starts a new one at `base` (writer only).
     pub(crate) fn roll(&self, base: Offset) -> Result<Arc<Segment>, LogError> {
-        let old = self.active();
-        if let Err(e) = old.write_index(&self.dir) {
-            tracing::warn!(segment = %old.path.display(), error = %e, "cannot write segment index");
-        }
+        self.active().mark_closed();
         let seg = Arc::new(Segment::create(&self.dir, base)?);
         fsync_dir(&self.dir).map_err(|e| io_at(&self.dir, "cannot sync", e))?;
         self.state.write().segments.push(Arc::clone(&seg));

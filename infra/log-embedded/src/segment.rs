@@ -6,6 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use imbus_log::{LogError, Offset, TimestampMs};
 use parking_lot::RwLock;
@@ -394,9 +395,24 @@ pub(crate) struct Segment {
     pub path: PathBuf,
     file: File,
     meta: RwLock<SegMeta>,
+    /// No more records will be appended.
+    closed: AtomicBool,
+    /// The index file matches the durable content.
+    index_saved: AtomicBool,
 }
 
 impl Segment {
+    fn new(base: Offset, path: PathBuf, file: File, meta: SegMeta, closed: bool) -> Self {
+        Self {
+            base,
+            path,
+            file,
+            meta: RwLock::new(meta),
+            closed: AtomicBool::new(closed),
+            index_saved: AtomicBool::new(closed),
+        }
+    }
+
     fn open_file(path: &Path, create_new: bool) -> Result<File, LogError> {
         OpenOptions::new()
             .read(true)
@@ -410,17 +426,14 @@ impl Segment {
     pub(crate) fn create(dir: &Path, base: Offset) -> Result<Self, LogError> {
         let path = dir.join(segment_file_name(base));
         let file = Self::open_file(&path, true)?;
-        Ok(Self {
-            base,
-            path,
-            file,
-            meta: RwLock::new(SegMeta::empty()),
-        })
+        Ok(Self::new(base, path, file, SegMeta::empty(), false))
     }
 
     /// Opens a closed segment: its metadata comes from the index file when that is intact
     /// and matches the segment, otherwise from a full checking scan (the index is then
-    /// rewritten).
+    /// rewritten). A closed segment can have a torn tail too: the process may have died
+    /// after the segment rolled and before its last records were synced (those records
+    /// were never acknowledged).
     pub(crate) fn open_closed(dir: &Path, base: Offset) -> Result<Self, LogError> {
         let path = dir.join(segment_file_name(base));
         let file = Self::open_file(&path, false)?;
@@ -436,19 +449,17 @@ impl Segment {
         let meta = match from_index {
             Some(m) => m,
             None => {
-                let m = scan(&path, &file, base, ScanMode::Strict, |_, _| Ok(()))?;
+                let m = scan(&path, &file, base, ScanMode::RepairTail, |_, _| Ok(()))?;
+                // The index must describe durable data only.
+                file.sync_all()
+                    .map_err(|e| io_at(&path, "cannot sync", e))?;
                 if let Err(e) = std::fs::write(&index_path, m.encode_index()) {
                     tracing::warn!(path = %index_path.display(), error = %e, "cannot write segment index");
                 }
                 m
             }
         };
-        Ok(Self {
-            base,
-            path,
-            file,
-            meta: RwLock::new(meta),
-        })
+        Ok(Self::new(base, path, file, meta, true))
     }
 
     /// Opens the last (active) segment: scanned completely, a torn tail is truncated.
@@ -458,22 +469,34 @@ impl Segment {
         let meta = scan(&path, &file, base, ScanMode::RepairTail, |_, _| Ok(()))?;
         // An index of the active segment would be stale as soon as it grows.
         let _ = std::fs::remove_file(dir.join(index_file_name(base)));
-        Ok(Self {
-            base,
-            path,
-            file,
-            meta: RwLock::new(meta),
-        })
+        Ok(Self::new(base, path, file, meta, false))
     }
 
-    /// Wraps a file written by compaction.
+    /// Wraps a closed segment written (and fsynced, with its index) by compaction.
     pub(crate) fn from_parts(base: Offset, path: PathBuf, file: File, meta: SegMeta) -> Self {
-        Self {
-            base,
-            path,
-            file,
-            meta: RwLock::new(meta),
+        Self::new(base, path, file, meta, true)
+    }
+
+    /// Marks the segment closed (it rolled); its index is saved after its next fsync.
+    pub(crate) fn mark_closed(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Fsyncs the data of the segment; once a closed segment is durable, its index file is
+    /// written (an index must never describe data that a power loss could still lose).
+    pub(crate) fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()?;
+        if self.closed.load(Ordering::Acquire) && !self.index_saved.swap(true, Ordering::AcqRel) {
+            let written = self
+                .path
+                .parent()
+                .map_or(Ok(()), |dir| self.write_index(dir));
+            if let Err(e) = written {
+                tracing::warn!(segment = %self.path.display(), error = %e, "cannot write segment index");
+                self.index_saved.store(false, Ordering::Release);
+            }
         }
+        Ok(())
     }
 
     pub(crate) fn file(&self) -> &File {
@@ -525,7 +548,7 @@ impl Segment {
 
     /// Writes the index file of this (now closed) segment. The index is a cache: a
     /// missing or stale index is rebuilt by scanning the segment.
-    pub(crate) fn write_index(&self, dir: &Path) -> io::Result<()> {
+    fn write_index(&self, dir: &Path) -> io::Result<()> {
         let data = self.meta.read().encode_index();
         std::fs::write(dir.join(index_file_name(self.base)), data)
     }
@@ -750,6 +773,44 @@ mod tests {
             assert_eq!(std::fs::metadata(&path).unwrap().len(), last_start as u64);
             std::fs::remove_file(&path).unwrap();
         }
+    }
+
+    #[test]
+    fn closed_segment_without_index_is_repaired_and_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = frames(0, 5, 0);
+        let path = dir.path().join(segment_file_name(0));
+        std::fs::write(&path, &full[..full.len() - 3]).unwrap();
+        let seg = Segment::open_closed(dir.path(), 0).unwrap();
+        assert_eq!(seg.last_offset(), Some(3));
+        let index = std::fs::read(dir.path().join(index_file_name(0))).unwrap();
+        assert_eq!(SegMeta::decode_index(&index).unwrap(), seg.meta());
+    }
+
+    #[test]
+    fn index_is_saved_once_a_closed_segment_is_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = Segment::create(dir.path(), 0).unwrap();
+        let data = frames(0, 3, 0);
+        seg.write_at(&data, 0).unwrap();
+        let mut tail = seg.tail();
+        let mut entries = Vec::new();
+        let mut pos = 0;
+        for o in 0..3 {
+            let Frame::Complete { len } = record::check(&data[pos..]) else {
+                panic!()
+            };
+            tail.note(&mut entries, o, o, len as u64);
+            pos += len;
+        }
+        seg.publish(tail, &entries, 0, 2, 3);
+        let index_path = dir.path().join(index_file_name(0));
+        seg.sync().unwrap();
+        assert!(!index_path.exists(), "the active segment has no index file");
+        seg.mark_closed();
+        seg.sync().unwrap();
+        let saved = SegMeta::decode_index(&std::fs::read(&index_path).unwrap()).unwrap();
+        assert_eq!(saved, seg.meta());
     }
 
     #[test]

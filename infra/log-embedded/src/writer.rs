@@ -60,7 +60,7 @@ impl SyncTarget {
 
     fn sync(&self) -> io::Result<()> {
         match self {
-            SyncTarget::Segment(s) => s.file().sync_data(),
+            SyncTarget::Segment(s) => s.sync(),
             SyncTarget::Offsets(g) => g.sync(),
         }
     }
