@@ -561,6 +561,73 @@ pub async fn resume_after_crash(factory: &dyn LogFactory) {
     ok(log.shutdown().await, "shutdown");
 }
 
+/// A group without committed offsets starts where `start_if_uncommitted` says (here an
+/// explicit offset), and a member can move its position on an owned partition with
+/// `seek` (to the start, an offset or a time) and replays from there.
+pub async fn consumer_start_and_seek(factory: &dyn LogFactory) {
+    let backend = factory.name().to_owned();
+    let log = factory.open().await;
+    let topic = unique_name("seek");
+    ok(
+        log.create_topic(&TopicConfig::new(&topic, 1)).await,
+        "create topic",
+    );
+    let base = 1_700_000_000_000_i64;
+    let mut offsets = Vec::new();
+    for i in 0..20 {
+        let record = Record::new(format!("k{i}"), format!("v{i}")).at(base + i * 1000);
+        offsets.push(ok(log.append_to(&topic, 0, record).await, "append_to").offset);
+    }
+    let mut options = ConsumerOptions::new(unique_name("seek-g"), &[&topic]);
+    options.start_if_uncommitted = StartAt::Offset(offsets[5]);
+    let mut consumer = ok(log.consumer(options).await, "join group");
+    let received = collect_records(
+        consumer.as_mut(),
+        &topic,
+        &backend,
+        |r| r.get(&0).is_some_and(|rs| rs.len() >= 15),
+        "start at the configured offset",
+    )
+    .await;
+    let got: Vec<Offset> = received[&0].iter().map(|r| r.offset).collect();
+    assert_eq!(
+        got,
+        offsets[5..].to_vec(),
+        "[{backend}] starts at StartAt::Offset"
+    );
+
+    let tp = TopicPartition::new(topic.as_str(), 0);
+    let cases = [
+        (StartAt::Earliest, 0),
+        (StartAt::Offset(offsets[12]), 12),
+        (StartAt::Timestamp(base + 7_500), 8),
+    ];
+    for (start, index) in cases {
+        ok(consumer.seek(&tp, start).await, "seek");
+        let deadline = Instant::now() + PATIENCE;
+        let mut replayed: Vec<Offset> = Vec::new();
+        while replayed.len() < offsets.len() - index {
+            assert!(
+                Instant::now() < deadline,
+                "[{backend}] replay after seek to {start:?} stalled at {replayed:?}"
+            );
+            match ok(consumer.poll(POLL).await, "poll") {
+                ConsumerEvent::Records(records) => {
+                    replayed.extend(records.iter().map(|r| r.offset));
+                }
+                event => panic!("[{backend}] unexpected {event:?} while replaying"),
+            }
+        }
+        assert_eq!(
+            replayed,
+            offsets[index..].to_vec(),
+            "[{backend}] replay after seek to {start:?}"
+        );
+    }
+    ok(consumer.close().await, "close");
+    ok(log.shutdown().await, "shutdown");
+}
+
 /// Shared bookkeeping of the group contract: what was appended, what the group
 /// committed (successful commits only) and what any member saw.
 struct GroupRun {
@@ -1302,7 +1369,8 @@ macro_rules! contract_tests {
         $crate::contract_tests!(@tests $factory;
             per_partition_order, key_placement, watermarks, resume_after_crash,
             group_split_and_takeover, compacted_fold, replay_from_timestamp, reader_wakeup,
-            durability_across_restart, create_topic_idempotence, error_cases);
+            durability_across_restart, create_topic_idempotence, error_cases,
+            consumer_start_and_seek);
     };
     (@tests $factory:expr; $($contract:ident),* $(,)?) => {
         $(

@@ -221,12 +221,9 @@ impl Drop for TansuBroker {
 /// One broker shared by all tests of the calling process, started on first use. With
 /// `cargo nextest` every test is its own process and gets its own broker; with
 /// `cargo test` the tests of one binary share it (each test uses its own topics).
-pub fn shared() -> Result<&'static TansuBroker, HarnessError> {
-    static SHARED: OnceLock<Result<TansuBroker, String>> = OnceLock::new();
-    match SHARED.get_or_init(|| TansuBroker::start().map_err(|e| e.to_string())) {
-        Ok(broker) => Ok(broker),
-        Err(message) => Err(HarnessError::BrokerFailed(message.clone())),
-    }
+pub fn shared() -> Result<&'static TansuBroker, &'static HarnessError> {
+    static SHARED: OnceLock<Result<TansuBroker, HarnessError>> = OnceLock::new();
+    SHARED.get_or_init(TansuBroker::start).as_ref()
 }
 
 /// Finds the `tansu` binary: `TANSU_BIN`, else `tansu` on `PATH`, else Cargo's bin
