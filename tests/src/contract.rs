@@ -1335,6 +1335,21 @@ pub async fn error_cases(factory: &dyn LogFactory) {
     );
     expect_unknown_partition(log.reader(&topic, 2, StartAt::Earliest).await, "reader", b);
 
+    // Larger than every backend's default record limit (Kafka: 1 MB, embedded: 4 MiB).
+    let huge = Record::new("huge", vec![0_u8; 5 * 1024 * 1024]);
+    let result = log.append(&topic, huge.clone()).await;
+    assert!(
+        matches!(result, Err(LogError::RecordTooLarge { .. })),
+        "[{backend}] appending a 5 MiB record gave {result:?}"
+    );
+    let result = log
+        .append_batch(&topic, vec![Record::new("small", "v"), huge])
+        .await;
+    assert!(
+        matches!(result, Err(LogError::RecordTooLarge { .. })),
+        "[{backend}] a batch with a 5 MiB record gave {result:?}"
+    );
+
     ok(
         log.append_to(&topic, 0, Record::new("k", "v")).await,
         "append_to",

@@ -22,6 +22,10 @@
 //! * **Readers** are consumers outside any group, assigned one partition; they never
 //!   commit.
 //!
+//! A member must keep calling `poll` at least every `max.poll.interval.ms` (librdkafka's
+//! default: 5 minutes), also while it retries a failing external write; otherwise the
+//! cluster considers it stuck and gives its partitions to the other members.
+//!
 //! librdkafka's blocking calls run on Tokio's blocking thread pool; its log lines go to
 //! `tracing` under the target `librdkafka`.
 
@@ -557,6 +561,11 @@ impl Log for KafkaLog {
             return Ok(Vec::new());
         }
         let partitions = self.partitions_of(topic).await?;
+        // Refuse an oversized record before any record of the batch is sent.
+        let limit = self.inner.options.message_max_bytes();
+        if let Some(size) = records.iter().map(record_size).find(|size| *size > limit) {
+            return Err(LogError::RecordTooLarge { size, limit });
+        }
         // Enqueue everything in order first (the idempotent producer keeps that order per
         // partition), then wait for every delivery report.
         let mut deliveries = Vec::with_capacity(records.len());
