@@ -5,6 +5,12 @@
 //! * [`contract`] is the log contract suite: one async function per guarantee of the
 //!   [`imbus_log::Log`] trait, run by `tests/log_contract_embedded.rs` and
 //!   `tests/log_contract_kafka.rs` against both backends.
+//!
+//! `cargo test -p imbus-tests` runs both. The Kafka half needs the `tansu` binary
+//! (`cargo install tansu --locked --features libsql`); it fails, never skips, without it.
+//! Environment: `TANSU_BIN` (path of the binary), `TANSU_LOG` (the broker's `RUST_LOG`,
+//! default `warn`; its log is shown when it fails to start), `RUST_LOG` (the tests' own
+//! tracing output, default `warn`).
 
 pub mod contract;
 pub mod tansu;
