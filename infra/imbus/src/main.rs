@@ -1,1 +1,40 @@
-fn main() {}
+//! `imbus`: the one binary of the imbus IM & Presence server.
+//!
+//! `imbus serve` runs the whole system in one process on the embedded log (or against a
+//! Kafka-protocol cluster with `bus.backend = "kafka"`); the other subcommands administer
+//! a server, running or stopped.
+
+mod admin;
+mod bus;
+mod cli;
+mod config_cmd;
+mod live;
+mod metrics;
+mod serve;
+mod telemetry;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("imbus")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("imbus: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("imbus: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -7,7 +7,7 @@
 //! * `imbus-log-embedded`: in-process, durable on local disk (the default), and
 //! * `imbus-log-kafka`: any Kafka-protocol cluster through librdkafka.
 //!
-//! Both pass the same contract test suite (`tests/tests/log_contract.rs`), so a component
+//! Both pass the same contract test suite (`tests/src/contract.rs`, run by `tests/tests/log_contract_{embedded,kafka}.rs`), so a component
 //! written against this trait behaves the same on either.
 //!
 //! # Semantics
@@ -374,11 +374,8 @@ pub trait Log: Send + Sync + fmt::Debug {
     async fn consumer(&self, options: ConsumerOptions) -> Result<Box<dyn Consumer>, LogError>;
 
     /// The group's committed offset for a partition (the next offset to read).
-    async fn committed(
-        &self,
-        group: &str,
-        tp: &TopicPartition,
-    ) -> Result<Option<Offset>, LogError>;
+    async fn committed(&self, group: &str, tp: &TopicPartition)
+    -> Result<Option<Offset>, LogError>;
 
     /// Makes every acknowledged append durable and stops background work. Called on
     /// graceful shutdown.
@@ -390,8 +387,11 @@ pub trait Log: Send + Sync + fmt::Debug {
 pub trait PartitionReader: Send + fmt::Debug {
     /// Up to `max` records from the current position; waits until at least one is
     /// available (woken on append, no polling) or `timeout` passes (then returns empty).
-    async fn read(&mut self, max: usize, timeout: Duration)
-    -> Result<Vec<ConsumedRecord>, LogError>;
+    async fn read(
+        &mut self,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<Vec<ConsumedRecord>, LogError>;
 
     /// The offset the next `read` starts at.
     fn position(&self) -> Offset;

@@ -1,0 +1,192 @@
+//! The admin API of a running server, under `/admin/v1`, protected by the bearer token in
+//! `<data_dir>/admin.token`.
+//!
+//! | method and path | does |
+//! |---|---|
+//! | `GET /admin/v1/config` | every setting: value, source, live or not, help |
+//! | `GET /admin/v1/config/{key}` | one setting |
+//! | `PUT /admin/v1/config/{key}` (body: the value) | change a live setting; answers once the change is durable on the log |
+//! | `DELETE /admin/v1/config/{key}` | return a live setting to its file/environment/default value |
+//! | `GET /admin/v1/topics` | the system topics with their partitions and offsets |
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use imbus_config::Config;
+use imbus_config::topics::SYSTEM_TOPICS;
+use imbus_log::Log;
+use serde_json::{Value, json};
+
+use crate::live::{ChangeError, LiveConfig, append_change};
+
+#[derive(Clone)]
+struct AdminState {
+    token: Arc<str>,
+    log: Arc<dyn Log>,
+    base: Arc<Config>,
+    live: LiveConfig,
+}
+
+/// The admin routes.
+pub fn router(token: String, log: Arc<dyn Log>, base: Arc<Config>, live: LiveConfig) -> Router {
+    let state = AdminState {
+        token: token.into(),
+        log,
+        base,
+        live,
+    };
+    Router::new()
+        .route("/admin/v1/config", get(list_config))
+        .route(
+            "/admin/v1/config/{key}",
+            get(get_config).put(put_config).delete(reset_config),
+        )
+        .route("/admin/v1/topics", get(topics))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => Ok(()),
+        _ => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong admin token (Authorization: Bearer <token from data_dir/admin.token>)",
+        )),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn setting_json(config: &Config, key: &str) -> Option<Value> {
+    let spec = imbus_config::SETTINGS.iter().find(|s| s.name == key)?;
+    let (value, source) = config.value(key)?;
+    Some(json!({
+        "key": spec.name,
+        "value": value,
+        "source": source.to_string(),
+        "live": spec.live,
+        "env": spec.env_name(),
+        "help": spec.help,
+    }))
+}
+
+async fn list_config(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    let config = state.live.borrow().clone();
+    let all: Vec<Value> = imbus_config::SETTINGS
+        .iter()
+        .filter_map(|s| setting_json(&config, s.name))
+        .collect();
+    Json(json!({ "settings": all })).into_response()
+}
+
+async fn get_config(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    let config = state.live.borrow().clone();
+    match setting_json(&config, &key) {
+        Some(v) => Json(v).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("unknown setting `{key}`")),
+    }
+}
+
+async fn change(state: AdminState, key: String, value: Option<String>) -> Response {
+    let current = state.live.borrow().clone();
+    match append_change(
+        state.log.as_ref(),
+        &state.base,
+        &current,
+        &key,
+        value.as_deref(),
+        "admin-api",
+    )
+    .await
+    {
+        Ok(pos) => Json(json!({
+            "key": key,
+            "value": value,
+            "partition": pos.partition,
+            "offset": pos.offset,
+        }))
+        .into_response(),
+        Err(ChangeError::Invalid(e)) => {
+            let status = match e {
+                imbus_config::ConfigError::Unknown { .. } => StatusCode::NOT_FOUND,
+                imbus_config::ConfigError::NotLive { .. } => StatusCode::CONFLICT,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            error(status, e.to_string())
+        }
+        Err(e @ ChangeError::Log(_)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn put_config(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    body: String,
+) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    change(state, key, Some(body.trim().to_owned())).await
+}
+
+async fn reset_config(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    change(state, key, None).await
+}
+
+async fn topics(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    let mut out = Vec::new();
+    for layout in SYSTEM_TOPICS {
+        let partitions = match state.log.partition_count(layout.name).await {
+            Ok(n) => n,
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        };
+        let mut parts = Vec::new();
+        for p in 0..partitions {
+            match state.log.watermarks(layout.name, p).await {
+                Ok(w) => parts.push(json!({ "partition": p, "low": w.low, "high": w.high })),
+                Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            }
+        }
+        out.push(json!({
+            "topic": layout.name,
+            "compacted": layout.compacted,
+            "partitions": parts,
+        }));
+    }
+    Json(json!({ "backend": state.log.backend(), "topics": out })).into_response()
+}

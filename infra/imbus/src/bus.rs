@@ -1,0 +1,80 @@
+//! Opening the configured log backend and creating the system topics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use imbus_config::topics::SYSTEM_TOPICS;
+use imbus_config::{Backend, Config, Fsync};
+use imbus_log::{Log, TopicConfig};
+use imbus_log_embedded::{EmbeddedLog, EmbeddedOptions, FsyncPolicy};
+use imbus_log_kafka::{KafkaLog, KafkaOptions};
+
+/// Where the embedded log keeps its files inside the data directory.
+pub fn embedded_dir(config: &Config) -> std::path::PathBuf {
+    config.data_dir.join("log")
+}
+
+/// The embedded log options the configuration asks for.
+pub fn embedded_options(config: &Config) -> EmbeddedOptions {
+    EmbeddedOptions {
+        fsync: match config.bus.fsync {
+            Fsync::Always => FsyncPolicy::Always,
+            Fsync::Interval(d) => FsyncPolicy::Interval(d),
+            Fsync::Never => FsyncPolicy::Never,
+        },
+        segment_bytes: config.bus.segment_bytes,
+        ..EmbeddedOptions::default()
+    }
+}
+
+/// Opens the configured backend.
+pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Log>> {
+    match config.bus.backend {
+        Backend::Embedded => {
+            let dir = embedded_dir(config);
+            let log = EmbeddedLog::open(&dir, embedded_options(config))
+                .await
+                .with_context(|| format!("cannot open the embedded log in {}", dir.display()))?;
+            Ok(Arc::new(log))
+        }
+        Backend::Kafka => {
+            let mut options = KafkaOptions::new(config.bus.kafka_bootstrap.clone());
+            options.client_id = format!("imbus-{}-{}", config.cluster_id, config.node_id);
+            options.replication_factor = config.bus.kafka_replication_factor;
+            let log = KafkaLog::connect(options).await.with_context(|| {
+                format!(
+                    "cannot reach the Kafka cluster at {} (bus.kafka.bootstrap)",
+                    config.bus.kafka_bootstrap
+                )
+            })?;
+            Ok(Arc::new(log))
+        }
+    }
+}
+
+/// The topic configuration of a system topic under this configuration.
+pub fn topic_config(config: &Config, layout: &imbus_config::topics::TopicLayout) -> TopicConfig {
+    let partitions = layout.partitions.unwrap_or(config.bus.partitions);
+    let mut topic = if layout.compacted {
+        TopicConfig::compacted(layout.name, partitions)
+    } else {
+        TopicConfig::new(layout.name, partitions)
+    };
+    if let Some(retention) = layout.retention {
+        topic = topic.with_retention(retention);
+    }
+    topic
+}
+
+/// Creates every system topic (or checks it exists with the same layout).
+pub async fn create_system_topics(log: &dyn Log, config: &Config) -> anyhow::Result<()> {
+    for layout in SYSTEM_TOPICS {
+        let topic = topic_config(config, layout);
+        tokio::time::timeout(Duration::from_secs(60), log.create_topic(&topic))
+            .await
+            .with_context(|| format!("timed out creating topic {}", layout.name))?
+            .with_context(|| format!("cannot create topic {}", layout.name))?;
+    }
+    Ok(())
+}

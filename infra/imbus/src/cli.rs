@@ -1,0 +1,65 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use imbus_config::Config;
+
+/// imbus — enterprise IM & Presence server (XMPP) on an event log.
+#[derive(Debug, Parser)]
+#[command(name = "imbus", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (TOML). Without it, ./imbus.toml is used if present, else the
+    /// defaults; every setting can also be set with an IMBUS_* environment variable.
+    #[arg(short, long, global = true, env = "IMBUS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole system on this node (gateways, processors and connectors in one
+    /// process; on the embedded log, nothing else is needed).
+    Serve,
+    /// Inspect and change settings.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print every effective setting and its source.
+    Check,
+    /// List every setting with its value, source and description.
+    List,
+    /// Print one setting's effective value.
+    Get { key: String },
+    /// Change a live setting (on the running server, or on the log when it is stopped).
+    Set { key: String, value: String },
+    /// Return a live setting to its file/environment/default value.
+    Reset { key: String },
+}
+
+/// Loads the configuration the way `serve` does: --config / IMBUS_CONFIG, else
+/// ./imbus.toml if it exists, then the environment.
+pub fn load_config(file: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    let default = PathBuf::from("imbus.toml");
+    let file = match file {
+        Some(f) => Some(f.to_owned()),
+        None if default.is_file() => Some(default),
+        None => None,
+    };
+    Config::load(file.as_deref(), std::env::vars()).context("invalid configuration")
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = load_config(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => crate::serve::serve(config).await,
+        Command::Config(cmd) => crate::config_cmd::run(config, cmd).await,
+    }
+}

@@ -1,0 +1,175 @@
+//! `imbus serve`: the whole system in one process.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use imbus_config::Config;
+use imbus_log::Log;
+use imbus_ops::{Health, HealthCheck, HttpServer, RunFile, RunInfo};
+use tokio::sync::watch;
+
+use crate::telemetry::LogControl;
+
+/// `/healthz`: the log must answer.
+struct LogHealth {
+    log: Arc<dyn Log>,
+    closed: watch::Receiver<bool>,
+}
+
+impl HealthCheck for LogHealth {
+    fn name(&self) -> &str {
+        "log"
+    }
+    fn check(&self) -> Health {
+        if *self.closed.borrow() {
+            Health::Failing(format!("{} log is shutting down", self.log.backend()))
+        } else {
+            Health::Ok
+        }
+    }
+}
+
+pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let log_control = crate::telemetry::init(&config)?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {} (data_dir)",
+            config.data_dir.display()
+        )
+    })?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        domain = %config.domain,
+        data_dir = %config.data_dir.display(),
+        backend = ?config.bus.backend,
+        "imbus starting"
+    );
+
+    let log = crate::bus::open(&config).await?;
+    crate::bus::create_system_topics(log.as_ref(), &config).await?;
+
+    // Live settings: fold the config topic, then follow it.
+    let base = Arc::new(config.clone());
+    let (fold, next) = crate::live::load(log.as_ref(), config.clone()).await?;
+    let effective = Arc::new(fold.current().clone());
+    if effective.log_level != config.log_level {
+        log_control.set_filter(&effective.log_level);
+    }
+    let (live_tx, live_rx) = watch::channel(effective);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let follower = tokio::spawn(crate::live::follow(
+        log.clone(),
+        fold,
+        next,
+        live_tx,
+        shutdown_rx.clone(),
+    ));
+    let applier = tokio::spawn(apply_live(
+        live_rx.clone(),
+        log_control,
+        shutdown_rx.clone(),
+    ));
+
+    // HTTP: health, metrics, admin API.
+    let registry = crate::metrics::registry(log.backend())?;
+    let token = imbus_ops::admin_token(&config.data_dir)?;
+    let http_addr = SocketAddr::new(config.http_bind, config.http_port);
+    let http = HttpServer::bind(http_addr)
+        .await
+        .with_context(|| format!("http_bind/http_port {http_addr}"))?;
+    let http_bound = http.local_addr();
+    let admin = crate::admin::router(token, log.clone(), base, live_rx);
+    let checks: Vec<Box<dyn HealthCheck>> = vec![Box::new(LogHealth {
+        log: log.clone(),
+        closed: shutdown_rx.clone(),
+    })];
+    let mut http_shutdown = shutdown_rx.clone();
+    let http_task = tokio::spawn(http.serve(registry, checks, admin, async move {
+        let _ = http_shutdown.changed().await;
+    }));
+
+    let run_file = RunFile::new(&config.data_dir);
+    run_file.write(&RunInfo {
+        pid: std::process::id(),
+        http: http_bound,
+        listeners: vec![("http".to_owned(), http_bound)],
+        backend: log.backend().to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    })?;
+    tracing::info!(http = %http_bound, "imbus ready");
+
+    let signal = wait_for_signal().await;
+    tracing::info!(signal, "shutting down");
+    let _ = shutdown_tx.send(true);
+    match http_task.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP listener ended with an error"),
+        Err(e) => tracing::warn!(error = %e, "HTTP listener task failed"),
+        Ok(Ok(())) => {}
+    }
+    let _ = follower.await;
+    let _ = applier.await;
+    let result = log.shutdown().await;
+    run_file.remove();
+    match result {
+        Ok(()) => {
+            tracing::info!("log flushed; imbus stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the log could not be flushed cleanly");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Applies live setting changes that this process acts on directly.
+async fn apply_live(
+    mut live: watch::Receiver<Arc<Config>>,
+    log_control: LogControl,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut level = live.borrow().log_level.clone();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            changed = live.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let new = live.borrow_and_update().log_level.clone();
+                if new != level {
+                    log_control.set_filter(&new);
+                    level = new;
+                }
+            }
+        }
+    }
+}
+
+/// Waits for SIGTERM or SIGINT (Ctrl-C).
+async fn wait_for_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            },
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}
