@@ -7,13 +7,15 @@ use std::time::Duration;
 
 /// Every inbound stanza, sender stamped (key: the owner of the state the stanza needs).
 pub const STANZAS: &str = "stanzas";
-/// Session bound/updated/closed (key: user bare JID). Compacted.
+/// Session bound/updated/closed (key: the session's full JID; partition: the user's bare JID). Compacted.
 pub const SESSIONS: &str = "sessions";
-/// Offline messages stored/delivered/expired (key: recipient bare JID).
+/// Offline messages stored/delivered/expired (key: recipient bare JID + message id;
+/// partition: the recipient's bare JID). Compacted.
 pub const OFFLINE: &str = "offline";
 /// Accounts with SCRAM credentials (key: user bare JID). Compacted.
 pub const ACCOUNTS: &str = "accounts";
-/// Roster items and subscriptions (key: user bare JID + contact). Compacted.
+/// Roster items and subscriptions (key: user bare JID + contact; partition: the user's
+/// bare JID). Compacted.
 pub const ROSTERS: &str = "rosters";
 /// One record per recipient per IM (key: recipient bare JID).
 pub const COMPLIANCE: &str = "compliance";
