@@ -15,6 +15,7 @@
 //! the values from file and environment ([`Config::with_override`]).
 
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 use std::collections::BTreeMap;
 use std::fmt;

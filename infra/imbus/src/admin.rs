@@ -53,17 +53,17 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
         Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => Ok(()),
-        _ => Err(error(
+        _ => Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "missing or wrong admin token (Authorization: Bearer <token from data_dir/admin.token>)",
-        )),
+        ))),
     }
 }
 
@@ -86,7 +86,7 @@ fn setting_json(config: &Config, key: &str) -> Option<Value> {
 
 async fn list_config(State(state): State<AdminState>, headers: HeaderMap) -> Response {
     if let Err(r) = authorized(&state, &headers) {
-        return r;
+        return *r;
     }
     let config = state.live.borrow().clone();
     let all: Vec<Value> = imbus_config::SETTINGS
@@ -102,7 +102,7 @@ async fn get_config(
     Path(key): Path<String>,
 ) -> Response {
     if let Err(r) = authorized(&state, &headers) {
-        return r;
+        return *r;
     }
     let config = state.live.borrow().clone();
     match setting_json(&config, &key) {
@@ -149,7 +149,7 @@ async fn put_config(
     body: String,
 ) -> Response {
     if let Err(r) = authorized(&state, &headers) {
-        return r;
+        return *r;
     }
     change(state, key, Some(body.trim().to_owned())).await
 }
@@ -160,14 +160,14 @@ async fn reset_config(
     Path(key): Path<String>,
 ) -> Response {
     if let Err(r) = authorized(&state, &headers) {
-        return r;
+        return *r;
     }
     change(state, key, None).await
 }
 
 async fn topics(State(state): State<AdminState>, headers: HeaderMap) -> Response {
     if let Err(r) = authorized(&state, &headers) {
-        return r;
+        return *r;
     }
     let mut out = Vec::new();
     for layout in SYSTEM_TOPICS {

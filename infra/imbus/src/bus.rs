@@ -30,13 +30,21 @@ pub fn embedded_options(config: &Config) -> EmbeddedOptions {
 
 /// Opens the configured backend.
 pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Log>> {
+    Ok(open_with_embedded(config).await?.0)
+}
+
+/// Opens the configured backend; on the embedded backend also returns the concrete log
+/// (for its statistics).
+pub async fn open_with_embedded(
+    config: &Config,
+) -> anyhow::Result<(Arc<dyn Log>, Option<EmbeddedLog>)> {
     match config.bus.backend {
         Backend::Embedded => {
             let dir = embedded_dir(config);
             let log = EmbeddedLog::open(&dir, embedded_options(config))
                 .await
                 .with_context(|| format!("cannot open the embedded log in {}", dir.display()))?;
-            Ok(Arc::new(log))
+            Ok((Arc::new(log.clone()), Some(log)))
         }
         Backend::Kafka => {
             let mut options = KafkaOptions::new(config.bus.kafka_bootstrap.clone());
@@ -48,7 +56,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Log>> {
                     config.bus.kafka_bootstrap
                 )
             })?;
-            Ok(Arc::new(log))
+            Ok((Arc::new(log), None))
         }
     }
 }

@@ -1,9 +1,15 @@
 //! The process's Prometheus registry.
 
-use prometheus::{IntGauge, Opts, Registry};
+use std::sync::Mutex;
 
-/// Creates the registry with the process metrics and `imbus_build_info`.
-pub fn registry(backend: &str) -> anyhow::Result<Registry> {
+use imbus_log_embedded::EmbeddedLog;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{IntCounter, IntGauge, Opts, Registry};
+
+/// Creates the registry with the process metrics, `imbus_build_info` and, on the
+/// embedded log, the log's own counters.
+pub fn registry(backend: &str, embedded: Option<EmbeddedLog>) -> anyhow::Result<Registry> {
     let registry = Registry::new();
     registry.register(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
@@ -18,5 +24,82 @@ pub fn registry(backend: &str) -> anyhow::Result<Registry> {
     )?;
     info.set(1);
     registry.register(Box::new(info))?;
+    if let Some(log) = embedded {
+        registry.register(Box::new(EmbeddedLogCollector::new(log)?))?;
+    }
     Ok(registry)
+}
+
+/// Exposes [`EmbeddedLog::stats`] at scrape time.
+struct EmbeddedLogCollector {
+    log: EmbeddedLog,
+    counters: [IntCounter; 5],
+    last_batch: IntGauge,
+    seen: Mutex<[u64; 5]>,
+}
+
+impl EmbeddedLogCollector {
+    fn new(log: EmbeddedLog) -> anyhow::Result<Self> {
+        let counter = |name: &str, help: &str| IntCounter::new(name, help);
+        Ok(Self {
+            log,
+            counters: [
+                counter(
+                    "imbus_log_appended_records_total",
+                    "Records appended to the embedded log",
+                )?,
+                counter(
+                    "imbus_log_appended_bytes_total",
+                    "Bytes of record frames written to the embedded log",
+                )?,
+                counter(
+                    "imbus_log_fsyncs_total",
+                    "fdatasync calls of the embedded log",
+                )?,
+                counter(
+                    "imbus_log_group_commits_total",
+                    "Group commits (batches made durable) of the embedded log",
+                )?,
+                counter(
+                    "imbus_log_write_batches_total",
+                    "Write batches of the embedded log's writer",
+                )?,
+            ],
+            last_batch: IntGauge::new(
+                "imbus_log_last_batch_records",
+                "Records in the embedded log's most recent write batch",
+            )?,
+            seen: Mutex::new([0; 5]),
+        })
+    }
+}
+
+impl Collector for EmbeddedLogCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut d: Vec<&Desc> = self.counters.iter().flat_map(|c| c.desc()).collect();
+        d.extend(self.last_batch.desc());
+        d
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let s = self.log.stats();
+        let now = [
+            s.appended_records,
+            s.appended_bytes,
+            s.fsyncs,
+            s.sync_batches,
+            s.write_batches,
+        ];
+        if let Ok(mut seen) = self.seen.lock() {
+            for (i, counter) in self.counters.iter().enumerate() {
+                counter.inc_by(now[i].saturating_sub(seen[i]));
+                seen[i] = seen[i].max(now[i]);
+            }
+        }
+        self.last_batch
+            .set(i64::try_from(s.last_batch_records).unwrap_or(i64::MAX));
+        let mut out: Vec<MetricFamily> = self.counters.iter().flat_map(|c| c.collect()).collect();
+        out.extend(self.last_batch.collect());
+        out
+    }
 }

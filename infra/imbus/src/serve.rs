@@ -47,7 +47,7 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         "imbus starting"
     );
 
-    let log = crate::bus::open(&config).await?;
+    let (log, embedded) = crate::bus::open_with_embedded(&config).await?;
     crate::bus::create_system_topics(log.as_ref(), &config).await?;
 
     // Live settings: fold the config topic, then follow it.
@@ -73,7 +73,7 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     ));
 
     // HTTP: health, metrics, admin API.
-    let registry = crate::metrics::registry(log.backend())?;
+    let registry = crate::metrics::registry(log.backend(), embedded)?;
     let token = imbus_ops::admin_token(&config.data_dir)?;
     let http_addr = SocketAddr::new(config.http_bind, config.http_port);
     let http = HttpServer::bind(http_addr)

@@ -1,5 +1,7 @@
 //! The command line: configuration errors, and live settings with and without a server.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{Server, env_for, imbus};

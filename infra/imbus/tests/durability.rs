@@ -4,6 +4,8 @@
 //! Appends go through the admin API (live setting changes are events on the `config`
 //! topic, answered only once the log acknowledged them), from many concurrent clients.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -4,6 +4,7 @@
 //! command line finds a running server.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod http;
 mod run;
