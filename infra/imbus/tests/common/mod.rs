@@ -38,10 +38,18 @@ pub fn env_for(cmd: &mut Command, data_dir: &Path) {
 
 impl Server {
     pub fn start(data_dir: &Path) -> Server {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Starts with extra environment variables.
+    pub fn start_with(data_dir: &Path, extra_env: &[(&str, String)]) -> Server {
         let run_file = data_dir.join("run").join("imbus.json");
         let _ = std::fs::remove_file(&run_file);
         let mut cmd = imbus();
         env_for(&mut cmd, data_dir);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
         let mut child = cmd
             .arg("serve")
             .stdin(Stdio::null())
