@@ -57,8 +57,7 @@ pub(crate) struct CleanState {
 }
 
 fn mtime(seg: &Segment) -> Result<SystemTime, LogError> {
-    seg.file()
-        .metadata()
+    std::fs::metadata(&seg.path)
         .and_then(|m| m.modified())
         .map_err(|e| io_at(&seg.path, "cannot stat", e))
 }

@@ -120,6 +120,15 @@ impl Coordinator {
         (id, shared)
     }
 
+    /// Wakes every member (the log is shutting down).
+    pub(crate) fn wake_all(&self) {
+        for g in self.groups.lock().values() {
+            for m in g.members.values() {
+                m.shared.notify.notify_one();
+            }
+        }
+    }
+
     fn leave(&self, group: &str, id: u64) {
         let mut groups = self.groups.lock();
         if let Some(g) = groups.get_mut(group) {
@@ -272,19 +281,20 @@ impl EmbeddedConsumer {
         }
         let start = self.round_robin % n;
         self.round_robin = self.round_robin.wrapping_add(1);
-        let keys: Vec<TopicPartition> = self.owned.keys().cloned().collect();
-        for i in 0..n {
-            let want = max - out.len();
-            if want == 0 {
-                break;
+        // Partitions from `start` on first, then the ones before it.
+        for first_pass in [true, false] {
+            for (i, o) in self.owned.values_mut().enumerate() {
+                if (i >= start) != first_pass {
+                    continue;
+                }
+                let want = max - out.len();
+                if want == 0 {
+                    return Ok(out);
+                }
+                let result = read_partition(&o.part, o.position, want).await?;
+                o.position = result.next;
+                out.extend(result.records);
             }
-            let tp = &keys[(start + i) % n];
-            let Some(o) = self.owned.get_mut(tp) else {
-                continue;
-            };
-            let result = read_partition(&o.part, o.position, want).await?;
-            o.position = result.next;
-            out.extend(result.records);
         }
         Ok(out)
     }

@@ -678,6 +678,13 @@ impl Log for EmbeddedLog {
         if let Some(task) = self.inner.background.lock().take() {
             task.abort();
         }
+        // Waiting readers and consumers return `Closed` now rather than at their timeout.
+        for t in self.inner.topics.read().values() {
+            for p in &t.partitions {
+                p.wake();
+            }
+        }
+        self.inner.coordinator.wake_all();
         let (reply, rx) = oneshot::channel();
         let flushed = match self.inner.writer.submit(Request::Flush {
             targets: self.inner.sync_targets(),

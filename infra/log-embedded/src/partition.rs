@@ -11,13 +11,15 @@ use tokio::sync::Notify;
 use crate::compaction::CleanState;
 use crate::fsutil::{fsync_dir, io_at};
 use crate::record::StoredRecord;
-use crate::segment::{Segment, index_file_name, segment_file_name};
+use crate::segment::{Found, Segment, index_file_name, segment_file_name};
 
 /// Bytes of recently appended records kept in memory per partition, so consumers that
 /// keep up are served without touching the files.
 pub(crate) const CACHE_BYTES: usize = 1024 * 1024;
 /// About how many bytes one read from the files returns at most.
 const MAX_READ_BYTES: usize = 1024 * 1024;
+/// How often a read starts over when compaction or retention removed a segment under it.
+const MAX_RETRIES: usize = 16;
 /// Fixed per-record overhead counted against the cache budget.
 const CACHE_RECORD_OVERHEAD: usize = 96;
 
@@ -195,10 +197,12 @@ impl PartitionLog {
 
     /// Closes the active segment and starts a new one at `base` (writer only).
     pub(crate) fn roll(&self, base: Offset) -> Result<Arc<Segment>, LogError> {
-        self.active().mark_closed();
         let seg = Arc::new(Segment::create(&self.dir, base)?);
-        fsync_dir(&self.dir).map_err(|e| io_at(&self.dir, "cannot sync", e))?;
+        self.active().mark_closed();
         self.state.write().segments.push(Arc::clone(&seg));
+        // The new file's name must survive a power loss before anything in it is
+        // acknowledged; if this fails the batch fails, and the segment is used next time.
+        fsync_dir(&self.dir).map_err(|e| io_at(&self.dir, "cannot sync", e))?;
         tracing::debug!(topic = %self.topic, partition = self.partition, base, "rolled segment");
         Ok(seg)
     }
@@ -280,16 +284,27 @@ impl PartitionLog {
 
     /// The first offset whose record's timestamp is at or after `ts`.
     pub(crate) fn offset_for_timestamp(&self, ts: TimestampMs) -> Result<Option<Offset>, LogError> {
-        let segments = self.segments();
-        for seg in segments {
-            if seg.max_timestamp() < ts {
-                continue;
+        'retry: for _ in 0..MAX_RETRIES {
+            for seg in self.segments() {
+                if seg.max_timestamp() < ts {
+                    continue;
+                }
+                match seg.find_timestamp(ts)? {
+                    Found::At(o) => return Ok(Some(o)),
+                    Found::NotHere => {}
+                    Found::Gone => continue 'retry,
+                }
             }
-            if let Some(o) = seg.find_timestamp(ts)? {
-                return Ok(Some(o));
-            }
+            return Ok(None);
         }
-        Ok(None)
+        Err(self.busy())
+    }
+
+    fn busy(&self) -> LogError {
+        LogError::Io(std::io::Error::other(format!(
+            "{}/{}: segments kept being removed while reading",
+            self.topic, self.partition
+        )))
     }
 
     fn consumed(&self, r: &StoredRecord) -> ConsumedRecord {
@@ -339,10 +354,20 @@ impl PartitionLog {
     /// retained record). Never waits; may read the segment files.
     pub(crate) fn read(&self, from: Offset, max: usize) -> Result<ReadResult, LogError> {
         let max = max.max(1);
+        for _ in 0..MAX_RETRIES {
+            if let Some(r) = self.read_files(from, max)? {
+                return Ok(r);
+            }
+        }
+        Err(self.busy())
+    }
+
+    /// `None` if a segment was removed while it was being read.
+    fn read_files(&self, from: Offset, max: usize) -> Result<Option<ReadResult>, LogError> {
         let (segments, from, high) = {
             let st = self.state.read();
             if let Some(r) = self.read_memory(&st, from, max) {
-                return Ok(r);
+                return Ok(Some(r));
             }
             let from = from.max(st.low);
             let i = st
@@ -354,17 +379,19 @@ impl PartitionLog {
         let mut stored = Vec::new();
         for seg in &segments {
             let want = max - stored.len();
-            seg.read(from, want, MAX_READ_BYTES, &mut stored)?;
+            if !seg.read(from, want, MAX_READ_BYTES, &mut stored)? {
+                return Ok(None);
+            }
             if stored.len() >= max || !stored.is_empty() {
                 break;
             }
         }
         stored.retain(|r| r.offset < high);
         let next = stored.last().map_or(high, |r| r.offset + 1);
-        Ok(ReadResult {
+        Ok(Some(ReadResult {
             records: stored.iter().map(|r| self.consumed(r)).collect(),
             next,
-        })
+        }))
     }
 
     /// Bytes of all segment and index files of this partition.

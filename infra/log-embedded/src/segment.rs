@@ -4,8 +4,9 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use imbus_log::{LogError, Offset, TimestampMs};
@@ -388,12 +389,27 @@ pub(crate) fn scan(
     Ok(meta)
 }
 
+/// The result of a timestamp look-up in one segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Found {
+    At(Offset),
+    NotHere,
+    /// The segment was removed meanwhile.
+    Gone,
+}
+
 /// One segment file.
 #[derive(Debug)]
 pub(crate) struct Segment {
     pub base: Offset,
     pub path: PathBuf,
-    file: File,
+    /// Open while records may still be written or synced; a closed, durable segment
+    /// gives its descriptor back and is opened per read, so a partition with thousands of
+    /// segments does not hold thousands of open files.
+    file: RwLock<Option<Arc<File>>>,
+    /// The file's inode: a segment reopened by name must still be the same file (not the
+    /// output of a compaction that replaced it under the same name).
+    ino: u64,
     meta: RwLock<SegMeta>,
     /// No more records will be appended.
     closed: AtomicBool,
@@ -403,10 +419,12 @@ pub(crate) struct Segment {
 
 impl Segment {
     fn new(base: Offset, path: PathBuf, file: File, meta: SegMeta, closed: bool) -> Self {
+        let ino = file.metadata().map_or(0, |m| m.ino());
         Self {
             base,
             path,
-            file,
+            file: RwLock::new((!closed).then(|| Arc::new(file))),
+            ino,
             meta: RwLock::new(meta),
             closed: AtomicBool::new(closed),
             index_saved: AtomicBool::new(closed),
@@ -422,10 +440,27 @@ impl Segment {
             .map_err(|e| io_at(path, "cannot open segment", e))
     }
 
-    /// Creates a new, empty segment file.
+    /// Creates a new, empty segment file (or takes over an empty one left by a failed
+    /// roll).
     pub(crate) fn create(dir: &Path, base: Offset) -> Result<Self, LogError> {
         let path = dir.join(segment_file_name(base));
-        let file = Self::open_file(&path, true)?;
+        let file = match Self::open_file(&path, true) {
+            Err(LogError::Io(e)) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let f = Self::open_file(&path, false)?;
+                let len = f
+                    .metadata()
+                    .map_err(|e| io_at(&path, "cannot stat", e))?
+                    .len();
+                if len != 0 {
+                    return Err(corrupt(
+                        &path,
+                        format!("a new segment would overwrite {len} bytes of existing data"),
+                    ));
+                }
+                f
+            }
+            other => other?,
+        };
         Ok(Self::new(base, path, file, SegMeta::empty(), false))
     }
 
@@ -485,22 +520,52 @@ impl Segment {
     /// Fsyncs the data of the segment; once a closed segment is durable, its index file is
     /// written (an index must never describe data that a power loss could still lose).
     pub(crate) fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()?;
+        let Some(file) = self.file.read().clone() else {
+            // Closed and already durable.
+            return Ok(());
+        };
+        file.sync_data()?;
         if self.closed.load(Ordering::Acquire) && !self.index_saved.swap(true, Ordering::AcqRel) {
             let written = self
                 .path
                 .parent()
                 .map_or(Ok(()), |dir| self.write_index(dir));
-            if let Err(e) = written {
-                tracing::warn!(segment = %self.path.display(), error = %e, "cannot write segment index");
-                self.index_saved.store(false, Ordering::Release);
+            match written {
+                Ok(()) => *self.file.write() = None,
+                Err(e) => {
+                    tracing::warn!(segment = %self.path.display(), error = %e, "cannot write segment index");
+                    self.index_saved.store(false, Ordering::Release);
+                }
             }
         }
         Ok(())
     }
 
-    pub(crate) fn file(&self) -> &File {
-        &self.file
+    /// The open file, reopened by name for a closed segment; `None` if the segment was
+    /// removed or replaced meanwhile (by retention or compaction).
+    fn handle(&self) -> Result<Option<Arc<File>>, LogError> {
+        if let Some(f) = self.file.read().as_ref() {
+            return Ok(Some(Arc::clone(f)));
+        }
+        match File::open(&self.path) {
+            Ok(f) => {
+                let ino = f
+                    .metadata()
+                    .map_err(|e| io_at(&self.path, "cannot stat", e))?
+                    .ino();
+                Ok((ino == self.ino).then(|| Arc::new(f)))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_at(&self.path, "cannot open segment", e)),
+        }
+    }
+
+    /// Cuts the file back to `len` bytes (after a failed write).
+    pub(crate) fn truncate(&self, len: u64) -> io::Result<()> {
+        match self.file.read().as_ref() {
+            Some(f) => f.set_len(len),
+            None => Ok(()),
+        }
     }
 
     pub(crate) fn tail(&self) -> Tail {
@@ -526,7 +591,13 @@ impl Segment {
     /// Writes already framed records at the current end of the file. Only the writer
     /// calls this; readers see the data after [`Segment::publish`].
     pub(crate) fn write_at(&self, data: &[u8], at: u64) -> io::Result<()> {
-        self.file.write_all_at(data, at)
+        match self.file.read().as_ref() {
+            Some(f) => f.write_all_at(data, at),
+            None => Err(io::Error::other(format!(
+                "segment {} is closed",
+                self.path.display()
+            ))),
+        }
     }
 
     /// Makes records written by [`Segment::write_at`] visible to readers.
@@ -562,16 +633,20 @@ impl Segment {
     }
 
     /// Reads records with offsets at or after `from`, up to `max` records or about
-    /// `max_bytes` bytes of frames (at least one record), calling `out` for each.
+    /// `max_bytes` bytes of frames (at least one record), into `out`. Returns `false` if
+    /// the segment was removed meanwhile (the caller looks at the current segments again).
     pub(crate) fn read(
         &self,
         from: Offset,
         max: usize,
         max_bytes: usize,
         out: &mut Vec<StoredRecord>,
-    ) -> Result<(), LogError> {
+    ) -> Result<bool, LogError> {
         let (pos, end) = self.seek_pos(from);
-        let mut cursor = FrameCursor::new(&self.file, pos, end);
+        let Some(file) = self.handle()? else {
+            return Ok(false);
+        };
+        let mut cursor = FrameCursor::new(&file, pos, end);
         let mut bytes = 0usize;
         let start_len = out.len();
         while out.len() - start_len < max && (bytes < max_bytes || out.len() == start_len) {
@@ -588,31 +663,34 @@ impl Segment {
             bytes += frame.len();
             out.push(record::decode(frame).map_err(|d| corrupt(&self.path, d.to_owned()))?);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The first offset in this segment whose record's timestamp is at or after `ts`.
-    pub(crate) fn find_timestamp(&self, ts: TimestampMs) -> Result<Option<Offset>, LogError> {
+    pub(crate) fn find_timestamp(&self, ts: TimestampMs) -> Result<Found, LogError> {
         let (pos, end) = {
             let m = self.meta.read();
             if m.tail.max_ts < ts {
-                return Ok(None);
+                return Ok(Found::NotHere);
             }
             let i = m.index.partition_point(|e| e.max_ts_before < ts);
             let pos = if i == 0 { 0 } else { m.index[i - 1].pos };
             (pos, m.tail.size)
         };
-        let mut cursor = FrameCursor::new(&self.file, pos, end);
+        let Some(file) = self.handle()? else {
+            return Ok(Found::Gone);
+        };
+        let mut cursor = FrameCursor::new(&file, pos, end);
         while let Some((_, frame)) = cursor
             .next_frame()
             .map_err(|e| frame_error(&self.path, e))?
         {
             let (offset, t) = record::meta(frame);
             if t >= ts {
-                return Ok(Some(offset));
+                return Ok(Found::At(offset));
             }
         }
-        Ok(None)
+        Ok(Found::NotHere)
     }
 
     /// Calls `visit` with every frame of the segment (compaction).
@@ -621,7 +699,13 @@ impl Segment {
         mut visit: impl FnMut(&[u8]) -> Result<(), LogError>,
     ) -> Result<(), LogError> {
         let end = self.size();
-        let mut cursor = FrameCursor::new(&self.file, 0, end);
+        let file = self.handle()?.ok_or_else(|| {
+            LogError::Io(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("segment {} was removed", self.path.display()),
+            ))
+        })?;
+        let mut cursor = FrameCursor::new(&file, 0, end);
         while let Some((_, frame)) = cursor
             .next_frame()
             .map_err(|e| frame_error(&self.path, e))?
@@ -741,9 +825,9 @@ mod tests {
             seg.read(o, 3, usize::MAX, &mut out).unwrap();
             assert_eq!(out[0].offset, o);
         }
-        assert_eq!(seg.find_timestamp(1000).unwrap(), Some(10));
-        assert_eq!(seg.find_timestamp(1300).unwrap(), Some(310));
-        assert_eq!(seg.find_timestamp(5000).unwrap(), None);
+        assert_eq!(seg.find_timestamp(1000).unwrap(), Found::At(10));
+        assert_eq!(seg.find_timestamp(1300).unwrap(), Found::At(310));
+        assert_eq!(seg.find_timestamp(5000).unwrap(), Found::NotHere);
     }
 
     #[test]

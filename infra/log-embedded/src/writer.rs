@@ -222,13 +222,15 @@ struct PartWork {
     count: u64,
     records: Vec<StoredRecord>,
     touched: Vec<Arc<Segment>>,
+    /// Segments this batch rolled away from.
+    closed: Vec<Arc<Segment>>,
     failed: Option<io::Error>,
     /// Records below this offset reached the file.
     ok_until: Offset,
 }
 
 impl PartWork {
-    fn new(part: Arc<PartitionLog>) -> Self {
+    fn new(part: Arc<PartitionLog>, buf: Vec<u8>) -> Self {
         let seg = part.active();
         let tail = seg.tail();
         let next = part.high();
@@ -240,11 +242,12 @@ impl PartWork {
             seg,
             part,
             entries: Vec::new(),
-            buf: Vec::new(),
+            buf,
             first: None,
             count: 0,
             records: Vec::new(),
             touched: Vec::new(),
+            closed: Vec::new(),
             failed: None,
         }
     }
@@ -271,7 +274,7 @@ impl PartWork {
                 tracing::error!(segment = %self.seg.path.display(), error = %e, "log write failed");
                 // Cut off whatever part of the batch reached the file, so a restart does
                 // not resurrect records that were never acknowledged.
-                if let Err(e2) = self.seg.file().set_len(self.write_start) {
+                if let Err(e2) = self.seg.truncate(self.write_start) {
                     tracing::error!(segment = %self.seg.path.display(), error = %e2, "cannot cut off a failed write");
                 }
                 self.failed = Some(e);
@@ -297,6 +300,7 @@ impl PartWork {
             if self.failed.is_none() {
                 match self.part.roll(self.next) {
                     Ok(seg) => {
+                        self.closed.push(Arc::clone(&self.seg));
                         self.tail = seg.tail();
                         self.write_start = self.tail.size;
                         self.seg = seg;
@@ -339,8 +343,28 @@ struct PendingAppend {
     slots: Vec<(usize, Offset)>,
 }
 
+/// Allocations the writer keeps from one batch to the next.
+#[derive(Default)]
+struct Scratch {
+    part_index: HashMap<usize, usize>,
+    bufs: Vec<Vec<u8>>,
+}
+
+impl Scratch {
+    const KEEP_BUFS: usize = 64;
+    const KEEP_BUF_BYTES: usize = 4 * 1024 * 1024;
+
+    fn give_back(&mut self, mut buf: Vec<u8>) {
+        if self.bufs.len() < Self::KEEP_BUFS && buf.capacity() <= Self::KEEP_BUF_BYTES {
+            buf.clear();
+            self.bufs.push(buf);
+        }
+    }
+}
+
 fn writer_loop(shared: &Shared) {
     let mut batch: Vec<Request> = Vec::new();
+    let mut scratch = Scratch::default();
     loop {
         {
             let mut q = shared.queue.lock();
@@ -352,7 +376,7 @@ fn writer_loop(shared: &Shared) {
             }
             std::mem::swap(&mut batch, &mut q.pending);
         }
-        process(shared, &mut batch);
+        process(shared, &mut batch, &mut scratch);
     }
     let mut s = shared.sync.lock();
     s.closed = true;
@@ -360,13 +384,15 @@ fn writer_loop(shared: &Shared) {
     shared.sync_cv.notify_all();
 }
 
-fn process(shared: &Shared, batch: &mut Vec<Request>) {
+fn process(shared: &Shared, batch: &mut Vec<Request>, scratch: &mut Scratch) {
     let stats = &*shared.stats;
     let mut parts: Vec<PartWork> = Vec::new();
-    let mut part_index: HashMap<usize, usize> = HashMap::new();
+    let part_index = &mut scratch.part_index;
+    part_index.clear();
     let mut appends: Vec<PendingAppend> = Vec::new();
     let mut acks: Vec<Ack> = Vec::new();
     let mut targets: Vec<SyncTarget> = Vec::new();
+    let mut rolled: Vec<SyncTarget> = Vec::new();
     let mut flush_requested = false;
     let mut records_in_batch = 0u64;
     let now = crate::now_ms();
@@ -377,10 +403,15 @@ fn process(shared: &Shared, batch: &mut Vec<Request>) {
                 let mut slots = Vec::with_capacity(items.len());
                 for (part, record) in items {
                     let key = Arc::as_ptr(&part) as usize;
-                    let i = *part_index.entry(key).or_insert_with(|| {
-                        parts.push(PartWork::new(part));
-                        parts.len() - 1
-                    });
+                    let i = match part_index.get(&key) {
+                        Some(i) => *i,
+                        None => {
+                            let buf = scratch.bufs.pop().unwrap_or_default();
+                            parts.push(PartWork::new(part, buf));
+                            part_index.insert(key, parts.len() - 1);
+                            parts.len() - 1
+                        }
+                    };
                     let offset = parts[i].add(record, now, shared.segment_bytes, stats);
                     slots.push((i, offset));
                     records_in_batch += 1;
@@ -421,6 +452,8 @@ fn process(shared: &Shared, batch: &mut Vec<Request>) {
             w.part.publish(records, ok_until);
         }
         targets.extend(w.touched.drain(..).map(SyncTarget::Segment));
+        rolled.extend(w.closed.drain(..).map(SyncTarget::Segment));
+        scratch.give_back(std::mem::take(&mut w.buf));
     }
     if records_in_batch > 0 {
         stats.write_batches.fetch_add(1, Ordering::Relaxed);
@@ -472,6 +505,12 @@ fn process(shared: &Shared, batch: &mut Vec<Request>) {
         }
         for a in acks {
             a.send();
+        }
+        // Whatever the policy, a segment that rolled is synced once in the background, so
+        // its index can be saved and its file descriptor released.
+        if !rolled.is_empty() {
+            shared.sync.lock().jobs.push((rolled, Vec::new()));
+            shared.sync_cv.notify_one();
         }
     }
 }
