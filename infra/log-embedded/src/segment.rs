@@ -413,6 +413,8 @@ pub(crate) struct Segment {
     meta: RwLock<SegMeta>,
     /// No more records will be appended.
     closed: AtomicBool,
+    /// Disk space for the whole segment was reserved.
+    preallocated: AtomicBool,
     /// The index file matches the durable content.
     index_saved: AtomicBool,
 }
@@ -427,6 +429,7 @@ impl Segment {
             ino,
             meta: RwLock::new(meta),
             closed: AtomicBool::new(closed),
+            preallocated: AtomicBool::new(closed),
             index_saved: AtomicBool::new(closed),
         }
     }
@@ -557,6 +560,23 @@ impl Segment {
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_at(&self.path, "cannot open segment", e)),
+        }
+    }
+
+    /// Reserves disk blocks for the segment up to `bytes` without changing its size.
+    ///
+    /// Appends then never allocate blocks, and writeback of the page an fsync is flushing
+    /// does not hold that page (or the inode's block map) long enough to stall the next
+    /// append into the same page. A file system that cannot preallocate just skips it.
+    pub(crate) fn preallocate(&self, bytes: u64) {
+        if self.preallocated.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(f) = self.file.read().as_ref()
+            && let Err(e) =
+                rustix::fs::fallocate(&**f, rustix::fs::FallocateFlags::KEEP_SIZE, 0, bytes)
+        {
+            tracing::debug!(segment = %self.path.display(), error = %e, "cannot preallocate segment");
         }
     }
 

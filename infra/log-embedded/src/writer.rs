@@ -230,8 +230,9 @@ struct PartWork {
 }
 
 impl PartWork {
-    fn new(part: Arc<PartitionLog>, buf: Vec<u8>) -> Self {
+    fn new(part: Arc<PartitionLog>, buf: Vec<u8>, segment_bytes: u64) -> Self {
         let seg = part.active();
+        seg.preallocate(segment_bytes);
         let tail = seg.tail();
         let next = part.high();
         Self {
@@ -301,6 +302,7 @@ impl PartWork {
                 match self.part.roll(self.next) {
                     Ok(seg) => {
                         self.closed.push(Arc::clone(&self.seg));
+                        seg.preallocate(segment_bytes);
                         self.tail = seg.tail();
                         self.write_start = self.tail.size;
                         self.seg = seg;
@@ -407,7 +409,7 @@ fn process(shared: &Shared, batch: &mut Vec<Request>, scratch: &mut Scratch) {
                         Some(i) => *i,
                         None => {
                             let buf = scratch.bufs.pop().unwrap_or_default();
-                            parts.push(PartWork::new(part, buf));
+                            parts.push(PartWork::new(part, buf, shared.segment_bytes));
                             part_index.insert(key, parts.len() - 1);
                             parts.len() - 1
                         }
@@ -515,6 +517,12 @@ fn process(shared: &Shared, batch: &mut Vec<Request>, scratch: &mut Scratch) {
     }
 }
 
+/// The shortest time between the starts of two sync rounds.
+const MIN_SYNC_SPACING: Duration = Duration::from_millis(1);
+
+/// A sync round that took at least this long makes the next one use the helper threads.
+const PARALLEL_SYNC_AFTER: Duration = Duration::from_millis(2);
+
 /// Helper threads that fsync files in parallel with the sync thread: `fdatasync` waits
 /// for the device, and syncing several files at once lets the file system merge their
 /// journal commits.
@@ -551,7 +559,12 @@ impl SyncPool {
     }
 
     /// Fsyncs every target once (deduplicated).
-    fn sync_all(&self, targets: Vec<SyncTarget>, stats: &WriterStats) -> io::Result<()> {
+    fn sync_all(
+        &self,
+        targets: Vec<SyncTarget>,
+        parallel: bool,
+        stats: &WriterStats,
+    ) -> io::Result<()> {
         let mut seen = std::collections::HashSet::new();
         let unique: Vec<SyncTarget> = targets
             .into_iter()
@@ -563,7 +576,11 @@ impl SyncPool {
         stats
             .fsyncs
             .fetch_add(unique.len() as u64, Ordering::Relaxed);
-        let lanes = (self.workers.len() + 1).min(unique.len());
+        let lanes = if parallel {
+            (self.workers.len() + 1).min(unique.len())
+        } else {
+            1
+        };
         if lanes <= 1 {
             return unique.iter().try_for_each(SyncTarget::sync);
         }
@@ -609,6 +626,8 @@ fn sync_loop(shared: &Shared) {
     };
     let mut next_interval_sync = interval.map(|d| Instant::now() + d);
     let pool = SyncPool::start();
+    let mut last_duration = Duration::ZERO;
+    let mut last_round = Instant::now();
     loop {
         let (jobs, dirty, closed) = {
             let mut s = shared.sync.lock();
@@ -624,6 +643,18 @@ fn sync_loop(shared: &Shared) {
                     None => shared.sync_cv.wait(&mut s),
                 }
             }
+
+            // Group commit window: under light load, rounds start at most once per
+            // MIN_SYNC_SPACING, so one fsync covers more appends and fewer fsyncs compete
+            // with the writer for the device and the CPU. Under heavy load a round takes
+            // longer than that and the next one starts at once.
+            let earliest = last_round + MIN_SYNC_SPACING;
+            if !s.closed && Instant::now() < earliest {
+                drop(s);
+                std::thread::sleep(earliest.saturating_duration_since(Instant::now()));
+                s = shared.sync.lock();
+            }
+            last_round = Instant::now();
             let due = next_interval_sync.is_some_and(|t| Instant::now() >= t);
             let dirty = if due || s.closed || !s.jobs.is_empty() {
                 std::mem::take(&mut s.dirty)
@@ -645,7 +676,14 @@ fn sync_loop(shared: &Shared) {
         }
         if !targets.is_empty() {
             shared.stats.sync_batches.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = pool.sync_all(targets, &shared.stats) {
+            // Fast fsyncs are cheaper one after the other (no thread hand-offs competing
+            // with the writer and the consumers for CPU); slow ones, when the device is
+            // the bottleneck, are spread over the helper threads.
+            let parallel = last_duration >= PARALLEL_SYNC_AFTER;
+            let started = Instant::now();
+            let result = pool.sync_all(targets, parallel, &shared.stats);
+            last_duration = started.elapsed();
+            if let Err(e) = result {
                 tracing::error!(error = %e, "fsync of the log failed; the affected appends are reported as failed");
                 for a in &mut acks {
                     a.fail(&e);
