@@ -7,7 +7,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use imbus_log::{LogError, Offset, TimestampMs};
 use parking_lot::RwLock;
@@ -17,6 +17,8 @@ use crate::record::{self, Frame, StoredRecord};
 
 /// An index entry is added every this many bytes of records.
 pub(crate) const INDEX_INTERVAL: u64 = 8 * 1024;
+/// How far ahead of the end of the active segment disk blocks are reserved.
+pub(crate) const PREALLOCATE_STEP: u64 = 1024 * 1024;
 /// How much a scan or a read fetches from the file at once.
 const READ_CHUNK: usize = 256 * 1024;
 const INDEX_MAGIC: &[u8; 8] = b"IMBX0001";
@@ -413,8 +415,8 @@ pub(crate) struct Segment {
     meta: RwLock<SegMeta>,
     /// No more records will be appended.
     closed: AtomicBool,
-    /// Disk space for the whole segment was reserved.
-    preallocated: AtomicBool,
+    /// Disk blocks are reserved up to this byte.
+    preallocated: AtomicU64,
     /// The index file matches the durable content.
     index_saved: AtomicBool,
 }
@@ -429,7 +431,7 @@ impl Segment {
             ino,
             meta: RwLock::new(meta),
             closed: AtomicBool::new(closed),
-            preallocated: AtomicBool::new(closed),
+            preallocated: AtomicU64::new(0),
             index_saved: AtomicBool::new(closed),
         }
     }
@@ -563,18 +565,27 @@ impl Segment {
         }
     }
 
-    /// Reserves disk blocks for the segment up to `bytes` without changing its size.
+    /// Reserves disk blocks ahead of the end of the segment (in steps of
+    /// [`PREALLOCATE_STEP`]) without changing its size, so that `end` bytes fit.
     ///
-    /// Appends then never allocate blocks, and writeback of the page an fsync is flushing
-    /// does not hold that page (or the inode's block map) long enough to stall the next
-    /// append into the same page. A file system that cannot preallocate just skips it.
-    pub(crate) fn preallocate(&self, bytes: u64) {
-        if self.preallocated.swap(true, Ordering::AcqRel) {
+    /// Appends then rarely allocate blocks, and the writeback of the page an fsync is
+    /// flushing does not hold that page (or the inode's block map) long enough to stall
+    /// the next append into it. A file system that cannot preallocate just skips it.
+    /// Only the writer calls this.
+    pub(crate) fn preallocate(&self, end: u64) {
+        let done = self.preallocated.load(Ordering::Acquire);
+        if end <= done {
             return;
         }
+        let target = end + PREALLOCATE_STEP;
+        self.preallocated.store(target, Ordering::Release);
         if let Some(f) = self.file.read().as_ref()
-            && let Err(e) =
-                rustix::fs::fallocate(&**f, rustix::fs::FallocateFlags::KEEP_SIZE, 0, bytes)
+            && let Err(e) = rustix::fs::fallocate(
+                &**f,
+                rustix::fs::FallocateFlags::KEEP_SIZE,
+                done,
+                target - done,
+            )
         {
             tracing::debug!(segment = %self.path.display(), error = %e, "cannot preallocate segment");
         }

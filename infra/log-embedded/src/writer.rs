@@ -230,9 +230,8 @@ struct PartWork {
 }
 
 impl PartWork {
-    fn new(part: Arc<PartitionLog>, buf: Vec<u8>, segment_bytes: u64) -> Self {
+    fn new(part: Arc<PartitionLog>, buf: Vec<u8>) -> Self {
         let seg = part.active();
-        seg.preallocate(segment_bytes);
         let tail = seg.tail();
         let next = part.high();
         Self {
@@ -258,6 +257,8 @@ impl PartWork {
         if self.buf.is_empty() || self.failed.is_some() {
             return;
         }
+        self.seg
+            .preallocate(self.write_start + self.buf.len() as u64);
         match self.seg.write_at(&self.buf, self.write_start) {
             Ok(()) => {
                 if let (Some(first), Some(last)) = (self.first, self.next.checked_sub(1)) {
@@ -302,7 +303,6 @@ impl PartWork {
                 match self.part.roll(self.next) {
                     Ok(seg) => {
                         self.closed.push(Arc::clone(&self.seg));
-                        seg.preallocate(segment_bytes);
                         self.tail = seg.tail();
                         self.write_start = self.tail.size;
                         self.seg = seg;
@@ -409,7 +409,7 @@ fn process(shared: &Shared, batch: &mut Vec<Request>, scratch: &mut Scratch) {
                         Some(i) => *i,
                         None => {
                             let buf = scratch.bufs.pop().unwrap_or_default();
-                            parts.push(PartWork::new(part, buf, shared.segment_bytes));
+                            parts.push(PartWork::new(part, buf));
                             part_index.insert(key, parts.len() - 1);
                             parts.len() - 1
                         }
