@@ -49,6 +49,20 @@
 //! (both can lose the last acknowledged records on power loss, never on a process crash).
 //! Blocking file I/O never runs on the async runtime's worker threads.
 //!
+//! Details that keep appends fast while fsyncs run:
+//!
+//! * sync rounds start at most once a millisecond: under light load an acknowledgement may
+//!   wait up to that long, and one fsync covers more appends; under heavy load a round
+//!   takes longer than that anyway;
+//! * fast rounds fsync their files one after the other; when the device is slow (a round
+//!   took 2 ms or more) the files of the next round are fsynced in parallel;
+//! * disk blocks are reserved 1 MiB ahead of the end of the active segment (`fallocate`
+//!   without changing the size), so an append does not wait for block allocation done
+//!   by the writeback of a concurrent fsync;
+//! * a closed segment is fsynced once in the background whatever the policy; then its
+//!   index is saved and its file descriptor closed (it is reopened per read, checked to
+//!   still be the same file), so thousands of segments do not hold thousands of files open.
+//!
 //! # Reads
 //!
 //! Readers and consumers register a wake-up with each partition they read and are notified

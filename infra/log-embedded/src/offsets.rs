@@ -84,7 +84,8 @@ fn decode_entries(data: &[u8]) -> (Vec<(TopicPartition, Offset)>, usize) {
 #[derive(Debug)]
 pub(crate) struct GroupOffsets {
     path: PathBuf,
-    file: Mutex<(File, u64)>,
+    /// The file appended to and its size. Shared so an fsync does not hold the lock.
+    file: Mutex<(Arc<File>, u64)>,
     committed: RwLock<HashMap<TopicPartition, Offset>>,
 }
 
@@ -118,7 +119,7 @@ impl GroupOffsets {
     fn rewrite(
         path: &Path,
         committed: &HashMap<TopicPartition, Offset>,
-    ) -> Result<(File, u64), LogError> {
+    ) -> Result<(Arc<File>, u64), LogError> {
         let mut data = Vec::new();
         let mut sorted: Vec<_> = committed.iter().collect();
         sorted.sort();
@@ -130,7 +131,7 @@ impl GroupOffsets {
             .append(true)
             .open(path)
             .map_err(|e| io_at(path, "cannot open", e))?;
-        Ok((file, data.len() as u64))
+        Ok((Arc::new(file), data.len() as u64))
     }
 
     pub(crate) fn get(&self, tp: &TopicPartition) -> Option<Offset> {
@@ -144,7 +145,8 @@ impl GroupOffsets {
             encode_entry(&mut data, tp, *o);
         }
         let mut f = self.file.lock();
-        f.0.write_all(&data)
+        (&*f.0)
+            .write_all(&data)
             .map_err(|e| io_at(&self.path, "cannot write", e))?;
         f.1 += data.len() as u64;
         {
@@ -161,7 +163,8 @@ impl GroupOffsets {
     }
 
     pub(crate) fn sync(&self) -> io::Result<()> {
-        self.file.lock().0.sync_data()
+        let file = Arc::clone(&self.file.lock().0);
+        file.sync_data()
     }
 }
 
