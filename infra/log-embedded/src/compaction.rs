@@ -90,6 +90,9 @@ pub(crate) fn apply_retention(
         return Ok(());
     }
     let bases: Vec<Offset> = expired.iter().map(|s| s.base).collect();
+    for seg in &expired {
+        seg.pin()?;
+    }
     part.replace_segments(&bases, None);
     for seg in &expired {
         let m = seg.meta();
@@ -255,6 +258,9 @@ fn rewrite(
         let path = builder.path.clone();
         drop(builder);
         remove(&path)?;
+        for plan in group {
+            plan.seg.pin()?;
+        }
         part.replace_segments(&bases, None);
         for plan in group {
             remove(&dir.join(index_file_name(plan.seg.base)))?;
@@ -283,7 +289,10 @@ fn rewrite(
             meta.clone(),
         ));
         let new_bytes = meta.tail.size;
-        part.replace_segments(&bases, Some(new));
+        for plan in group {
+            plan.seg.pin()?;
+        }
+        part.replace_segments(&bases, Some(Arc::clone(&new)));
         for plan in group {
             remove(&dir.join(index_file_name(plan.seg.base)))?;
             if plan.seg.base != base {
@@ -291,6 +300,7 @@ fn rewrite(
             }
         }
         std::fs::rename(&swap, &final_path).map_err(|e| io_at(&swap, "cannot rename", e))?;
+        new.release_handle();
         if let Err(e) = write_index_for(dir, base, &meta) {
             tracing::warn!(dir = %dir.display(), base, error = %e, "cannot write segment index");
         }

@@ -19,7 +19,8 @@ pub(crate) const CACHE_BYTES: usize = 1024 * 1024;
 /// About how many bytes one read from the files returns at most.
 const MAX_READ_BYTES: usize = 1024 * 1024;
 /// How often a read starts over when compaction or retention removed a segment under it.
-const MAX_RETRIES: usize = 16;
+const MAX_RETRIES: usize = 50;
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 /// Fixed per-record overhead counted against the cache budget.
 const CACHE_RECORD_OVERHEAD: usize = 96;
 
@@ -292,7 +293,10 @@ impl PartitionLog {
                 match seg.find_timestamp(ts)? {
                     Found::At(o) => return Ok(Some(o)),
                     Found::NotHere => {}
-                    Found::Gone => continue 'retry,
+                    Found::Gone => {
+                        std::thread::sleep(RETRY_PAUSE);
+                        continue 'retry;
+                    }
                 }
             }
             return Ok(None);
@@ -358,6 +362,8 @@ impl PartitionLog {
             if let Some(r) = self.read_files(from, max)? {
                 return Ok(r);
             }
+            // Runs on a blocking thread: give the compaction a moment to finish its swap.
+            std::thread::sleep(RETRY_PAUSE);
         }
         Err(self.busy())
     }

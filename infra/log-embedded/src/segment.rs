@@ -512,9 +512,33 @@ impl Segment {
         Ok(Self::new(base, path, file, meta, false))
     }
 
-    /// Wraps a closed segment written (and fsynced, with its index) by compaction.
+    /// Wraps a closed segment written (and fsynced, with its index) by compaction. It keeps
+    /// its file open until [`Segment::release_handle`]: until the compaction renamed it,
+    /// its final name still belongs to the file it replaces.
     pub(crate) fn from_parts(base: Offset, path: PathBuf, file: File, meta: SegMeta) -> Self {
-        Self::new(base, path, file, meta, true)
+        let seg = Self::new(base, path, file, meta, false);
+        seg.closed.store(true, Ordering::Release);
+        seg.index_saved.store(true, Ordering::Release);
+        seg
+    }
+
+    /// Keeps the file of a closed segment open, so readers still holding this segment
+    /// can read it after compaction or retention deleted or replaced its name.
+    pub(crate) fn pin(&self) -> Result<(), LogError> {
+        if self.file.read().is_some() {
+            return Ok(());
+        }
+        if let Some(f) = self.handle()? {
+            *self.file.write() = Some(f);
+        }
+        Ok(())
+    }
+
+    /// Closes the file of a closed, durable segment (it is reopened per read).
+    pub(crate) fn release_handle(&self) {
+        if self.closed.load(Ordering::Acquire) && self.index_saved.load(Ordering::Acquire) {
+            *self.file.write() = None;
+        }
     }
 
     /// Marks the segment closed (it rolled); its index is saved after its next fsync.

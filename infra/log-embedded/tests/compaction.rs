@@ -272,3 +272,61 @@ async fn background_compaction_runs_on_its_own() {
     assert!(after < before / 2, "{before} -> {after}");
     log.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_keep_working_while_compaction_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_segments()).await;
+    log.create_topic(&TopicConfig::compacted("c", 1))
+        .await
+        .unwrap();
+    let writer = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            for i in 0..3000 {
+                log.append(
+                    "c",
+                    Record::new(format!("k{}", i % 20), format!("{i:0>40}")),
+                )
+                .await
+                .unwrap();
+            }
+        })
+    };
+    let reader = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            let mut passes = 0;
+            while passes < 30 {
+                let mut r = log.reader("c", 0, StartAt::Earliest).await.unwrap();
+                let high = log.watermarks("c", 0).await.unwrap().high;
+                let mut last = -1;
+                while r.position() < high {
+                    for rec in r.read(100, Duration::from_secs(5)).await.unwrap() {
+                        assert!(rec.offset > last, "offsets increase within a pass");
+                        last = rec.offset;
+                    }
+                }
+                passes += 1;
+            }
+        })
+    };
+    for _ in 0..30 {
+        log.compact_now().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    writer.await.unwrap();
+    reader.await.unwrap();
+    log.compact_now().await.unwrap();
+    let recs = read_all(&log, "c", 0).await;
+    let mut latest: HashMap<Bytes, Bytes> = HashMap::new();
+    for r in recs {
+        latest.insert(r.key.unwrap(), r.value.unwrap());
+    }
+    assert_eq!(latest.len(), 20);
+    assert_eq!(
+        latest[&Bytes::from("k19")],
+        Bytes::from(format!("{:0>40}", 2999))
+    );
+    log.shutdown().await.unwrap();
+}
