@@ -86,7 +86,7 @@ impl ScramExchange {
     }
 
     pub(crate) fn receive(&mut self, context: &Context, data: &[u8]) -> Step {
-        let step = match std::mem::replace(&mut self.state, State::Done) {
+        match std::mem::replace(&mut self.state, State::Done) {
             State::AwaitingFirst => match self.client_first(context, data) {
                 Ok(first) => {
                     let step = Step::NeedCredentials {
@@ -108,8 +108,7 @@ impl ScramExchange {
             State::AwaitingCredentials(_) | State::Done => {
                 Step::Failure(Failure::malformed("unexpected SCRAM message"))
             }
-        };
-        step
+        }
     }
 
     pub(crate) fn credentials(&mut self, context: &Context, found: Option<&Credentials>) -> Step {

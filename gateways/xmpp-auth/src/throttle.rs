@@ -171,7 +171,7 @@ impl Throttle {
             .updated
             .checked_add(self.config.address_refill)
             .unwrap_or(now);
-        wait_until(now, ready)
+        wait_until(now, ready, self.config.address_refill)
     }
 
     /// Both checks: the longer wait wins.
@@ -254,7 +254,7 @@ impl Throttle {
             .saturating_mul(factor)
             .min(self.config.max_delay);
         match entry.last_failure.checked_add(delay) {
-            Some(ready) => wait_until(now, ready),
+            Some(ready) => wait_until(now, ready, delay),
             None => Decision::Wait(delay),
         }
     }
@@ -310,11 +310,13 @@ impl Throttle {
     }
 }
 
-fn wait_until(now: Instant, ready: Instant) -> Decision {
+/// Allowed from `ready` on; a `now` older than the event that set `ready` (a stale time
+/// from the caller) waits at most `longest`.
+fn wait_until(now: Instant, ready: Instant, longest: Duration) -> Decision {
     if now >= ready {
         Decision::Allow
     } else {
-        Decision::Wait(ready - now)
+        Decision::Wait((ready - now).min(longest))
     }
 }
 
