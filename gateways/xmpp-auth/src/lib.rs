@@ -5,7 +5,7 @@
 //! client sent, what the TLS layer knows, what the accounts projection holds and the
 //! current time.
 //!
-//! - **Credentials** ([`derive`], [`verify_password`]): accounts store SCRAM values
+//! - **Credentials** ([`derive()`], [`verify_password`]): accounts store SCRAM values
 //!   ([`imbus_core::Credentials`]: salt, iteration count, StoredKey and ServerKey for
 //!   SHA-1 and SHA-256), never a password. Passwords are normalized with SASLprep
 //!   (RFC 4013) and hashed with PBKDF2; fewer than [`MIN_ITERATIONS`] iterations are

@@ -32,6 +32,9 @@ pub const MIN_SECRET_LEN: usize = 16;
 /// same as for an existing user with a wrong password and accounts cannot be enumerated.
 /// The salt must be the same on every attempt: the secret must therefore be stable across
 /// restarts and shared by every gateway of a deployment (keep it in the configuration).
+/// Stand-in salts are [`SALT_LEN`] bytes with the iteration count of [`AuthConfig`], like
+/// the credentials [`derive()`](crate::derive) makes with that count; accounts imported with
+/// other salt lengths or counts would stand out.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ServerSecret(Vec<u8>);
 
@@ -100,7 +103,7 @@ impl AuthConfig {
     /// Settings with the secret for unknown users' salts and the iteration count the
     /// deployment gives new credentials (unknown users get the same count, so they look
     /// like real ones; use the same value when deriving credentials with
-    /// [`derive`](crate::derive)).
+    /// [`derive()`](crate::derive)).
     pub fn new(secret: ServerSecret, iterations: u32) -> Result<Self, ConfigError> {
         if iterations < MIN_ITERATIONS || i32::try_from(iterations).is_err() {
             return Err(ConfigError::Iterations { given: iterations });
@@ -430,6 +433,10 @@ impl SaslServer {
     /// Hands over the result of the account lookup asked for by
     /// [`Step::NeedCredentials`]: the account's credentials, or `None` if there is no such
     /// account.
+    ///
+    /// For PLAIN this runs PBKDF2 with the account's iteration count (milliseconds of CPU):
+    /// an async gateway should call it off its reactor threads. SCRAM exchanges never run
+    /// PBKDF2 on the server.
     pub fn credentials(&mut self, found: Option<&Credentials>) -> Step {
         if self.phase != Phase::AwaitingCredentials {
             return self.finish(Step::Failure(Failure::malformed(
