@@ -399,6 +399,23 @@ impl Inner {
         Ok(())
     }
 
+    async fn append_one(
+        &self,
+        part: Arc<PartitionLog>,
+        record: Record,
+    ) -> Result<Position, LogError> {
+        if self.is_closed() {
+            return Err(LogError::Closed);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.writer.submit(Request::AppendOne {
+            part,
+            record,
+            reply,
+        })?;
+        rx.await.map_err(|_| LogError::Closed)?
+    }
+
     async fn append_items(
         &self,
         items: Vec<(Arc<PartitionLog>, Record)>,
@@ -590,8 +607,7 @@ impl Log for EmbeddedLog {
                 topic: topic.to_owned(),
                 partition: p,
             })?;
-        let mut positions = self.inner.append_items(vec![(part, record)]).await?;
-        positions.pop().ok_or(LogError::Closed)
+        self.inner.append_one(part, record).await
     }
 
     async fn append_to(
@@ -602,8 +618,7 @@ impl Log for EmbeddedLog {
     ) -> Result<Position, LogError> {
         let part = self.inner.partition(topic, partition)?;
         self.inner.check_record(&record)?;
-        let mut positions = self.inner.append_items(vec![(part, record)]).await?;
-        positions.pop().ok_or(LogError::Closed)
+        self.inner.append_one(part, record).await
     }
 
     async fn append_batch(

@@ -41,6 +41,7 @@ pub(crate) struct WriterStats {
 }
 
 type AppendReply = oneshot::Sender<Result<Vec<Position>, LogError>>;
+type AppendOneReply = oneshot::Sender<Result<Position, LogError>>;
 type UnitReply = oneshot::Sender<Result<(), LogError>>;
 
 /// A file the sync thread may have to fsync.
@@ -73,6 +74,12 @@ pub(crate) enum Request {
         items: Vec<(Arc<PartitionLog>, Record)>,
         reply: AppendReply,
     },
+    /// One record (the common case, without the allocations of a batch).
+    AppendOne {
+        part: Arc<PartitionLog>,
+        record: Record,
+        reply: AppendOneReply,
+    },
     Commit {
         group: Arc<GroupOffsets>,
         offsets: Vec<(TopicPartition, Offset)>,
@@ -88,6 +95,7 @@ pub(crate) enum Request {
 #[derive(Debug)]
 enum Ack {
     Append(AppendReply, Result<Vec<Position>, LogError>),
+    AppendOne(AppendOneReply, Result<Position, LogError>),
     Unit(UnitReply, Result<(), LogError>),
 }
 
@@ -96,6 +104,7 @@ impl Ack {
         let err = || LogError::Io(io::Error::new(e.kind(), format!("fsync failed: {e}")));
         match self {
             Ack::Append(_, r) if r.is_ok() => *r = Err(err()),
+            Ack::AppendOne(_, r) if r.is_ok() => *r = Err(err()),
             Ack::Unit(_, r) if r.is_ok() => *r = Err(err()),
             _ => {}
         }
@@ -105,6 +114,9 @@ impl Ack {
         // A dropped receiver means the appender went away; nothing to tell it.
         match self {
             Ack::Append(tx, r) => {
+                let _ = tx.send(r);
+            }
+            Ack::AppendOne(tx, r) => {
                 let _ = tx.send(r);
             }
             Ack::Unit(tx, r) => {
@@ -386,12 +398,30 @@ fn writer_loop(shared: &Shared) {
     shared.sync_cv.notify_all();
 }
 
+/// The index of `part` in this batch's partitions, adding it if needed.
+fn slot_of(
+    part: Arc<PartitionLog>,
+    parts: &mut Vec<PartWork>,
+    index: &mut HashMap<usize, usize>,
+    bufs: &mut Vec<Vec<u8>>,
+) -> usize {
+    let key = Arc::as_ptr(&part) as usize;
+    if let Some(i) = index.get(&key) {
+        return *i;
+    }
+    let buf = bufs.pop().unwrap_or_default();
+    parts.push(PartWork::new(part, buf));
+    index.insert(key, parts.len() - 1);
+    parts.len() - 1
+}
+
 fn process(shared: &Shared, batch: &mut Vec<Request>, scratch: &mut Scratch) {
     let stats = &*shared.stats;
     let mut parts: Vec<PartWork> = Vec::new();
     let part_index = &mut scratch.part_index;
     part_index.clear();
     let mut appends: Vec<PendingAppend> = Vec::new();
+    let mut singles: Vec<(AppendOneReply, usize, Offset)> = Vec::new();
     let mut acks: Vec<Ack> = Vec::new();
     let mut targets: Vec<SyncTarget> = Vec::new();
     let mut rolled: Vec<SyncTarget> = Vec::new();
@@ -404,21 +434,22 @@ fn process(shared: &Shared, batch: &mut Vec<Request>, scratch: &mut Scratch) {
             Request::Append { items, reply } => {
                 let mut slots = Vec::with_capacity(items.len());
                 for (part, record) in items {
-                    let key = Arc::as_ptr(&part) as usize;
-                    let i = match part_index.get(&key) {
-                        Some(i) => *i,
-                        None => {
-                            let buf = scratch.bufs.pop().unwrap_or_default();
-                            parts.push(PartWork::new(part, buf));
-                            part_index.insert(key, parts.len() - 1);
-                            parts.len() - 1
-                        }
-                    };
+                    let i = slot_of(part, &mut parts, part_index, &mut scratch.bufs);
                     let offset = parts[i].add(record, now, shared.segment_bytes, stats);
                     slots.push((i, offset));
                     records_in_batch += 1;
                 }
                 appends.push(PendingAppend { reply, slots });
+            }
+            Request::AppendOne {
+                part,
+                record,
+                reply,
+            } => {
+                let i = slot_of(part, &mut parts, part_index, &mut scratch.bufs);
+                let offset = parts[i].add(record, now, shared.segment_bytes, stats);
+                singles.push((reply, i, offset));
+                records_in_batch += 1;
             }
             Request::Commit {
                 group,
@@ -467,7 +498,29 @@ fn process(shared: &Shared, batch: &mut Vec<Request>, scratch: &mut Scratch) {
             .fetch_max(records_in_batch, Ordering::Relaxed);
     }
 
-    let mut all_acks = Vec::with_capacity(appends.len() + acks.len());
+    let mut all_acks = Vec::with_capacity(appends.len() + singles.len() + acks.len());
+    let failure = |i: usize, offset: Offset| -> Option<LogError> {
+        let w = &parts[i];
+        (offset >= w.ok_until).then(|| {
+            let (kind, msg) = w
+                .failed
+                .as_ref()
+                .map_or((io::ErrorKind::Other, "unknown".to_owned()), |e| {
+                    (e.kind(), e.to_string())
+                });
+            LogError::Io(io::Error::new(kind, format!("log write failed: {msg}")))
+        })
+    };
+    for (reply, i, offset) in singles {
+        let result = match failure(i, offset) {
+            Some(e) => Err(e),
+            None => Ok(Position {
+                partition: parts[i].part.partition,
+                offset,
+            }),
+        };
+        all_acks.push(Ack::AppendOne(reply, result));
+    }
     for a in appends {
         let failed = a
             .slots
