@@ -289,6 +289,17 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // Other work on the machine shows up in the tail latencies: say how busy it was.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "logbench: {} CPUs, load average {}, log directory {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        dir.display()
+    );
     rt.block_on(async {
         if args.mode == "all" || args.mode == "throughput" {
             throughput(&args, &dir).await;
