@@ -1,0 +1,1256 @@
+//! The session state machine.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use imbus_core::Credentials;
+use imbus_core::jid::{BareJid, FullJid, Jid};
+use imbus_xmpp_auth::{
+    ChannelBinding, Mechanism, Offer, SaslCondition, SaslServer, Step, decode_payload,
+    encode_payload,
+};
+use imbus_xmpp_stream::ns;
+use imbus_xmpp_stream::{
+    ClassifyError, Element, Features, Framing, IqType, ParserConfig, StanzaError,
+    StanzaErrorCondition, StanzaErrorType, StanzaKind, StreamError, StreamErrorCondition,
+    StreamEvent, StreamHeader, StreamOpen, StreamParser, classify, error_reply, is_stanza,
+    stamp_from, stream_close, stream_error,
+};
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+
+use crate::config::{ConflictPolicy, SessionConfig, Transport};
+
+/// Namespace of XEP-0440 channel binding type advertisement.
+const SASL_CB: &str = "urn:xmpp:sasl-cb:0";
+
+/// How many fresh resources are tried when a generated one is in use.
+const MAX_GENERATED_RESOURCE_TRIES: u8 = 3;
+
+/// Something that happened to the session, handed to [`Session::handle`].
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// Bytes read from the connection; on WebSocket exactly one message.
+    Bytes(&'a [u8]),
+    /// The TLS handshake asked for by [`Action::StartTls`] completed, with the channel
+    /// binding data the TLS layer computed (preferred type first). On a connection that
+    /// was encrypted from the start, feed it before any bytes to make `-PLUS` mechanisms
+    /// available.
+    TlsEstablished {
+        /// Channel bindings of the TLS session.
+        channel_bindings: Vec<ChannelBinding>,
+    },
+    /// The answer to [`Action::LookupCredentials`]: the account's credentials, or `None`
+    /// when there is no such account.
+    Credentials(Option<Credentials>),
+    /// The accounts could not be read, or the throttle refused the attempt: the exchange
+    /// fails with `temporary-auth-failure`.
+    LookupFailed,
+    /// The answer to [`Action::BindRequested`].
+    Bind(BindAnswer),
+    /// The answer to [`Action::ResumeRequested`]: the state of the session to resume,
+    /// taken with [`Session::resume_state`], or `None` when there is no such session.
+    Resume(Option<ResumeState>),
+    /// The log durably stored the stanza of [`Action::Publish`] with this `seq`.
+    Published {
+        /// The sequence number of the published stanza.
+        seq: u64,
+    },
+    /// A stanza addressed to this session, to write to the client.
+    Deliver(Element),
+    /// The timer of the last [`Action::ArmTimer`] fired.
+    Timeout,
+    /// The server ends the session with this stream error (`conflict` when another
+    /// session took its resource, `system-shutdown`, …).
+    Shutdown(StreamError),
+    /// The connection is gone.
+    Closed,
+}
+
+/// Whether the full JID of [`Action::BindRequested`] is already held by a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindAnswer {
+    /// No session holds it.
+    Free,
+    /// Another session holds it.
+    InUse,
+}
+
+/// What the gateway does, in order, after [`Session::handle`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Write these bytes to the connection; on WebSocket, as one text message.
+    Send(Vec<u8>),
+    /// Upgrade the connection to TLS (after writing the `<proceed/>` sent just before),
+    /// then feed [`Input::TlsEstablished`].
+    StartTls,
+    /// Look up the account's credentials and answer with [`Input::Credentials`] (or
+    /// [`Input::LookupFailed`]). This is where the gateway consults its login throttle.
+    LookupCredentials {
+        /// The normalized user name.
+        username: String,
+        /// The account's bare JID.
+        jid: BareJid,
+    },
+    /// A SASL attempt failed (record it in the login throttle).
+    AuthFailed {
+        /// The user name the client tried, when it got that far.
+        username: Option<String>,
+        /// The condition sent to the client.
+        condition: SaslCondition,
+    },
+    /// The client authenticated (the stream now restarts).
+    Authenticated {
+        /// The user's bare JID.
+        jid: BareJid,
+        /// The mechanism used.
+        mechanism: Mechanism,
+    },
+    /// The client asks to bind this full JID: answer with [`Input::Bind`].
+    BindRequested {
+        /// The full JID: the client's resource or a generated one.
+        full_jid: FullJid,
+    },
+    /// The resource is bound: register the session for deliveries and publish it.
+    Bound {
+        /// The session's full JID.
+        full_jid: FullJid,
+        /// Another session held it: end that one with [`Input::Shutdown`] and a
+        /// `conflict` stream error.
+        replaces: bool,
+    },
+    /// The client asks to resume the Stream Management session `previd`: answer with
+    /// [`Input::Resume`].
+    ResumeRequested {
+        /// The resumption id of the earlier session.
+        previd: String,
+        /// How many stanzas the client received on it.
+        h: u32,
+    },
+    /// The session was resumed as this full JID: register it for deliveries.
+    Resumed {
+        /// The session's full JID.
+        full_jid: FullJid,
+    },
+    /// Put the stanza on the log, then feed [`Input::Published`] with `seq`.
+    Publish {
+        /// Sequence number of the stanza on this session.
+        seq: u64,
+        /// The stanza, `from` stamped with the session's full JID.
+        stanza: Element,
+        /// Its kind and type.
+        kind: StanzaKind,
+    },
+    /// Close the connection after writing everything sent before.
+    Close {
+        /// The stream error sent, if the server ended the stream because of one.
+        error: Option<StreamError>,
+    },
+    /// Feed [`Input::Timeout`] after this long (replacing any earlier timer).
+    ArmTimer(Duration),
+}
+
+/// What a broken session leaves for a client that resumes it (XEP-0198 §5).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResumeState {
+    /// The resumption id.
+    pub id: String,
+    /// The full JID the session was bound to.
+    pub jid: FullJid,
+    /// How many stanzas from the client the server had durably handled (`h`).
+    pub handled: u32,
+    /// The last `h` the client acknowledged.
+    pub acked: u32,
+    /// The stanzas sent after that acknowledgement, oldest first.
+    pub unacked: Vec<Element>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the stream header (at the start and after each restart).
+    AwaitHeader,
+    /// Inside the stream.
+    Open,
+    /// `<proceed/>` was sent; waiting for the TLS handshake.
+    TlsPending,
+    /// Over.
+    Closed,
+}
+
+#[derive(Debug)]
+struct PendingBind {
+    id: String,
+    jid: FullJid,
+    generated: bool,
+    tries: u8,
+}
+
+/// Stanzas received from the client and how many of them are handled, in order.
+#[derive(Debug, Default)]
+struct Inbound {
+    /// Stanzas received.
+    received: u64,
+    /// Stanzas handled without a gap (published ones only once the log confirmed them).
+    handled: u64,
+    /// Whether each stanza after `handled` is done.
+    pending: VecDeque<bool>,
+}
+
+impl Inbound {
+    fn push(&mut self, done: bool) -> u64 {
+        self.received += 1;
+        self.pending.push_back(done);
+        self.drain();
+        self.received
+    }
+
+    fn complete(&mut self, seq: u64) -> bool {
+        if seq <= self.handled || seq > self.received {
+            return false;
+        }
+        let Ok(index) = usize::try_from(seq - self.handled - 1) else {
+            return false;
+        };
+        match self.pending.get_mut(index) {
+            Some(done) => {
+                *done = true;
+                self.drain();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn drain(&mut self) {
+        while self.pending.front() == Some(&true) {
+            self.pending.pop_front();
+            self.handled += 1;
+        }
+    }
+}
+
+/// Stream Management state of an enabled stream.
+#[derive(Debug)]
+struct Sm {
+    /// Resumption id, when resumption was enabled.
+    id: Option<String>,
+    /// `h` at `base`.
+    h_start: u32,
+    /// `Inbound::handled` when the counting started.
+    base: u64,
+    /// The last `h` the client acknowledged.
+    acked: u32,
+    /// Stanzas sent and not acknowledged.
+    unacked: VecDeque<Element>,
+    /// `Inbound::received` up to which the client asked for an acknowledgement.
+    ack_wanted: Option<u64>,
+}
+
+impl Sm {
+    fn h(&self, inbound: &Inbound) -> u32 {
+        // h counts modulo 2^32 (XEP-0198 §4): the truncation is intended.
+        self.h_start
+            .wrapping_add(inbound.handled.saturating_sub(self.base) as u32)
+    }
+}
+
+/// One client-to-server XMPP session, without I/O.
+///
+/// The gateway calls [`Session::start`] once when the connection is accepted, then
+/// [`Session::handle`] for everything that happens, and performs the returned
+/// [`Action`]s in order.
+#[derive(Debug)]
+pub struct Session {
+    config: Arc<SessionConfig>,
+    transport: Transport,
+    framing: Framing,
+    parser: StreamParser,
+    rng: StdRng,
+    phase: Phase,
+    tls: bool,
+    bindings: Vec<ChannelBinding>,
+    header_sent: bool,
+    stream_id: String,
+    /// A stream restart (after `<proceed/>` or `<success/>`) is due.
+    restart: bool,
+    offer: Option<Offer>,
+    sasl: Option<SaslServer>,
+    sasl_user: Option<String>,
+    auth_failures: u32,
+    user: Option<BareJid>,
+    jid: Option<FullJid>,
+    pending_bind: Option<PendingBind>,
+    pending_resume: Option<(String, u32)>,
+    deadline: Option<Instant>,
+    inbound: Inbound,
+    sm: Option<Sm>,
+}
+
+impl Session {
+    /// A session on a freshly accepted connection, with nonces and ids from the
+    /// operating system's random source.
+    pub fn new(config: Arc<SessionConfig>, transport: Transport) -> Self {
+        Self::with_rng(config, transport, StdRng::from_os_rng())
+    }
+
+    /// Like [`Session::new`] with a given random generator (reproducible tests).
+    pub fn with_rng(config: Arc<SessionConfig>, transport: Transport, rng: StdRng) -> Self {
+        let framing = transport.framing();
+        let mut parser_config = match framing {
+            Framing::Tcp => ParserConfig::client(),
+            Framing::WebSocket => ParserConfig::websocket(),
+        };
+        parser_config.max_stanza_bytes = config.max_stanza_bytes;
+        Self {
+            framing,
+            parser: StreamParser::new(parser_config),
+            rng,
+            phase: Phase::AwaitHeader,
+            tls: transport.encrypted(),
+            bindings: Vec::new(),
+            header_sent: false,
+            stream_id: String::new(),
+            restart: false,
+            offer: None,
+            sasl: None,
+            sasl_user: None,
+            auth_failures: 0,
+            user: None,
+            jid: None,
+            pending_bind: None,
+            pending_resume: None,
+            deadline: None,
+            inbound: Inbound::default(),
+            sm: None,
+            config,
+            transport,
+        }
+    }
+
+    /// Starts the authentication deadline: returns the [`Action::ArmTimer`] for it.
+    pub fn start(&mut self, now: Instant) -> Vec<Action> {
+        self.deadline = Some(now + self.config.auth_timeout);
+        vec![Action::ArmTimer(self.config.auth_timeout)]
+    }
+
+    /// The authenticated user, once SASL succeeded.
+    pub fn user(&self) -> Option<&BareJid> {
+        self.user.as_ref()
+    }
+
+    /// The bound full JID, once the session is established.
+    pub fn jid(&self) -> Option<&FullJid> {
+        self.jid.as_ref()
+    }
+
+    /// Whether the stream is encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.tls
+    }
+
+    /// Whether the session is over.
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// Stanzas published and not yet confirmed by the log. A gateway applies
+    /// back-pressure (stops reading) while this is high.
+    pub fn in_flight(&self) -> usize {
+        self.inbound.pending.len()
+    }
+
+    /// Stream Management's count of stanzas from the client durably handled (`h`), when
+    /// Stream Management is enabled.
+    pub fn handled(&self) -> Option<u32> {
+        self.sm.as_ref().map(|sm| sm.h(&self.inbound))
+    }
+
+    /// The stanzas sent to the client and not acknowledged, oldest first.
+    pub fn unacked(&self) -> impl Iterator<Item = &Element> {
+        self.sm.iter().flat_map(|sm| sm.unacked.iter())
+    }
+
+    /// The Stream Management resumption id, when the client enabled resumption.
+    pub fn resumption_id(&self) -> Option<&str> {
+        self.sm.as_ref().and_then(|sm| sm.id.as_deref())
+    }
+
+    /// What a client resuming this session needs: `None` unless the client enabled
+    /// resumption. Take it once the connection is gone (after feeding the outstanding
+    /// [`Input::Published`]: stanzas the log had not confirmed are not counted, so the
+    /// client sends them again).
+    pub fn resume_state(&self) -> Option<ResumeState> {
+        let sm = self.sm.as_ref()?;
+        Some(ResumeState {
+            id: sm.id.clone()?,
+            jid: self.jid.clone()?,
+            handled: sm.h(&self.inbound),
+            acked: sm.acked,
+            unacked: sm.unacked.iter().cloned().collect(),
+        })
+    }
+
+    /// Handles one input at time `now` and returns what the gateway must do, in order.
+    pub fn handle(&mut self, input: Input<'_>, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.phase == Phase::Closed {
+            return out;
+        }
+        match input {
+            Input::Bytes(bytes) => self.on_bytes(bytes, &mut out),
+            Input::TlsEstablished { channel_bindings } => {
+                self.on_tls(channel_bindings, &mut out);
+            }
+            Input::Credentials(found) => match self.sasl.as_mut() {
+                Some(sasl) => {
+                    let step = sasl.credentials(found.as_ref());
+                    self.on_step(step, &mut out);
+                    self.finish_restart(false, &mut out);
+                }
+                None => tracing::debug!("credentials arrived for no pending exchange"),
+            },
+            Input::LookupFailed => {
+                if let Some(sasl) = self.sasl.as_mut() {
+                    let step = sasl.lookup_failed();
+                    self.on_step(step, &mut out);
+                }
+            }
+            Input::Bind(answer) => self.on_bind_answer(answer, &mut out),
+            Input::Resume(state) => self.on_resume_answer(state, &mut out),
+            Input::Published { seq } => {
+                if !self.inbound.complete(seq) {
+                    tracing::debug!(seq, "confirmation of an unknown stanza ignored");
+                }
+                self.maybe_ack(&mut out);
+            }
+            Input::Deliver(stanza) => self.deliver(stanza, &mut out),
+            Input::Timeout => match self.deadline {
+                Some(deadline) if now >= deadline => self.fail(
+                    StreamError::with_text(
+                        StreamErrorCondition::ConnectionTimeout,
+                        "the stream did not authenticate and bind a resource in time",
+                    ),
+                    &mut out,
+                ),
+                Some(deadline) => out.push(Action::ArmTimer(deadline - now)),
+                None => {}
+            },
+            Input::Shutdown(error) => self.fail(error, &mut out),
+            Input::Closed => self.phase = Phase::Closed,
+        }
+        out
+    }
+
+    // ----- output helpers -----
+
+    fn send(&self, text: impl Into<String>, out: &mut Vec<Action>) {
+        out.push(Action::Send(text.into().into_bytes()));
+    }
+
+    /// Sends a first-level element: stanzas in the content namespace, the rest with
+    /// their namespace declared.
+    fn send_element(&self, element: &Element, out: &mut Vec<Action>) {
+        let text = match self.framing {
+            Framing::Tcp => element.to_xml_in(ns::JABBER_CLIENT),
+            Framing::WebSocket => element.to_xml(),
+        };
+        self.send(text, out);
+    }
+
+    fn random_id(&mut self) -> String {
+        let mut bytes = [0u8; 16];
+        self.rng.fill_bytes(&mut bytes);
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn header(&mut self, to: Option<String>) -> String {
+        self.stream_id = self.random_id();
+        let mut header = StreamHeader::new(
+            self.framing,
+            self.config.domain.as_str(),
+            self.stream_id.clone(),
+        );
+        header.to = to;
+        header.to_xml()
+    }
+
+    /// Ends the stream with a stream error.
+    fn fail(&mut self, error: StreamError, out: &mut Vec<Action>) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        tracing::debug!(condition = ?error.condition, text = ?error.text, "closing stream with an error");
+        if !self.header_sent {
+            let header = self.header(None);
+            self.send(header, out);
+            self.header_sent = true;
+        }
+        for message in stream_error(&error, self.framing) {
+            self.send(message, out);
+        }
+        out.push(Action::Close { error: Some(error) });
+        self.phase = Phase::Closed;
+    }
+
+    fn fail_with(&mut self, condition: StreamErrorCondition, text: &str, out: &mut Vec<Action>) {
+        self.fail(StreamError::with_text(condition, text), out);
+    }
+
+    // ----- bytes and stream events -----
+
+    fn on_bytes(&mut self, bytes: &[u8], out: &mut Vec<Action>) {
+        if self.phase == Phase::TlsPending {
+            return self.fail_with(
+                StreamErrorCondition::PolicyViolation,
+                "data arrived before the TLS handshake",
+                out,
+            );
+        }
+        let mut events = Vec::new();
+        let result = match self.framing {
+            Framing::Tcp => self.parser.feed_into(bytes, &mut events),
+            Framing::WebSocket => self.parser.feed_message(bytes).map(|e| events = e),
+        };
+        let count = events.len();
+        for (index, event) in events.into_iter().enumerate() {
+            if self.phase == Phase::Closed {
+                return;
+            }
+            self.on_event(event, out);
+            if self.restart {
+                let more = index + 1 < count || result.is_err();
+                self.finish_restart(more, out);
+            }
+        }
+        if let Err(error) = result {
+            self.fail(error, out);
+        }
+    }
+
+    /// Resets the parser for a stream restart, refusing anything the client sent after
+    /// the element that caused it.
+    fn finish_restart(&mut self, more: bool, out: &mut Vec<Action>) {
+        if !self.restart {
+            return;
+        }
+        self.restart = false;
+        if more || self.parser.buffered_bytes() > 0 {
+            return self.fail_with(
+                StreamErrorCondition::PolicyViolation,
+                "data was sent before the stream restart",
+                out,
+            );
+        }
+        self.parser.reset();
+    }
+
+    fn on_tls(&mut self, channel_bindings: Vec<ChannelBinding>, out: &mut Vec<Action>) {
+        match self.phase {
+            Phase::TlsPending => {
+                self.tls = true;
+                self.bindings = channel_bindings;
+                self.phase = Phase::AwaitHeader;
+                self.header_sent = false;
+            }
+            Phase::AwaitHeader if self.tls && self.user.is_none() && !self.header_sent => {
+                self.bindings = channel_bindings;
+            }
+            _ => self.fail_with(
+                StreamErrorCondition::InternalServerError,
+                "TLS was established at an unexpected point",
+                out,
+            ),
+        }
+    }
+
+    fn on_event(&mut self, event: StreamEvent, out: &mut Vec<Action>) {
+        match event {
+            StreamEvent::StreamOpen(open) => {
+                if self.phase == Phase::AwaitHeader {
+                    self.on_open(open, out);
+                } else {
+                    self.fail_with(
+                        StreamErrorCondition::PolicyViolation,
+                        "the stream was restarted without a reason",
+                        out,
+                    );
+                }
+            }
+            StreamEvent::StreamClose => {
+                self.send(stream_close(self.framing), out);
+                out.push(Action::Close { error: None });
+                self.phase = Phase::Closed;
+            }
+            StreamEvent::Stanza(element) => self.on_element(element, out),
+        }
+    }
+
+    fn on_open(&mut self, open: StreamOpen, out: &mut Vec<Action>) {
+        let header = self.header(open.from.clone());
+        self.send(header, out);
+        self.header_sent = true;
+        if open.version.is_none_or(|v| v.major < 1) {
+            return self.fail_with(
+                StreamErrorCondition::UnsupportedVersion,
+                "XMPP 1.0 is required",
+                out,
+            );
+        }
+        if open
+            .content_namespace
+            .as_deref()
+            .is_some_and(|n| n != ns::JABBER_CLIENT)
+        {
+            return self.fail_with(
+                StreamErrorCondition::InvalidNamespace,
+                "the content namespace must be jabber:client",
+                out,
+            );
+        }
+        let served = open.to.as_deref().is_some_and(|to| {
+            imbus_core::jid::DomainPart::new(to)
+                .is_ok_and(|d| d.as_str() == self.config.domain.as_str())
+        });
+        if !served {
+            return self.fail_with(
+                StreamErrorCondition::HostUnknown,
+                "the stream is not addressed to a served domain",
+                out,
+            );
+        }
+        if self.user.is_none()
+            && self.config.require_tls
+            && !self.tls
+            && !self.transport.can_starttls()
+        {
+            return self.fail_with(
+                StreamErrorCondition::PolicyViolation,
+                "an encrypted connection is required",
+                out,
+            );
+        }
+        self.phase = Phase::Open;
+        let features = self.features();
+        self.send(features.to_xml(self.framing), out);
+    }
+
+    fn features(&mut self) -> Features {
+        let mut features = Features::new();
+        if self.user.is_none() {
+            if self.transport.can_starttls() && !self.tls {
+                features = features.starttls(self.config.require_tls);
+            }
+            if self.tls || !self.config.require_tls {
+                let offer = Offer::new(self.config.mechanisms, self.tls, self.bindings.clone());
+                features = features.mechanisms(offer.mechanisms().iter().map(|m| m.name()));
+                if offer.offers_plus() {
+                    let mut cb = Element::new("sasl-channel-binding", SASL_CB);
+                    for kind in offer.channel_binding_types() {
+                        cb.push_child(
+                            Element::new("channel-binding", SASL_CB).with_attr("type", kind.name()),
+                        );
+                    }
+                    features = features.with(cb);
+                }
+                self.offer = Some(offer);
+            }
+        } else {
+            features = features.bind().session_optional();
+            if self.config.stream_management {
+                features = features.stream_management();
+            }
+        }
+        features.limits(Some(self.config.max_stanza_bytes), None)
+    }
+
+    fn on_element(&mut self, element: Element, out: &mut Vec<Action>) {
+        let namespace = element.namespace();
+        if namespace == ns::XMPP_TLS {
+            return self.on_starttls(&element, out);
+        }
+        if namespace == ns::XMPP_SASL {
+            return self.on_sasl(&element, out);
+        }
+        if namespace == ns::STREAMS && element.name() == "error" {
+            tracing::debug!(error = %element, "the client ended the stream with an error");
+            self.send(stream_close(self.framing), out);
+            out.push(Action::Close { error: None });
+            self.phase = Phase::Closed;
+            return;
+        }
+        if self.user.is_none() {
+            return self.fail_with(
+                StreamErrorCondition::NotAuthorized,
+                "authenticate first",
+                out,
+            );
+        }
+        if namespace == ns::STREAM_MANAGEMENT {
+            return self.on_sm(&element, out);
+        }
+        if namespace == ns::CSI {
+            // Client State Indication is accepted; delivery does not change with it.
+            return;
+        }
+        if is_stanza(&element) {
+            return self.on_stanza(element, out);
+        }
+        self.fail_with(
+            StreamErrorCondition::UnsupportedStanzaType,
+            "unsupported first-level element",
+            out,
+        );
+    }
+
+    // ----- STARTTLS -----
+
+    fn on_starttls(&mut self, element: &Element, out: &mut Vec<Action>) {
+        if element.name() != "starttls"
+            || self.user.is_some()
+            || self.tls
+            || !self.transport.can_starttls()
+            || self.sasl.is_some()
+        {
+            // RFC 6120 §5.4.2.2: failure, then the stream ends.
+            self.send_element(&Element::new("failure", ns::XMPP_TLS), out);
+            self.send(stream_close(self.framing), out);
+            out.push(Action::Close { error: None });
+            self.phase = Phase::Closed;
+            return;
+        }
+        self.send_element(&Element::new("proceed", ns::XMPP_TLS), out);
+        out.push(Action::StartTls);
+        self.phase = Phase::TlsPending;
+        self.restart = true;
+    }
+
+    // ----- SASL -----
+
+    fn on_sasl(&mut self, element: &Element, out: &mut Vec<Action>) {
+        if self.user.is_some() {
+            return self.fail_with(
+                StreamErrorCondition::PolicyViolation,
+                "the stream is already authenticated",
+                out,
+            );
+        }
+        match element.name() {
+            "auth" => {
+                if self.sasl.take().is_some() {
+                    return self.sasl_failed(
+                        SaslCondition::MalformedRequest,
+                        "a new exchange started before the last one ended",
+                        out,
+                    );
+                }
+                let Some(offer) = self.offer.as_ref() else {
+                    return self.sasl_failed(
+                        SaslCondition::EncryptionRequired,
+                        "negotiate TLS first",
+                        out,
+                    );
+                };
+                let mechanism = element.attr("mechanism").unwrap_or_default();
+                let server = match SaslServer::new(
+                    &self.config.auth,
+                    offer,
+                    &self.config.domain,
+                    mechanism,
+                    &mut self.rng,
+                ) {
+                    Ok(server) => server,
+                    Err(failure) => return self.on_step(Step::Failure(failure), out),
+                };
+                let text = element.text();
+                let initial = if text.trim().is_empty() {
+                    None
+                } else {
+                    match decode_payload(&text) {
+                        Ok(data) => Some(data),
+                        Err(failure) => return self.on_step(Step::Failure(failure), out),
+                    }
+                };
+                let server = self.sasl.insert(server);
+                let step = server.start(initial.as_deref());
+                self.on_step(step, out);
+            }
+            "response" => {
+                let Some(server) = self.sasl.as_mut() else {
+                    return self.sasl_failed(
+                        SaslCondition::MalformedRequest,
+                        "a response came outside an exchange",
+                        out,
+                    );
+                };
+                let step = match decode_payload(&element.text()) {
+                    Ok(data) => server.respond(&data),
+                    Err(failure) => Step::Failure(failure),
+                };
+                self.on_step(step, out);
+            }
+            "abort" => {
+                let step = match self.sasl.as_mut() {
+                    Some(server) => server.abort(),
+                    None => Step::Failure(imbus_xmpp_auth::Failure::new(
+                        SaslCondition::Aborted,
+                        "the client aborted",
+                    )),
+                };
+                self.on_step(step, out);
+            }
+            _ => self.fail_with(
+                StreamErrorCondition::UnsupportedStanzaType,
+                "unknown SASL element",
+                out,
+            ),
+        }
+    }
+
+    fn sasl_failed(
+        &mut self,
+        condition: SaslCondition,
+        reason: &'static str,
+        out: &mut Vec<Action>,
+    ) {
+        self.on_step(
+            Step::Failure(imbus_xmpp_auth::Failure::new(condition, reason)),
+            out,
+        );
+    }
+
+    fn on_step(&mut self, step: Step, out: &mut Vec<Action>) {
+        match step {
+            Step::Challenge(data) => {
+                let challenge =
+                    Element::new("challenge", ns::XMPP_SASL).with_text(encode_payload(&data));
+                self.send_element(&challenge, out);
+            }
+            Step::NeedCredentials { username, jid } => {
+                self.sasl_user = Some(username.clone());
+                out.push(Action::LookupCredentials { username, jid });
+            }
+            Step::Success {
+                additional_data,
+                identity,
+            } => {
+                self.sasl = None;
+                self.sasl_user = None;
+                let mut success = Element::new("success", ns::XMPP_SASL);
+                if let Some(data) = additional_data {
+                    success.push_text(encode_payload(&data));
+                }
+                self.send_element(&success, out);
+                out.push(Action::Authenticated {
+                    jid: identity.jid.clone(),
+                    mechanism: identity.mechanism,
+                });
+                self.user = Some(identity.jid);
+                self.offer = None;
+                self.phase = Phase::AwaitHeader;
+                self.header_sent = false;
+                self.restart = true;
+            }
+            Step::Failure(failure) => {
+                self.sasl = None;
+                let mut element = Element::new("failure", ns::XMPP_SASL).with_child(Element::new(
+                    failure.condition.element_name(),
+                    ns::XMPP_SASL,
+                ));
+                let mut text = Element::new("text", ns::XMPP_SASL).with_text(&failure.reason);
+                text.set_attr_ns("lang", ns::XML, "en");
+                element.push_child(text);
+                self.send_element(&element, out);
+                out.push(Action::AuthFailed {
+                    username: self.sasl_user.take(),
+                    condition: failure.condition,
+                });
+                self.auth_failures += 1;
+                if self.auth_failures >= self.config.max_auth_failures {
+                    self.fail_with(
+                        StreamErrorCondition::PolicyViolation,
+                        "too many failed authentication attempts",
+                        out,
+                    );
+                }
+            }
+        }
+    }
+
+    // ----- stanzas -----
+
+    fn reply_error(&mut self, stanza: &Element, error: StanzaError, out: &mut Vec<Action>) {
+        if let Some(reply) = error_reply(stanza, &error) {
+            self.send_element(&reply, out);
+        }
+    }
+
+    /// A stanza answered by the session itself: counted as handled at once.
+    fn handled_locally(&mut self, out: &mut Vec<Action>) {
+        self.inbound.push(true);
+        self.maybe_ack(out);
+    }
+
+    fn on_stanza(&mut self, mut stanza: Element, out: &mut Vec<Action>) {
+        let kind = match classify(&stanza) {
+            Ok(kind) => kind,
+            Err(ClassifyError::Invalid(error)) => {
+                self.reply_error(&stanza, error, out);
+                return self.handled_locally(out);
+            }
+            Err(ClassifyError::NotAStanza) => {
+                return self.fail_with(
+                    StreamErrorCondition::UnsupportedStanzaType,
+                    "not a stanza",
+                    out,
+                );
+            }
+        };
+        let is_set = kind == StanzaKind::Iq(IqType::Set);
+        let bind = stanza.child("bind", ns::XMPP_BIND).is_some();
+        let legacy_session = stanza.child("session", ns::XMPP_SESSION).is_some();
+        let Some(jid) = self.jid.clone() else {
+            if is_set && bind {
+                return self.on_bind(&stanza, out);
+            }
+            // RFC 6120 §7.1: nothing is processed before a resource is bound.
+            let error = if self.pending_bind.is_some() || self.pending_resume.is_some() {
+                StanzaError::new(StanzaErrorCondition::UnexpectedRequest)
+                    .with_type(StanzaErrorType::Wait)
+            } else {
+                StanzaError::new(StanzaErrorCondition::NotAuthorized)
+            };
+            self.reply_error(&stanza, error, out);
+            return self.handled_locally(out);
+        };
+        if matches!(kind, StanzaKind::Iq(IqType::Set | IqType::Get)) && (bind || legacy_session) {
+            if is_set && legacy_session {
+                // RFC 3921 §3: session establishment is implicit; answer with success.
+                let mut result = Element::new("iq", ns::JABBER_CLIENT)
+                    .with_attr("type", "result")
+                    .with_attr("to", jid.as_str());
+                if let Some(id) = stanza.attr("id") {
+                    result.set_attr("id", id);
+                }
+                self.send_element(&result, out);
+            } else {
+                let error = StanzaError::new(StanzaErrorCondition::NotAllowed)
+                    .with_text("a resource is already bound");
+                self.reply_error(&stanza, error, out);
+            }
+            return self.handled_locally(out);
+        }
+        if let Some(to) = stanza.attr("to")
+            && Jid::new(to).is_err()
+        {
+            let error = StanzaError::new(StanzaErrorCondition::JidMalformed)
+                .with_type(StanzaErrorType::Modify);
+            self.reply_error(&stanza, error, out);
+            return self.handled_locally(out);
+        }
+        if let Some(forged) = stamp_from(&mut stanza, jid.as_str()) {
+            tracing::info!(jid = %jid, forged = %forged, "overwrote the from of a stanza");
+        }
+        if self.inbound.pending.len() >= self.config.max_in_flight {
+            return self.fail_with(
+                StreamErrorCondition::ResourceConstraint,
+                "too many stanzas waiting to be stored",
+                out,
+            );
+        }
+        let seq = self.inbound.push(false);
+        out.push(Action::Publish { seq, stanza, kind });
+    }
+
+    // ----- resource binding -----
+
+    fn generated_jid(&mut self, user: &BareJid) -> Option<FullJid> {
+        let resource = format!("imbus-{}", &self.random_id()[..16]);
+        user.with_resource_str(&resource).ok()
+    }
+
+    fn on_bind(&mut self, stanza: &Element, out: &mut Vec<Action>) {
+        let Some(user) = self.user.clone() else {
+            return;
+        };
+        if self.pending_bind.is_some() || self.pending_resume.is_some() {
+            let error = StanzaError::new(StanzaErrorCondition::UnexpectedRequest)
+                .with_type(StanzaErrorType::Wait);
+            self.reply_error(stanza, error, out);
+            return self.handled_locally(out);
+        }
+        let requested = stanza
+            .child("bind", ns::XMPP_BIND)
+            .and_then(|b| b.child("resource", ns::XMPP_BIND))
+            .map(|r| r.text())
+            .filter(|r| !r.is_empty());
+        let (jid, generated) = match requested {
+            Some(resource) => match user.with_resource_str(&resource) {
+                Ok(jid) => (jid, false),
+                Err(_) => {
+                    let error = StanzaError::new(StanzaErrorCondition::BadRequest)
+                        .with_type(StanzaErrorType::Modify)
+                        .with_text("the resource is not valid");
+                    self.reply_error(stanza, error, out);
+                    return self.handled_locally(out);
+                }
+            },
+            None => match self.generated_jid(&user) {
+                Some(jid) => (jid, true),
+                None => {
+                    let error = StanzaError::new(StanzaErrorCondition::InternalServerError);
+                    self.reply_error(stanza, error, out);
+                    return self.handled_locally(out);
+                }
+            },
+        };
+        self.inbound.push(true);
+        self.pending_bind = Some(PendingBind {
+            id: stanza.attr("id").unwrap_or_default().to_owned(),
+            jid: jid.clone(),
+            generated,
+            tries: 1,
+        });
+        out.push(Action::BindRequested { full_jid: jid });
+    }
+
+    fn on_bind_answer(&mut self, answer: BindAnswer, out: &mut Vec<Action>) {
+        let Some(mut pending) = self.pending_bind.take() else {
+            tracing::debug!("bind answer for no pending request");
+            return;
+        };
+        let replaces = match (answer, self.config.resource_conflict) {
+            (BindAnswer::Free, _) => false,
+            (BindAnswer::InUse, ConflictPolicy::Replace) => true,
+            (BindAnswer::InUse, ConflictPolicy::Refuse) => {
+                if pending.generated && pending.tries < MAX_GENERATED_RESOURCE_TRIES {
+                    let user = pending.jid.to_bare();
+                    if let Some(jid) = self.generated_jid(&user) {
+                        pending.jid = jid.clone();
+                        pending.tries += 1;
+                        self.pending_bind = Some(pending);
+                        out.push(Action::BindRequested { full_jid: jid });
+                        return;
+                    }
+                }
+                let iq = Element::new("iq", ns::JABBER_CLIENT)
+                    .with_attr("type", "set")
+                    .with_attr("id", pending.id);
+                let error = StanzaError::new(StanzaErrorCondition::Conflict)
+                    .with_text("the resource is in use");
+                self.reply_error(&iq, error, out);
+                return;
+            }
+        };
+        let mut bind = Element::new("bind", ns::XMPP_BIND);
+        bind.push_child(Element::new("jid", ns::XMPP_BIND).with_text(pending.jid.as_str()));
+        let result = Element::new("iq", ns::JABBER_CLIENT)
+            .with_attr("type", "result")
+            .with_attr("id", pending.id)
+            .with_child(bind);
+        self.send_element(&result, out);
+        self.deadline = None;
+        self.jid = Some(pending.jid.clone());
+        out.push(Action::Bound {
+            full_jid: pending.jid,
+            replaces,
+        });
+    }
+
+    // ----- delivery -----
+
+    fn deliver(&mut self, stanza: Element, out: &mut Vec<Action>) {
+        if self.jid.is_none() {
+            tracing::debug!("delivery to a session without a bound resource dropped");
+            return;
+        }
+        self.send_element(&stanza, out);
+        let request_every = self.config.sm_request_every.max(1);
+        let max_unacked = self.config.max_unacked;
+        let Some(sm) = self.sm.as_mut() else {
+            return;
+        };
+        if !is_stanza(&stanza) {
+            return;
+        }
+        sm.unacked.push_back(stanza);
+        let queued = sm.unacked.len();
+        if queued > max_unacked {
+            return self.fail_with(
+                StreamErrorCondition::ResourceConstraint,
+                "too many stanzas are waiting for an acknowledgement",
+                out,
+            );
+        }
+        if queued % request_every == 0 {
+            self.send_element(&Element::new("r", ns::STREAM_MANAGEMENT), out);
+        }
+    }
+
+    // ----- Stream Management -----
+
+    fn sm_failed(&mut self, condition: StanzaErrorCondition, out: &mut Vec<Action>) {
+        let failed = Element::new("failed", ns::STREAM_MANAGEMENT)
+            .with_child(Element::new(condition.as_str(), ns::XMPP_STANZAS));
+        self.send_element(&failed, out);
+    }
+
+    fn send_ack(&mut self, out: &mut Vec<Action>) {
+        if let Some(sm) = self.sm.as_mut() {
+            sm.ack_wanted = None;
+            let h = sm.h(&self.inbound);
+            let a = Element::new("a", ns::STREAM_MANAGEMENT).with_attr("h", h.to_string());
+            self.send_element(&a, out);
+        }
+    }
+
+    /// Answers a pending `<r/>` once every stanza received before it is handled.
+    fn maybe_ack(&mut self, out: &mut Vec<Action>) {
+        let due = self
+            .sm
+            .as_ref()
+            .and_then(|sm| sm.ack_wanted)
+            .is_some_and(|wanted| self.inbound.handled >= wanted);
+        if due {
+            self.send_ack(out);
+        }
+    }
+
+    fn on_sm(&mut self, element: &Element, out: &mut Vec<Action>) {
+        if !self.config.stream_management {
+            return self.fail_with(
+                StreamErrorCondition::UnsupportedStanzaType,
+                "Stream Management is not offered",
+                out,
+            );
+        }
+        match element.name() {
+            "enable" => {
+                if self.jid.is_none() || self.sm.is_some() {
+                    return self.sm_failed(StanzaErrorCondition::UnexpectedRequest, out);
+                }
+                let resume =
+                    self.config.sm_resume && matches!(element.attr("resume"), Some("true" | "1"));
+                let id = resume.then(|| self.random_id());
+                let mut enabled = Element::new("enabled", ns::STREAM_MANAGEMENT);
+                if let Some(id) = &id {
+                    enabled.set_attr("id", id.as_str());
+                    enabled.set_attr("resume", "true");
+                    enabled.set_attr("max", self.config.sm_resume_timeout.as_secs().to_string());
+                }
+                self.sm = Some(Sm {
+                    id,
+                    h_start: 0,
+                    base: self.inbound.received,
+                    acked: 0,
+                    unacked: VecDeque::new(),
+                    ack_wanted: None,
+                });
+                self.send_element(&enabled, out);
+            }
+            "r" => {
+                let received = self.inbound.received;
+                let Some(sm) = self.sm.as_mut() else {
+                    return self.fail_with(
+                        StreamErrorCondition::UnsupportedStanzaType,
+                        "Stream Management is not enabled",
+                        out,
+                    );
+                };
+                sm.ack_wanted = Some(received);
+                self.maybe_ack(out);
+            }
+            "a" => {
+                let Some(h) = element.attr("h").and_then(|h| h.parse::<u32>().ok()) else {
+                    return self.fail_with(
+                        StreamErrorCondition::InvalidXml,
+                        "<a/> needs an h attribute",
+                        out,
+                    );
+                };
+                let Some(sm) = self.sm.as_mut() else {
+                    return self.fail_with(
+                        StreamErrorCondition::UnsupportedStanzaType,
+                        "Stream Management is not enabled",
+                        out,
+                    );
+                };
+                let acked = h.wrapping_sub(sm.acked) as usize;
+                if acked > sm.unacked.len() {
+                    let sent = sm.acked.wrapping_add(sm.unacked.len() as u32);
+                    let mut error = StreamError::with_text(
+                        StreamErrorCondition::UndefinedCondition,
+                        "the client acknowledged more stanzas than were sent",
+                    );
+                    error.application = Some(Box::new(
+                        Element::new("handled-count-too-high", ns::STREAM_MANAGEMENT)
+                            .with_attr("h", h.to_string())
+                            .with_attr("send-count", sent.to_string()),
+                    ));
+                    return self.fail(error, out);
+                }
+                sm.unacked.drain(..acked);
+                sm.acked = h;
+            }
+            "resume" => {
+                let previd = element.attr("previd").unwrap_or_default().to_owned();
+                let h = element.attr("h").and_then(|h| h.parse::<u32>().ok());
+                match h {
+                    Some(h)
+                        if self.jid.is_none()
+                            && self.pending_bind.is_none()
+                            && self.pending_resume.is_none()
+                            && !previd.is_empty() =>
+                    {
+                        self.pending_resume = Some((previd.clone(), h));
+                        out.push(Action::ResumeRequested { previd, h });
+                    }
+                    Some(_) => self.sm_failed(StanzaErrorCondition::UnexpectedRequest, out),
+                    None => self.sm_failed(StanzaErrorCondition::BadRequest, out),
+                }
+            }
+            _ => self.fail_with(
+                StreamErrorCondition::UnsupportedStanzaType,
+                "unknown Stream Management element",
+                out,
+            ),
+        }
+    }
+
+    fn on_resume_answer(&mut self, state: Option<ResumeState>, out: &mut Vec<Action>) {
+        let Some((previd, h)) = self.pending_resume.take() else {
+            tracing::debug!("resumption answer for no pending request");
+            return;
+        };
+        let usable = state.filter(|s| {
+            s.id == previd
+                && Some(&s.jid.to_bare()) == self.user.as_ref()
+                && (h.wrapping_sub(s.acked) as usize) <= s.unacked.len()
+        });
+        let Some(state) = usable else {
+            return self.sm_failed(StanzaErrorCondition::ItemNotFound, out);
+        };
+        let acked = h.wrapping_sub(state.acked) as usize;
+        let unacked: VecDeque<Element> = state.unacked.into_iter().skip(acked).collect();
+        let resumed = Element::new("resumed", ns::STREAM_MANAGEMENT)
+            .with_attr("previd", previd.as_str())
+            .with_attr("h", state.handled.to_string());
+        self.send_element(&resumed, out);
+        for stanza in &unacked {
+            self.send_element(stanza, out);
+        }
+        self.sm = Some(Sm {
+            id: Some(previd),
+            h_start: state.handled,
+            base: self.inbound.handled,
+            acked: h,
+            unacked,
+            ack_wanted: None,
+        });
+        self.deadline = None;
+        self.jid = Some(state.jid.clone());
+        out.push(Action::Resumed {
+            full_jid: state.jid,
+        });
+    }
+}
