@@ -11,8 +11,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -46,6 +47,7 @@ pub fn router(token: String, log: Arc<dyn Log>, base: Arc<Config>, live: LiveCon
             get(get_config).put(put_config).delete(reset_config),
         )
         .route("/admin/v1/topics", get(topics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }
 
@@ -53,17 +55,21 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let given = headers
+/// Every admin route needs the bearer token.
+async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => Ok(()),
-        _ => Err(Box::new(error(
+        Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => {
+            next.run(request).await
+        }
+        _ => error(
             StatusCode::UNAUTHORIZED,
             "missing or wrong admin token (Authorization: Bearer <token from data_dir/admin.token>)",
-        ))),
+        ),
     }
 }
 
@@ -84,10 +90,7 @@ fn setting_json(config: &Config, key: &str) -> Option<Value> {
     }))
 }
 
-async fn list_config(State(state): State<AdminState>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
-        return *r;
-    }
+async fn list_config(State(state): State<AdminState>) -> Response {
     let config = state.live.borrow().clone();
     let all: Vec<Value> = imbus_config::SETTINGS
         .iter()
@@ -96,14 +99,7 @@ async fn list_config(State(state): State<AdminState>, headers: HeaderMap) -> Res
     Json(json!({ "settings": all })).into_response()
 }
 
-async fn get_config(
-    State(state): State<AdminState>,
-    headers: HeaderMap,
-    Path(key): Path<String>,
-) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
-        return *r;
-    }
+async fn get_config(State(state): State<AdminState>, Path(key): Path<String>) -> Response {
     let config = state.live.borrow().clone();
     match setting_json(&config, &key) {
         Some(v) => Json(v).into_response(),
@@ -144,31 +140,17 @@ async fn change(state: AdminState, key: String, value: Option<String>) -> Respon
 
 async fn put_config(
     State(state): State<AdminState>,
-    headers: HeaderMap,
     Path(key): Path<String>,
     body: String,
 ) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
-        return *r;
-    }
     change(state, key, Some(body.trim().to_owned())).await
 }
 
-async fn reset_config(
-    State(state): State<AdminState>,
-    headers: HeaderMap,
-    Path(key): Path<String>,
-) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
-        return *r;
-    }
+async fn reset_config(State(state): State<AdminState>, Path(key): Path<String>) -> Response {
     change(state, key, None).await
 }
 
-async fn topics(State(state): State<AdminState>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
-        return *r;
-    }
+async fn topics(State(state): State<AdminState>) -> Response {
     let mut out = Vec::new();
     for layout in SYSTEM_TOPICS {
         let partitions = match state.log.partition_count(layout.name).await {

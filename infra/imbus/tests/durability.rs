@@ -114,15 +114,7 @@ async fn kill_9_during_appends_loses_no_acknowledged_record() {
 
     // The restarted server folds the log to the last change written.
     let server = Server::start(dir.path());
-    let got: serde_json::Value = http
-        .get(server.url("/admin/v1/config/log_level"))
-        .bearer_auth(&server.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got = server.admin_get("/admin/v1/config/log_level").await;
     assert_eq!(got["value"].as_str(), Some(on_log[&last_on_log].as_str()));
     assert_eq!(
         got["source"].as_str(),
@@ -193,15 +185,7 @@ async fn health_metrics_and_admin_auth() {
     assert!(r.text().await.unwrap().contains("chatty"));
 
     // The topics are there.
-    let topics: serde_json::Value = http
-        .get(server.url("/admin/v1/topics"))
-        .bearer_auth(&server.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let topics = server.admin_get("/admin/v1/topics").await;
     let names: Vec<&str> = topics["topics"]
         .as_array()
         .unwrap()

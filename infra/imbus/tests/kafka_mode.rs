@@ -42,15 +42,7 @@ async fn serve_on_kafka_keeps_live_settings_in_the_cluster() {
 
     let second = tempfile::tempdir().unwrap();
     let server = Server::start_with(second.path(), &env);
-    let got: serde_json::Value = http
-        .get(server.url("/admin/v1/config/log_level"))
-        .bearer_auth(&server.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got = server.admin_get("/admin/v1/config/log_level").await;
     assert_eq!(got["value"].as_str(), Some("info,imbus=debug"));
     assert!(server.terminate().success());
 }

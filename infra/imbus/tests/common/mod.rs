@@ -91,6 +91,19 @@ impl Server {
         format!("http://{}{path}", self.http)
     }
 
+    /// GET an admin API path with the token, as JSON.
+    pub async fn admin_get(&self, path: &str) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("admin API answers")
+            .json()
+            .await
+            .expect("admin API answers JSON")
+    }
+
     /// SIGTERM, then wait for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let status = Command::new("kill")
