@@ -288,10 +288,10 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session on a freshly accepted connection, with nonces and ids from the
-    /// operating system's random source.
+    /// A session on a freshly accepted connection, with nonces and ids from a generator
+    /// seeded by the thread's cryptographically secure generator.
     pub fn new(config: Arc<SessionConfig>, transport: Transport) -> Self {
-        Self::with_rng(config, transport, StdRng::from_os_rng())
+        Self::with_rng(config, transport, StdRng::from_rng(&mut rand::rng()))
     }
 
     /// Like [`Session::new`] with a given random generator (reproducible tests).
@@ -885,10 +885,25 @@ impl Session {
         }
     }
 
+    /// Counts a stanza from the client; `None` (and the stream closed) when too many
+    /// stanzas wait for the log.
+    fn track(&mut self, done: bool, out: &mut Vec<Action>) -> Option<u64> {
+        if self.inbound.pending.len() >= self.config.max_in_flight {
+            self.fail_with(
+                StreamErrorCondition::ResourceConstraint,
+                "too many stanzas waiting to be stored",
+                out,
+            );
+            return None;
+        }
+        Some(self.inbound.push(done))
+    }
+
     /// A stanza answered by the session itself: counted as handled at once.
     fn handled_locally(&mut self, out: &mut Vec<Action>) {
-        self.inbound.push(true);
-        self.maybe_ack(out);
+        if self.track(true, out).is_some() {
+            self.maybe_ack(out);
+        }
     }
 
     fn on_stanza(&mut self, mut stanza: Element, out: &mut Vec<Action>) {
@@ -951,15 +966,9 @@ impl Session {
         if let Some(forged) = stamp_from(&mut stanza, jid.as_str()) {
             tracing::info!(jid = %jid, forged = %forged, "overwrote the from of a stanza");
         }
-        if self.inbound.pending.len() >= self.config.max_in_flight {
-            return self.fail_with(
-                StreamErrorCondition::ResourceConstraint,
-                "too many stanzas waiting to be stored",
-                out,
-            );
+        if let Some(seq) = self.track(false, out) {
+            out.push(Action::Publish { seq, stanza, kind });
         }
-        let seq = self.inbound.push(false);
-        out.push(Action::Publish { seq, stanza, kind });
     }
 
     // ----- resource binding -----
@@ -1004,7 +1013,9 @@ impl Session {
                 }
             },
         };
-        self.inbound.push(true);
+        if self.track(true, out).is_none() {
+            return;
+        }
         self.pending_bind = Some(PendingBind {
             id: stanza.attr("id").unwrap_or_default().to_owned(),
             jid: jid.clone(),

@@ -1049,3 +1049,42 @@ fn protocol_violations_get_stream_errors() {
         StreamErrorCondition::UnsupportedStanzaType
     );
 }
+
+#[test]
+fn stanzas_answered_locally_cannot_grow_the_queue_behind_an_unconfirmed_one() {
+    let mut config = config();
+    config.max_in_flight = 3;
+    let mut h = Harness::new(config, TLS);
+    h.establish("desk");
+    published(&h.feed("<presence/>"));
+    // Invalid stanzas are answered at once but wait behind the unconfirmed presence.
+    h.feed("<iq type='get' id='1'/>");
+    h.feed("<iq type='get' id='2'/>");
+    assert_eq!(h.session.in_flight(), 3);
+    let actions = h.feed("<iq type='get' id='3'/>");
+    assert_eq!(
+        stream_error_of(&actions),
+        StreamErrorCondition::ResourceConstraint
+    );
+}
+
+#[test]
+fn sessions_from_the_default_constructor_use_distinct_ids() {
+    let config = Arc::new(self::config());
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..4 {
+        let mut session = Session::new(config.clone(), TLS);
+        let actions = session.handle(Input::Bytes(HEADER.as_bytes()), Instant::now());
+        let text = sent_text(&actions);
+        let id = text
+            .split(" id='")
+            .nth(1)
+            .unwrap()
+            .split('\'')
+            .next()
+            .unwrap()
+            .to_owned();
+        assert_eq!(id.len(), 32);
+        assert!(ids.insert(id));
+    }
+}
