@@ -1088,3 +1088,44 @@ fn sessions_from_the_default_constructor_use_distinct_ids() {
         assert!(ids.insert(id));
     }
 }
+
+#[test]
+fn channel_binding_of_a_direct_tls_connection_enables_plus_mechanisms() {
+    let mut h = Harness::new(
+        config(),
+        Transport::Tcp {
+            tls_active: true,
+            direct_tls: true,
+        },
+    );
+    let binding = imbus_xmpp_auth::ChannelBinding::new(
+        imbus_xmpp_auth::ChannelBindingType::TlsExporter,
+        vec![0x11; 32],
+    );
+    assert!(
+        h.input(Input::TlsEstablished {
+            channel_bindings: vec![binding]
+        })
+        .is_empty()
+    );
+    let features = h.open();
+    let mechanisms: Vec<String> = features
+        .child("mechanisms", SASL)
+        .unwrap()
+        .children()
+        .map(|m| m.text())
+        .collect();
+    assert_eq!(mechanisms[0], "SCRAM-SHA-256-PLUS");
+    let cb = features
+        .child("sasl-channel-binding", "urn:xmpp:sasl-cb:0")
+        .unwrap();
+    assert_eq!(
+        cb.children().next().unwrap().attr("type"),
+        Some("tls-exporter")
+    );
+    assert!(
+        features
+            .child("starttls", "urn:ietf:params:xml:ns:xmpp-tls")
+            .is_none()
+    );
+}
