@@ -133,6 +133,8 @@ pub struct Config {
     pub http_port: u16,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// PBKDF2 iterations of newly stored SCRAM credentials.
+    pub scram_iterations: u32,
     pub bus: BusConfig,
     raw: BTreeMap<&'static str, (String, Source)>,
 }
@@ -297,6 +299,7 @@ impl Config {
                 "json" => LogFormat::Json,
                 _ => LogFormat::Text,
             },
+            scram_iterations: get("auth.scram_iterations")?.int() as u32,
             bus: BusConfig {
                 backend: match get("bus.backend")?.string().as_str() {
                     "kafka" => Backend::Kafka,

@@ -311,6 +311,13 @@ pub static SETTINGS: &[SettingSpec] = &[
         live: false,
     },
     SettingSpec {
+        name: "auth.scram_iterations",
+        kind: Kind::Int { min: 4096, max: 10_000_000 },
+        default: "10000",
+        help: "PBKDF2 iterations of the SCRAM credentials stored for new and changed passwords (at least 4096).",
+        live: true,
+    },
+    SettingSpec {
         name: "bus.backend",
         kind: Kind::Choice(&["embedded", "kafka"]),
         default: "embedded",

@@ -8,6 +8,10 @@
 //! | `PUT /admin/v1/config/{key}` (body: the value) | change a live setting; answers once the change is durable on the log |
 //! | `DELETE /admin/v1/config/{key}` | return a live setting to its file/environment/default value |
 //! | `GET /admin/v1/topics` | the system topics with their partitions and offsets |
+//! | `GET /admin/v1/users` | every account (address, created, last changed) |
+//! | `POST /admin/v1/users` (JSON `{"jid", "password"}`) | create an account |
+//! | `PUT /admin/v1/users/{jid}/password` (JSON `{"password"}`) | change a password |
+//! | `DELETE /admin/v1/users/{jid}` | delete an account |
 
 use std::sync::Arc;
 
@@ -15,27 +19,36 @@ use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, put};
 use axum::{Json, Router};
 use imbus_config::Config;
 use imbus_config::topics::SYSTEM_TOPICS;
 use imbus_log::Log;
 use serde_json::{Value, json};
 
+use crate::accounts::{AccountError, Accounts};
 use crate::live::{ChangeError, LiveConfig, append_change};
 
 #[derive(Clone)]
 struct AdminState {
     token: Arc<str>,
+    accounts: Accounts,
     log: Arc<dyn Log>,
     base: Arc<Config>,
     live: LiveConfig,
 }
 
 /// The admin routes.
-pub fn router(token: String, log: Arc<dyn Log>, base: Arc<Config>, live: LiveConfig) -> Router {
+pub fn router(
+    token: String,
+    log: Arc<dyn Log>,
+    accounts: Accounts,
+    base: Arc<Config>,
+    live: LiveConfig,
+) -> Router {
     let state = AdminState {
         token: token.into(),
+        accounts,
         log,
         base,
         live,
@@ -47,6 +60,9 @@ pub fn router(token: String, log: Arc<dyn Log>, base: Arc<Config>, live: LiveCon
             get(get_config).put(put_config).delete(reset_config),
         )
         .route("/admin/v1/topics", get(topics))
+        .route("/admin/v1/users", get(list_users).post(add_user))
+        .route("/admin/v1/users/{jid}", delete(delete_user))
+        .route("/admin/v1/users/{jid}/password", put(change_password))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }
@@ -171,4 +187,78 @@ async fn topics(State(state): State<AdminState>) -> Response {
         }));
     }
     Json(json!({ "backend": state.log.backend(), "topics": out })).into_response()
+}
+
+fn account_error(e: AccountError) -> Response {
+    let status = match e {
+        AccountError::Exists(_) => StatusCode::CONFLICT,
+        AccountError::NotFound(_) => StatusCode::NOT_FOUND,
+        AccountError::Log(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    error(status, e.to_string())
+}
+
+#[derive(serde::Deserialize)]
+struct NewUser {
+    jid: String,
+    password: String,
+}
+
+#[derive(serde::Deserialize)]
+struct NewPassword {
+    password: String,
+}
+
+async fn list_users(State(state): State<AdminState>) -> Response {
+    let users: Vec<Value> = state
+        .accounts
+        .view()
+        .list()
+        .into_iter()
+        .map(|a| {
+            json!({
+                "jid": a.state.jid.to_string(),
+                "created_us": a.created.as_micros(),
+                "changed_us": a.state.at.as_micros(),
+                "changed_by": a.state.by,
+            })
+        })
+        .collect();
+    Json(json!({ "users": users })).into_response()
+}
+
+async fn add_user(State(state): State<AdminState>, Json(user): Json<NewUser>) -> Response {
+    let iterations = state.live.borrow().scram_iterations;
+    match state
+        .accounts
+        .add(&user.jid, &user.password, iterations, "admin-api")
+        .await
+    {
+        Ok(jid) => (StatusCode::CREATED, Json(json!({ "jid": jid.to_string() }))).into_response(),
+        Err(e) => account_error(e),
+    }
+}
+
+async fn change_password(
+    State(state): State<AdminState>,
+    Path(jid): Path<String>,
+    Json(body): Json<NewPassword>,
+) -> Response {
+    let iterations = state.live.borrow().scram_iterations;
+    match state
+        .accounts
+        .passwd(&jid, &body.password, iterations, "admin-api")
+        .await
+    {
+        Ok(jid) => Json(json!({ "jid": jid.to_string() })).into_response(),
+        Err(e) => account_error(e),
+    }
+}
+
+async fn delete_user(State(state): State<AdminState>, Path(jid): Path<String>) -> Response {
+    match state.accounts.delete(&jid, "admin-api").await {
+        Ok(jid) => Json(json!({ "jid": jid.to_string() })).into_response(),
+        Err(e) => account_error(e),
+    }
 }

@@ -28,6 +28,30 @@ pub enum Command {
     /// Inspect and change settings.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Manage user accounts (on the running server, or on the log when it is stopped).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an account. Without --password, the password is read from the terminal
+    /// (or the first line of standard input).
+    Add {
+        jid: String,
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// Change an account's password.
+    Passwd {
+        jid: String,
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// Delete an account.
+    Del { jid: String },
+    /// List every account.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,5 +85,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve => crate::serve::serve(config).await,
         Command::Config(cmd) => crate::config_cmd::run(config, cmd).await,
+        Command::User(cmd) => crate::user_cmd::run(config, cmd).await,
     }
 }

@@ -4,14 +4,17 @@
 //! Kafka-protocol cluster with `bus.backend = "kafka"`); the other subcommands administer
 //! a server, running or stopped.
 
+mod accounts;
 mod admin;
 mod bus;
 mod cli;
+mod client;
 mod config_cmd;
 mod live;
 mod metrics;
 mod serve;
 mod telemetry;
+mod user_cmd;
 
 use std::process::ExitCode;
 

@@ -80,7 +80,11 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("http_bind/http_port {http_addr}"))?;
     let http_bound = http.local_addr();
-    let admin = crate::admin::router(token, log.clone(), base, live_rx);
+    let (view, from) = crate::accounts::load(log.as_ref()).await?;
+    let account_followers =
+        crate::accounts::follow(log.clone(), view.clone(), from, shutdown_rx.clone());
+    let accounts = crate::accounts::Accounts::new(log.clone(), view, &config);
+    let admin = crate::admin::router(token, log.clone(), accounts, base, live_rx);
     let checks: Vec<Box<dyn HealthCheck>> = vec![Box::new(LogHealth {
         log: log.clone(),
         closed: shutdown_rx.clone(),
@@ -109,6 +113,9 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         Ok(Ok(())) => {}
     }
     let _ = follower.await;
+    for f in account_followers {
+        let _ = f.await;
+    }
     let _ = applier.await;
     let result = log.shutdown().await;
     run_file.remove();
