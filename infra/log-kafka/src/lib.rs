@@ -69,6 +69,10 @@ const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
 /// How long the producer waits before sending a batch, so concurrent appends share
 /// requests.
 const LINGER_MS: &str = "2";
+/// How long the broker may hold a fetch waiting for data. librdkafka's default (500 ms)
+/// puts half a second on every quiet partition's wake-up; imbus delivers chat messages,
+/// so a fetch returns after at most this long (overridable through `extra`).
+const FETCH_WAIT_MAX_MS: &str = "10";
 
 /// How to reach and talk to the cluster.
 #[derive(Debug, Clone)]
@@ -134,7 +138,8 @@ impl KafkaOptions {
         config
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
         self.with_extra(config)
     }
 
@@ -150,6 +155,7 @@ impl KafkaOptions {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS)
             .set("auto.offset.reset", reset);
         self.with_extra(config)
     }
