@@ -1,0 +1,389 @@
+//! The gateway: listeners, the registry of bound sessions, the delivery consumer.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use imbus_core::{Credentials, Event, GatewayId};
+use imbus_log::{
+    ConsumerEvent, ConsumerOptions, Log, LogError, Offset, TopicConfig, TopicPartition,
+};
+use imbus_xmpp_c2s::{SessionConfig, Transport};
+use imbus_xmpp_stream::{Element, StreamError};
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::connection::{self, Command, Shared};
+use crate::tls::{CertSource, Identity};
+
+/// The topic of inbound stanzas.
+pub(crate) const STANZAS: &str = "stanzas";
+/// The changelog of sessions.
+pub(crate) const SESSIONS: &str = "sessions";
+
+/// Reads account credentials for authentication (the server implements it on its view of
+/// the `accounts` topic).
+pub trait CredentialLookup: Send + Sync + fmt::Debug {
+    /// The SCRAM credentials of the account with this bare JID, or `None` when there is
+    /// no such account.
+    fn lookup(&self, bare_jid: &str) -> Option<Credentials>;
+}
+
+/// Limits protecting the gateway from clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Stanzas queued for one connection before it is considered a slow reader and
+    /// disconnected (default 256).
+    pub outbound_queue: usize,
+    /// How long one write to a client may take before the connection is dropped
+    /// (default 30 s).
+    pub write_timeout: Duration,
+    /// New connections accepted from one IP address per [`Self::rate_window`]
+    /// (default 30); more are closed at once.
+    pub connections_per_window: u32,
+    /// The window of [`Self::connections_per_window`] (default 60 s).
+    pub rate_window: Duration,
+    /// How long a TLS handshake may take (default 10 s).
+    pub tls_handshake_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            outbound_queue: 256,
+            write_timeout: Duration::from_secs(30),
+            connections_per_window: 30,
+            rate_window: Duration::from_secs(60),
+            tls_handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How to run a gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// This gateway's id: its delivery topic is `deliver.<gateway_id>`.
+    pub gateway_id: GatewayId,
+    /// The served domain, named in a generated certificate (the same as the session
+    /// settings' domain).
+    pub domain: String,
+    /// The listener for RFC 6120 streams with STARTTLS (port 0 picks a free port);
+    /// `None` disables it.
+    pub c2s_addr: Option<SocketAddr>,
+    /// The listener for direct TLS (XEP-0368); `None` disables it.
+    pub tls_addr: Option<SocketAddr>,
+    /// The TLS certificate.
+    pub cert: CertSource,
+    /// Settings of every session.
+    pub session: Arc<SessionConfig>,
+    /// Limits protecting the gateway.
+    pub limits: ConnectionLimits,
+}
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// A certificate or key file could not be read, written or parsed.
+    #[error("TLS certificate {path}: {detail}")]
+    Certificate {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The TLS configuration was refused.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The log refused a request (missing `sessions` topic, unreachable broker, …).
+    #[error("log: {0}")]
+    Log(#[from] LogError),
+}
+
+/// Starts gateways.
+#[derive(Debug)]
+pub struct Gateway;
+
+impl Gateway {
+    /// Loads the certificate, creates the delivery topic, binds the listeners and starts
+    /// accepting connections and consuming deliveries.
+    pub async fn start(
+        config: GatewayConfig,
+        log: Arc<dyn Log>,
+        credentials: Arc<dyn CredentialLookup>,
+    ) -> Result<GatewayHandle, GatewayError> {
+        let identity = Identity::load(&config.cert, &config.domain)?;
+        let starttls = TlsAcceptor::from(identity.server_config(&[])?);
+        let direct = TlsAcceptor::from(identity.server_config(&[b"xmpp-client"])?);
+        let partitions = log.partition_count(SESSIONS).await?;
+        log.partition_count(STANZAS).await?;
+        let deliver_topic = format!("deliver.{}", config.gateway_id.as_str());
+        log.create_topic(&TopicConfig::new(deliver_topic.clone(), partitions))
+            .await?;
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (alive_tx, alive_rx) = mpsc::channel::<()>(1);
+        let shared = Arc::new(Shared {
+            gateway_id: config.gateway_id.clone(),
+            session: config.session.clone(),
+            limits: config.limits.clone(),
+            log: log.clone(),
+            credentials,
+            sessions_partitions: partitions,
+            server_end_point: identity.server_end_point(),
+            registry: Mutex::new(HashMap::new()),
+            shutdown: shutdown_rx,
+            alive: alive_tx,
+        });
+
+        let mut tasks = Vec::new();
+        let mut c2s_bound = None;
+        let mut tls_bound = None;
+        if let Some(addr) = config.c2s_addr {
+            let listener = bind(addr).await?;
+            c2s_bound = Some(local_addr(&listener, addr)?);
+            let transport = Transport::Tcp {
+                tls_active: false,
+                direct_tls: false,
+            };
+            tasks.push(tokio::spawn(accept_loop(
+                listener,
+                transport,
+                starttls.clone(),
+                shared.clone(),
+            )));
+        }
+        if let Some(addr) = config.tls_addr {
+            let listener = bind(addr).await?;
+            tls_bound = Some(local_addr(&listener, addr)?);
+            let transport = Transport::Tcp {
+                tls_active: true,
+                direct_tls: true,
+            };
+            tasks.push(tokio::spawn(accept_loop(
+                listener,
+                transport,
+                direct,
+                shared.clone(),
+            )));
+        }
+        let consumer = log
+            .consumer(ConsumerOptions::new(
+                format!("gateway.{}", config.gateway_id.as_str()),
+                &[deliver_topic.as_str()],
+            ))
+            .await?;
+        tasks.push(tokio::spawn(deliver_loop(consumer, shared.clone())));
+        tracing::info!(
+            gateway = config.gateway_id.as_str(),
+            c2s = ?c2s_bound,
+            direct_tls = ?tls_bound,
+            "XMPP gateway listening"
+        );
+        Ok(GatewayHandle {
+            c2s_addr: c2s_bound,
+            tls_addr: tls_bound,
+            shutdown: shutdown_tx,
+            tasks,
+            alive: alive_rx,
+            _shared: shared,
+        })
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, GatewayError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| GatewayError::Bind { addr, source })
+}
+
+fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, GatewayError> {
+    listener
+        .local_addr()
+        .map_err(|source| GatewayError::Bind { addr, source })
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct GatewayHandle {
+    c2s_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    alive: mpsc::Receiver<()>,
+    _shared: Arc<Shared>,
+}
+
+impl GatewayHandle {
+    /// The bound address of the STARTTLS listener.
+    pub fn c2s_addr(&self) -> Option<SocketAddr> {
+        self.c2s_addr
+    }
+
+    /// The bound address of the direct TLS listener.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// Stops accepting, ends every session with a `system-shutdown` stream error (their
+    /// closing is recorded on `sessions`) and waits for the connections to finish.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks.drain(..) {
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "gateway task failed");
+            }
+        }
+        drop(self._shared);
+        // Every connection task holds a sender; all gone means all finished.
+        let _ = self.alive.recv().await;
+    }
+}
+
+/// Accepts connections until shutdown, enforcing the per-address rate limit.
+async fn accept_loop(
+    listener: TcpListener,
+    transport: Transport,
+    acceptor: TlsAcceptor,
+    shared: Arc<Shared>,
+) {
+    let mut shutdown = shared.shutdown.clone();
+    let mut rate: HashMap<IpAddr, (Instant, u32)> = HashMap::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => return,
+        };
+        let (socket, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let now = Instant::now();
+        let window = shared.limits.rate_window;
+        if rate.len() > 10_000 {
+            rate.retain(|_, (start, _)| now.duration_since(*start) < window);
+        }
+        let entry = rate.entry(peer.ip()).or_insert((now, 0));
+        if now.duration_since(entry.0) >= window {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        if entry.1 > shared.limits.connections_per_window {
+            tracing::info!(%peer, "connection refused: too many connections from this address");
+            drop(socket);
+            continue;
+        }
+        let _ = socket.set_nodelay(true);
+        tokio::spawn(connection::run(
+            socket,
+            peer,
+            transport,
+            acceptor.clone(),
+            shared.clone(),
+        ));
+    }
+}
+
+/// Consumes the delivery topic and hands each stanza to its session.
+async fn deliver_loop(mut consumer: Box<dyn imbus_log::Consumer>, shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let event = tokio::select! {
+            event = consumer.poll(Duration::from_secs(1)) => event,
+            _ = shutdown.changed() => break,
+        };
+        let records = match event {
+            Ok(ConsumerEvent::Records(records)) => records,
+            Ok(ConsumerEvent::Assigned(_) | ConsumerEvent::Revoked(_)) => continue,
+            Err(LogError::Closed) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "delivery consumer failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let mut next: HashMap<TopicPartition, Offset> = HashMap::new();
+        for record in records {
+            next.insert(record.topic_partition(), record.offset + 1);
+            let Some(value) = record.value.as_ref() else {
+                continue;
+            };
+            let delivery = match imbus_schemas::decode(value) {
+                Ok(Event::Delivery(delivery)) => delivery,
+                Ok(other) => {
+                    tracing::warn!(offset = record.offset, event = ?std::mem::discriminant(&other), "not a delivery on the delivery topic; skipped");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(offset = record.offset, error = %e, "undecodable delivery; skipped");
+                    continue;
+                }
+            };
+            let Some(element) = connection::parse_stanza(&delivery.xml) else {
+                tracing::warn!(
+                    to = delivery.to.as_str(),
+                    "delivery is not a well-formed stanza; dropped"
+                );
+                continue;
+            };
+            deliver(&shared, delivery.to.as_str(), element);
+        }
+        if !next.is_empty() {
+            let offsets: Vec<_> = next.into_iter().collect();
+            if let Err(e) = consumer.commit(&offsets).await {
+                tracing::warn!(error = %e, "cannot commit delivery offsets");
+            }
+        }
+    }
+    if let Err(e) = consumer.close().await {
+        tracing::debug!(error = %e, "closing the delivery consumer");
+    }
+}
+
+/// Hands a stanza to the connection of `full_jid`; a connection whose queue is full is
+/// ended as a slow reader.
+fn deliver(shared: &Shared, full_jid: &str, element: Element) {
+    let target = shared.registry.lock().get(full_jid).cloned();
+    let Some(target) = target else {
+        tracing::warn!(
+            to = full_jid,
+            "delivery for a session not on this gateway; dropped"
+        );
+        return;
+    };
+    match target.commands.try_send(Command::Deliver(element)) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            tracing::warn!(to = full_jid, "client reads too slowly; disconnecting it");
+            target.slow.notify_one();
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            tracing::warn!(to = full_jid, "delivery for a closing session; dropped");
+        }
+    }
+}
+
+/// A stream error with a condition and a text.
+pub(crate) fn stream_error(
+    condition: imbus_xmpp_stream::StreamErrorCondition,
+    text: &str,
+) -> StreamError {
+    StreamError::with_text(condition, text)
+}
