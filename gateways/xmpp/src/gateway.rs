@@ -216,7 +216,8 @@ fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, Ga
         .map_err(|source| GatewayError::Bind { addr, source })
 }
 
-/// A running gateway.
+/// A running gateway. Dropping it stops the gateway too, without waiting for the
+/// connections to finish; [`GatewayHandle::shutdown`] waits.
 #[derive(Debug)]
 pub struct GatewayHandle {
     c2s_addr: Option<SocketAddr>,

@@ -15,7 +15,9 @@ use imbus_core::{
     CloseReason, Credentials, Delivery, Event, GatewayId, SessionEvent, StanzaKind, Uuid,
 };
 use imbus_gateway_xmpp::{CertSource, ConnectionLimits, CredentialLookup, Gateway, GatewayConfig};
-use imbus_log::{ConsumedRecord, Log, Record, StartAt, TopicConfig, partition_for_key};
+use imbus_log::{
+    ConsumedRecord, Log, Record, StartAt, TopicConfig, TopicPartition, partition_for_key,
+};
 use imbus_log_embedded::{EmbeddedLog, EmbeddedOptions};
 use imbus_xmpp_auth::{AuthConfig, ServerSecret};
 use imbus_xmpp_c2s::SessionConfig;
@@ -224,6 +226,19 @@ async fn scenario(dir: &Path, tls_dir: &Path) {
         }
     };
     assert_eq!(body.as_deref(), Some("Here, love"));
+    // The delivery's offset is committed for the gateway's group once handed over.
+    let tp = TopicPartition::new(
+        "deliver.gw1",
+        partition_for_key(b"juliet@example.com/balcony", PARTITIONS),
+    );
+    let give_up = tokio::time::Instant::now() + PATIENCE;
+    while log.committed("gateway.gw1", &tp).await.unwrap() != Some(1) {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "delivery offset never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Direct TLS (XEP-0368) works too, as a second resource of the same account.
     let mut garden = Client::new_direct_tls_with_config(
