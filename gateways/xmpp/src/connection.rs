@@ -549,14 +549,23 @@ impl Connection {
     /// Unregisters the session, records its end and closes the socket.
     async fn finish(&mut self) {
         if let Some(jid) = self.bound.take() {
-            {
+            let held = {
                 let mut registry = self.shared.registry.lock();
-                if registry
+                let held = registry
                     .get(jid.as_str())
-                    .is_some_and(|r| r.connection == self.id)
-                {
+                    .is_some_and(|r| r.connection == self.id);
+                if held {
                     registry.remove(jid.as_str());
                 }
+                held
+            };
+            if !held {
+                // Another session took this full JID and recorded itself under the same
+                // key of the compacted `sessions` topic: a `Closed` appended now would
+                // hide the new session.
+                tracing::debug!(session = jid.as_str(), "replaced session closed");
+                self.conn.shutdown().await;
+                return;
             }
             let (reason, detail) = self
                 .close_reason
