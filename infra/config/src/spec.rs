@@ -312,7 +312,10 @@ pub static SETTINGS: &[SettingSpec] = &[
     },
     SettingSpec {
         name: "auth.scram_iterations",
-        kind: Kind::Int { min: 4096, max: 10_000_000 },
+        kind: Kind::Int {
+            min: 4096,
+            max: 10_000_000,
+        },
         default: "10000",
         help: "PBKDF2 iterations of the SCRAM credentials stored for new and changed passwords (at least 4096).",
         live: true,
