@@ -285,20 +285,8 @@ impl Accounts {
         iterations: u32,
         by: &str,
     ) -> Result<BareJid, AccountError> {
-        let jid = self.parse_jid(jid)?;
-        let _guard = self.lock.lock().await;
-        if self.view.get(&jid.to_string()).is_some() {
-            return Err(AccountError::Exists(jid.to_string()));
-        }
-        let credentials = Self::credentials(password.to_owned(), iterations).await?;
-        let state = AccountState {
-            jid: jid.clone(),
-            credentials,
-            at: Timestamp::now(),
-            by: by.to_owned(),
-        };
-        self.append(&jid, AccountEvent::Created(state)).await?;
-        Ok(jid)
+        self.set_password(jid, password, iterations, by, false)
+            .await
     }
 
     /// Changes an account's password.
@@ -309,10 +297,24 @@ impl Accounts {
         iterations: u32,
         by: &str,
     ) -> Result<BareJid, AccountError> {
+        self.set_password(jid, password, iterations, by, true).await
+    }
+
+    /// Stores new credentials: for an existing account (`existing`) or a new one.
+    async fn set_password(
+        &self,
+        jid: &str,
+        password: &str,
+        iterations: u32,
+        by: &str,
+        existing: bool,
+    ) -> Result<BareJid, AccountError> {
         let jid = self.parse_jid(jid)?;
         let _guard = self.lock.lock().await;
-        if self.view.get(&jid.to_string()).is_none() {
-            return Err(AccountError::NotFound(jid.to_string()));
+        match (existing, self.view.get(&jid.to_string()).is_some()) {
+            (false, true) => return Err(AccountError::Exists(jid.to_string())),
+            (true, false) => return Err(AccountError::NotFound(jid.to_string())),
+            _ => {}
         }
         let credentials = Self::credentials(password.to_owned(), iterations).await?;
         let state = AccountState {
@@ -321,7 +323,12 @@ impl Accounts {
             at: Timestamp::now(),
             by: by.to_owned(),
         };
-        self.append(&jid, AccountEvent::Changed(state)).await?;
+        let event = if existing {
+            AccountEvent::Changed(state)
+        } else {
+            AccountEvent::Created(state)
+        };
+        self.append(&jid, event).await?;
         Ok(jid)
     }
 
