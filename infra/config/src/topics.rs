@@ -5,8 +5,12 @@
 
 use std::time::Duration;
 
-/// Every inbound stanza, sender stamped (key: the owner of the state the stanza needs).
+/// Every stanza a client sent, sender stamped (key: the sender's bare JID, so outbound
+/// processing runs on the partition holding the sender's state).
 pub const STANZAS: &str = "stanzas";
+/// Stanzas the router forwards to the partition of the account receiving them (key: the
+/// recipient's bare JID): messages, presence broadcasts, probes, subscription requests.
+pub const ROUTED: &str = "routed";
 /// Session bound/updated/closed (key: the session's full JID; partition: the user's bare JID). Compacted.
 pub const SESSIONS: &str = "sessions";
 /// Offline messages stored/delivered/expired (key: recipient bare JID + message id;
@@ -39,6 +43,12 @@ pub struct TopicLayout {
 pub const SYSTEM_TOPICS: &[TopicLayout] = &[
     TopicLayout {
         name: STANZAS,
+        compacted: false,
+        partitions: None,
+        retention: Some(Duration::from_secs(7 * 24 * 3600)),
+    },
+    TopicLayout {
+        name: ROUTED,
         compacted: false,
         partitions: None,
         retention: Some(Duration::from_secs(7 * 24 * 3600)),

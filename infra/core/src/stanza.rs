@@ -59,9 +59,11 @@ pub struct StanzaReceived {
 }
 
 impl StanzaReceived {
-    /// The account whose state this stanza is about: the bare JID of the recipient, or
-    /// the sender's bare JID when the stanza has no `to` (the server handles it on the
-    /// sender's behalf).
+    /// The account that receives this stanza: the bare JID of the recipient, or the
+    /// sender's bare JID when the stanza has no `to` (the server handles it on the
+    /// sender's behalf). Gateways key `stanzas` by the sender's bare JID (outbound
+    /// processing); the router keys the copies it forwards on `routed` by this owner
+    /// (inbound processing).
     pub fn owner(&self) -> BareJid {
         match &self.recipient {
             Some(recipient) => recipient.to_bare(),

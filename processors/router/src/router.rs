@@ -1,0 +1,1362 @@
+//! The routing decisions: `(state, event) → (state, outputs)`, no IO.
+//!
+//! Every stanza is processed twice, each time on the partition owning the state it needs:
+//!
+//! 1. **Outbound**, on the sender's partition (topic `stanzas`, keyed by the sender):
+//!    the sender's roster, sessions and presence change here; presence broadcasts are
+//!    fanned out to the subscribed contacts; stanzas for the server are answered.
+//! 2. **Inbound**, on the recipient's partition (topic `routed`, keyed by the recipient):
+//!    the stanza is delivered to the recipient's sessions following RFC 6121 §8.5, or
+//!    answered with an error; inbound subscription requests change the recipient's roster.
+//!
+//! Outputs carry ids derived from the id of the event that caused them (UUID v5), so
+//! reprocessing an event after a restart produces the same ids.
+
+use imbus_core::{
+    Availability, BareJid, ClientFeatures, Delivery, FullJid, Jid, RosterChanged, SessionEvent,
+    SessionPresence, SessionState, StanzaKind, StanzaReceived, Subscription, Timestamp, Uuid,
+};
+use imbus_xmpp_stream::{
+    Element, ParserConfig, StanzaError, StanzaErrorCondition, StanzaErrorType, StreamEvent,
+    StreamParser, error_reply, ns,
+};
+
+use crate::state::{Item, Presence, Session, State, account_of};
+
+const NS_ROSTER: &str = "jabber:iq:roster";
+const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+const NS_PING: &str = "urn:xmpp:ping";
+const NS_VERSION: &str = "jabber:iq:version";
+
+/// Settings of the router.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// The served domain.
+    pub domain: BareJid,
+    /// Answer XEP-0092 software version requests (off by default: it tells attackers
+    /// what runs).
+    pub version_enabled: bool,
+    /// The name and version reported when [`Self::version_enabled`].
+    pub version: String,
+}
+
+impl RouterConfig {
+    /// Settings with the defaults.
+    pub fn new(domain: BareJid) -> Self {
+        Self {
+            domain,
+            version_enabled: false,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+}
+
+/// What the router consumes.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A stanza a client sent (topic `stanzas`, sender's partition).
+    Outbound(StanzaReceived),
+    /// A stanza forwarded to its recipient's partition (topic `routed`).
+    Inbound(StanzaReceived),
+    /// A session bound, updated or closed (topic `sessions`).
+    Session(SessionEvent),
+}
+
+/// What the router produces.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Write to a session: topic `deliver.<gateway>`, key the session's full JID.
+    Deliver(Delivery),
+    /// Forward to the recipient's partition: topic `routed`, key [`StanzaReceived::owner`].
+    Route(StanzaReceived),
+    /// A roster item changed: topic `rosters`, key `user\u{0}contact`, partition of the user.
+    Roster(RosterChanged),
+    /// A session's presence or roster interest changed: topic `sessions`, key
+    /// [`presence_key`], partition of the user.
+    Session(SessionEvent),
+    /// The presence record of a session is obsolete: a tombstone under [`presence_key`].
+    SessionGone(FullJid),
+}
+
+/// The compacted key of the router's presence records of a session (distinct from the
+/// gateway's key, the full JID, so a late presence record never hides a closed session).
+pub fn presence_key(jid: &FullJid) -> String {
+    format!("{}#presence", jid.as_str())
+}
+
+/// The compacted key of a roster item.
+pub fn roster_key(user: &BareJid, contact: &BareJid) -> String {
+    format!("{}\u{0}{}", user.as_str(), contact.as_str())
+}
+
+/// Parses one stanza serialized by a gateway or the router.
+pub fn parse_stanza(xml: &str) -> Option<Element> {
+    let mut parser = StreamParser::new(ParserConfig::client());
+    let header = "<stream:stream xmlns='jabber:client' \
+        xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>";
+    parser.feed(header.as_bytes()).ok()?;
+    let events = parser.feed(xml.as_bytes()).ok()?;
+    let mut stanzas = events.into_iter().filter_map(|event| match event {
+        StreamEvent::Stanza(element) => Some(element),
+        _ => None,
+    });
+    let stanza = stanzas.next()?;
+    stanzas.next().is_none().then_some(stanza)
+}
+
+/// The router: its configuration and the state of its partitions.
+#[derive(Debug)]
+pub struct Router {
+    config: RouterConfig,
+    state: State,
+}
+
+/// Collects the outputs of one input, numbering them for their derived ids.
+struct Out<'a> {
+    source: &'a StanzaReceivedRef,
+    outputs: Vec<Output>,
+    n: u32,
+    now: Timestamp,
+}
+
+/// What outputs need to know about the event that caused them.
+#[derive(Debug, Clone)]
+struct StanzaReceivedRef {
+    event_id: Uuid,
+    template: Option<StanzaReceived>,
+}
+
+impl Out<'_> {
+    fn next_id(&mut self) -> Uuid {
+        self.n += 1;
+        Uuid::new_v5(&self.source.event_id, &self.n.to_be_bytes())
+    }
+
+    fn deliver(&mut self, to: &FullJid, session: &Session, xml: String) {
+        let event_id = self.next_id();
+        self.outputs.push(Output::Deliver(Delivery {
+            event_id,
+            source_event_id: self.source.event_id,
+            to: to.clone(),
+            gateway_id: session.gateway_id.clone(),
+            session_id: session.session_id.clone(),
+            xml,
+            delayed_from: None,
+        }));
+    }
+
+    /// Forwards `stanza` to the partition of `recipient`.
+    fn route(&mut self, sender: &FullJid, recipient: Jid, stanza: &Element) {
+        let event_id = self.next_id();
+        let kind = match stanza.name() {
+            "message" => StanzaKind::Message,
+            "presence" => StanzaKind::Presence,
+            _ => StanzaKind::Iq,
+        };
+        let (gateway_id, session_id, received_at) = match &self.source.template {
+            Some(t) => (t.gateway_id.clone(), t.session_id.clone(), t.received_at),
+            None => return,
+        };
+        self.outputs.push(Output::Route(StanzaReceived {
+            event_id,
+            gateway_id,
+            session_id,
+            received_at,
+            sender: sender.clone(),
+            recipient: Some(recipient),
+            kind,
+            stanza_type: stanza.attr("type").map(str::to_owned),
+            stanza_id: stanza.attr("id").map(str::to_owned),
+            xml: stanza.to_xml(),
+        }));
+    }
+}
+
+fn with_to(mut element: Element, to: &str) -> Element {
+    element.set_attr("to", to);
+    element
+}
+
+fn iq_result(request: &Element, to: &str, from: Option<&str>) -> Element {
+    let mut result = Element::new("iq", ns::JABBER_CLIENT)
+        .with_attr("type", "result")
+        .with_attr("to", to);
+    if let Some(id) = request.attr("id") {
+        result.set_attr("id", id);
+    }
+    if let Some(from) = from {
+        result.set_attr("from", from);
+    }
+    result
+}
+
+fn error(condition: StanzaErrorCondition) -> StanzaError {
+    StanzaError::new(condition)
+}
+
+fn availability_of(presence: &Element) -> Availability {
+    match presence
+        .child("show", ns::JABBER_CLIENT)
+        .map(|s| s.text())
+        .as_deref()
+    {
+        Some("away") => Availability::Away,
+        Some("chat") => Availability::Chat,
+        Some("xa") => Availability::ExtendedAway,
+        Some("dnd") => Availability::DoNotDisturb,
+        _ => Availability::Available,
+    }
+}
+
+fn priority_of(presence: &Element) -> i8 {
+    presence
+        .child("priority", ns::JABBER_CLIENT)
+        .and_then(|p| p.text().trim().parse::<i8>().ok())
+        .unwrap_or(0)
+}
+
+/// The presence stanza of a session, from `from`, without `to`.
+fn presence_stanza(presence: &Presence, from: &FullJid) -> Element {
+    if let Some(xml) = &presence.xml
+        && let Some(mut element) = parse_stanza(xml)
+    {
+        element.remove_attr("to");
+        element.set_attr("from", from.as_str());
+        return element;
+    }
+    let mut element = Element::new("presence", ns::JABBER_CLIENT).with_attr("from", from.as_str());
+    let show = match presence.availability {
+        Availability::Away => Some("away"),
+        Availability::Chat => Some("chat"),
+        Availability::ExtendedAway => Some("xa"),
+        Availability::DoNotDisturb => Some("dnd"),
+        Availability::Available | Availability::Unavailable => None,
+    };
+    if let Some(show) = show {
+        element.push_child(Element::new("show", ns::JABBER_CLIENT).with_text(show));
+    }
+    if let Some(status) = &presence.status {
+        element.push_child(Element::new("status", ns::JABBER_CLIENT).with_text(status));
+    }
+    if presence.priority != 0 {
+        element.push_child(
+            Element::new("priority", ns::JABBER_CLIENT).with_text(presence.priority.to_string()),
+        );
+    }
+    element
+}
+
+fn presence_of_type(kind: &str, from: &str, to: &str) -> Element {
+    Element::new("presence", ns::JABBER_CLIENT)
+        .with_attr("type", kind)
+        .with_attr("from", from)
+        .with_attr("to", to)
+}
+
+fn subscription_str(s: Subscription) -> &'static str {
+    match s {
+        Subscription::None => "none",
+        Subscription::To => "to",
+        Subscription::From => "from",
+        Subscription::Both => "both",
+        Subscription::Remove => "remove",
+    }
+}
+
+fn item_element(contact: &BareJid, item: &Item) -> Element {
+    let mut element = Element::new("item", NS_ROSTER)
+        .with_attr("jid", contact.as_str())
+        .with_attr("subscription", subscription_str(item.subscription));
+    if let Some(name) = &item.name {
+        element.set_attr("name", name);
+    }
+    if item.ask_out && item.on_roster() {
+        element.set_attr("ask", "subscribe");
+    }
+    if item.approved && item.on_roster() {
+        element.set_attr("approved", "true");
+    }
+    for group in &item.groups {
+        element.push_child(Element::new("group", NS_ROSTER).with_text(group));
+    }
+    element
+}
+
+impl Router {
+    /// A router with empty state.
+    pub fn new(config: RouterConfig) -> Self {
+        Self {
+            config,
+            state: State::default(),
+        }
+    }
+
+    /// The state (restoring folds changelog records into it).
+    pub fn state_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+
+    /// The state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Processes one input and returns what to write, in order.
+    pub fn handle(&mut self, input: Input, now: Timestamp) -> Vec<Output> {
+        match input {
+            Input::Outbound(stanza) => self.outbound(stanza, now),
+            Input::Inbound(stanza) => self.inbound(stanza, now),
+            Input::Session(event) => self.session_event(event, now),
+        }
+    }
+
+    fn is_local_domain(&self, jid: &Jid) -> bool {
+        jid.domain().as_str() == self.config.domain.as_str()
+    }
+
+    fn is_server(&self, jid: &Jid) -> bool {
+        jid.node().is_none() && jid.resource().is_none() && self.is_local_domain(jid)
+    }
+
+    // ----- sessions -----
+
+    fn session_event(&mut self, event: SessionEvent, now: Timestamp) -> Vec<Output> {
+        let source = StanzaReceivedRef {
+            event_id: Uuid::new_v5(&Uuid::NAMESPACE_OID, event.session().1.as_str().as_bytes()),
+            template: None,
+        };
+        let mut out = Out {
+            source: &source,
+            outputs: Vec::new(),
+            n: match &event {
+                SessionEvent::Bound(_) => 0,
+                SessionEvent::Updated(_) => 1_000_000,
+                SessionEvent::Closed(_) => 2_000_000,
+            },
+            now,
+        };
+        match &event {
+            SessionEvent::Bound(state) => {
+                if self.state.was_closed(&state.session_id) {
+                    return out.outputs;
+                }
+                let user = state.user();
+                let resource = state.resource().to_owned();
+                let replaced = self
+                    .state
+                    .user_mut(&user)
+                    .sessions
+                    .get(&resource)
+                    .filter(|s| s.session_id != state.session_id)
+                    .cloned();
+                if let Some(old) = replaced {
+                    self.state.remember_closed(old.session_id.clone());
+                    self.went_unavailable(&state.jid, &old, None, &mut out);
+                }
+                self.state
+                    .user_mut(&user)
+                    .sessions
+                    .entry(resource)
+                    .or_insert_with(|| {
+                        Session::new(state.gateway_id.clone(), state.session_id.clone())
+                    });
+            }
+            SessionEvent::Updated(_) => {
+                // The router's own records: already applied when it wrote them.
+            }
+            SessionEvent::Closed(closed) => {
+                self.state.remember_closed(closed.session_id.clone());
+                let bare = closed.jid.to_bare();
+                let resource = closed.jid.resource().as_str().to_owned();
+                let current = self
+                    .state
+                    .users
+                    .get(&bare)
+                    .and_then(|u| u.sessions.get(&resource))
+                    .filter(|s| s.session_id == closed.session_id)
+                    .cloned();
+                if let Some(session) = current {
+                    if let Some(user) = self.state.users.get_mut(&bare) {
+                        user.sessions.remove(&resource);
+                    }
+                    self.went_unavailable(&closed.jid, &session, None, &mut out);
+                    out.outputs.push(Output::SessionGone(closed.jid.clone()));
+                }
+            }
+        }
+        out.outputs
+    }
+
+    /// Broadcasts unavailable presence for a session that was available (closed,
+    /// replaced or sent unavailable).
+    fn went_unavailable(
+        &mut self,
+        jid: &FullJid,
+        session: &Session,
+        stanza: Option<&Element>,
+        out: &mut Out<'_>,
+    ) {
+        if session.presence.is_none() {
+            // Directed presence of an unavailable session still gets its unavailable.
+            for target in &session.directed {
+                if let Ok(to) = Jid::new(target) {
+                    let el = presence_of_type("unavailable", jid.as_str(), to.as_str());
+                    out.route(jid, to, &el);
+                }
+            }
+            return;
+        }
+        let base = match stanza {
+            Some(s) => {
+                let mut s = s.clone();
+                s.remove_attr("to");
+                s.set_attr("from", jid.as_str());
+                s
+            }
+            None => Element::new("presence", ns::JABBER_CLIENT)
+                .with_attr("type", "unavailable")
+                .with_attr("from", jid.as_str()),
+        };
+        let bare = jid.to_bare();
+        let mut targets: Vec<String> = Vec::new();
+        if let Some(user) = self.state.users.get(&bare) {
+            for (contact, item) in &user.roster {
+                if item.subscription.contact_sees_user() {
+                    targets.push(contact.as_str().to_owned());
+                }
+            }
+            for (resource, other, _) in user.available() {
+                if resource.as_str() != jid.resource().as_str()
+                    && let Ok(full) = bare.with_resource_str(resource)
+                {
+                    out.deliver(&full, other, with_to(base.clone(), full.as_str()).to_xml());
+                }
+            }
+        }
+        for target in &session.directed {
+            if !targets.iter().any(|t| t == target) {
+                targets.push(target.clone());
+            }
+        }
+        for target in targets {
+            if let Ok(to) = Jid::new(&target) {
+                out.route(jid, to.clone(), &with_to(base.clone(), to.as_str()));
+            }
+        }
+    }
+
+    fn record_session(&self, jid: &FullJid, session: &Session, out: &mut Out<'_>) {
+        out.outputs.push(Output::Session(SessionEvent::Updated(SessionState {
+            jid: jid.clone(),
+            gateway_id: session.gateway_id.clone(),
+            session_id: session.session_id.clone(),
+            at: out.now,
+            presence: session
+                .presence
+                .as_ref()
+                .map(Presence::to_session_presence)
+                .unwrap_or_else(SessionPresence::unavailable),
+            features: ClientFeatures {
+                carbons: false,
+                roster_requested: session.roster_requested,
+            },
+        })));
+    }
+
+    /// The sender's session, learnt from the stanza itself when its `Bound` record has not
+    /// been read yet (the two topics are consumed independently).
+    fn sender_session(&mut self, stanza: &StanzaReceived) -> Option<Session> {
+        if self.state.was_closed(&stanza.session_id) {
+            return None;
+        }
+        let user = self.state.user_mut(&stanza.sender.to_bare());
+        let resource = stanza.sender.resource().as_str();
+        match user.sessions.get(resource) {
+            Some(s) if s.session_id == stanza.session_id => Some(s.clone()),
+            Some(_) => None,
+            None => {
+                let session = Session::new(stanza.gateway_id.clone(), stanza.session_id.clone());
+                user.sessions.insert(resource.to_owned(), session.clone());
+                Some(session)
+            }
+        }
+    }
+
+    // ----- outbound -----
+
+    fn outbound(&mut self, stanza: StanzaReceived, now: Timestamp) -> Vec<Output> {
+        let Some(element) = parse_stanza(&stanza.xml) else {
+            tracing::warn!(event = %stanza.event_id, "unparsable stanza on the log; skipped");
+            return Vec::new();
+        };
+        let source = StanzaReceivedRef {
+            event_id: stanza.event_id,
+            template: Some(stanza.clone()),
+        };
+        let mut out = Out {
+            source: &source,
+            outputs: Vec::new(),
+            n: 0,
+            now,
+        };
+        let Some(session) = self.sender_session(&stanza) else {
+            // The session closed before its stanza was processed: nobody to answer.
+            // Messages still go to their recipients.
+            if stanza.kind == StanzaKind::Message
+                && let Some(to) = stanza.recipient.clone()
+                && account_of(&to).is_some()
+                && self.is_local_domain(&to)
+            {
+                out.route(&stanza.sender, to, &element);
+            }
+            return out.outputs;
+        };
+        let sender = stanza.sender.clone();
+        match stanza.kind {
+            StanzaKind::Message => self.outbound_message(&sender, &session, element, &mut out),
+            StanzaKind::Presence => self.outbound_presence(&sender, element, &mut out),
+            StanzaKind::Iq => self.outbound_iq(&sender, &session, element, &mut out),
+        }
+        out.outputs
+    }
+
+    /// Answers the sender's session directly (errors and results of the outbound phase).
+    fn reply(&self, sender: &FullJid, session: &Session, element: Element, out: &mut Out<'_>) {
+        out.deliver(sender, session, element.to_xml());
+    }
+
+    fn reply_error(
+        &self,
+        sender: &FullJid,
+        session: &Session,
+        original: &Element,
+        error: StanzaError,
+        out: &mut Out<'_>,
+    ) {
+        if let Some(reply) = error_reply(original, &error) {
+            self.reply(sender, session, reply, out);
+        }
+    }
+
+    fn outbound_message(
+        &mut self,
+        sender: &FullJid,
+        session: &Session,
+        element: Element,
+        out: &mut Out<'_>,
+    ) {
+        let to = match element.attr("to").map(Jid::new) {
+            None => Jid::from(sender.to_bare()),
+            Some(Ok(to)) => to,
+            Some(Err(_)) => return,
+        };
+        if !self.is_local_domain(&to) {
+            let e = error(StanzaErrorCondition::RemoteServerNotFound).with_type(StanzaErrorType::Cancel);
+            return self.reply_error(sender, session, &element, e, out);
+        }
+        if self.is_server(&to) {
+            if element.attr("type") != Some("error") && element.attr("type") != Some("headline") {
+                let e = error(StanzaErrorCondition::ServiceUnavailable);
+                self.reply_error(sender, session, &element, e, out);
+            }
+            return;
+        }
+        out.route(sender, to, &element);
+    }
+
+    fn outbound_presence(&mut self, sender: &FullJid, element: Element, out: &mut Out<'_>) {
+        let kind = element.attr("type").unwrap_or("available").to_owned();
+        let to = match element.attr("to").map(Jid::new) {
+            None => None,
+            Some(Ok(to)) => Some(to),
+            Some(Err(_)) => return,
+        };
+        match (kind.as_str(), to) {
+            ("available" | "unavailable", None) => self.broadcast(sender, element, kind == "unavailable", out),
+            ("available" | "unavailable", Some(to)) => {
+                if !self.is_local_domain(&to) || self.is_server(&to) {
+                    return;
+                }
+                let user = self.state.user_mut(&sender.to_bare());
+                let to_bare = to.to_bare();
+                let subscribed = user
+                    .roster
+                    .get(&to_bare)
+                    .is_some_and(|i| i.subscription.contact_sees_user());
+                if let Some(s) = user.sessions.get_mut(sender.resource().as_str())
+                    && !subscribed
+                {
+                    if kind == "unavailable" {
+                        s.directed.remove(to.as_str());
+                    } else {
+                        s.directed.insert(to.as_str().to_owned());
+                    }
+                }
+                out.route(sender, to, &element);
+            }
+            ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed", Some(to)) => {
+                if to.node().is_none() || !self.is_local_domain(&to) {
+                    return;
+                }
+                self.outbound_subscription(sender, &kind, to.to_bare(), element, out);
+            }
+            ("probe", Some(to)) if to.node().is_some() && self.is_local_domain(&to) => {
+                let probe = presence_of_type("probe", sender.as_str(), to.to_bare().as_str());
+                out.route(sender, Jid::from(to.to_bare()), &probe);
+            }
+            _ => {}
+        }
+    }
+
+    /// Presence without `to`: the session's availability, broadcast to subscribers.
+    fn broadcast(&mut self, sender: &FullJid, element: Element, unavailable: bool, out: &mut Out<'_>) {
+        let bare = sender.to_bare();
+        let resource = sender.resource().as_str().to_owned();
+        let Some(session) = self
+            .state
+            .users
+            .get(&bare)
+            .and_then(|u| u.sessions.get(&resource))
+            .cloned()
+        else {
+            return;
+        };
+        if unavailable {
+            self.went_unavailable(sender, &session, Some(&element), out);
+            if let Some(s) = self
+                .state
+                .users
+                .get_mut(&bare)
+                .and_then(|u| u.sessions.get_mut(&resource))
+            {
+                s.presence = None;
+                s.directed.clear();
+                let s = s.clone();
+                self.record_session(sender, &s, out);
+            }
+            return;
+        }
+        let initial = session.presence.is_none();
+        let mut stored = element.clone();
+        stored.remove_attr("to");
+        stored.set_attr("from", sender.as_str());
+        let presence = Presence {
+            availability: availability_of(&element),
+            priority: priority_of(&element),
+            status: element
+                .child("status", ns::JABBER_CLIENT)
+                .map(|s| s.text()),
+            xml: Some(stored.to_xml()),
+        };
+        let Some(user) = self.state.users.get_mut(&bare) else {
+            return;
+        };
+        let Some(s) = user.sessions.get_mut(&resource) else {
+            return;
+        };
+        s.presence = Some(presence);
+        let s = s.clone();
+        self.record_session(sender, &s, out);
+        let Some(user) = self.state.users.get(&bare).cloned() else {
+            return;
+        };
+        // To the subscribed contacts.
+        for (contact, item) in &user.roster {
+            if item.subscription.contact_sees_user() {
+                let to = Jid::from(contact.clone());
+                out.route(sender, to, &with_to(stored.clone(), contact.as_str()));
+            }
+        }
+        // To every available resource of the user, this one included.
+        for (r, other, _) in user.available() {
+            if let Ok(full) = bare.with_resource_str(r) {
+                out.deliver(&full, other, with_to(stored.clone(), full.as_str()).to_xml());
+            }
+        }
+        if initial {
+            // Probes for the contacts the user is subscribed to.
+            for (contact, item) in &user.roster {
+                if item.subscription.user_sees_contact() {
+                    let probe = presence_of_type("probe", sender.as_str(), contact.as_str());
+                    out.route(sender, Jid::from(contact.clone()), &probe);
+                }
+            }
+            // The presence of the user's other available resources.
+            for (r, _, p) in user.available() {
+                if r.as_str() != resource
+                    && let Ok(full) = bare.with_resource_str(r)
+                {
+                    let el = with_to(presence_stanza(p, &full), sender.as_str());
+                    out.deliver(sender, &s, el.to_xml());
+                }
+            }
+            // Subscription requests that waited for the user (RFC 6121 §3.1.3).
+            for item in user.roster.values() {
+                if let Some(request) = &item.pending_in {
+                    out.deliver(sender, &s, request.clone());
+                }
+            }
+        }
+    }
+
+    fn emit_roster(&mut self, user: &BareJid, contact: &BareJid, item: &Item, push: bool, out: &mut Out<'_>) {
+        out.outputs.push(Output::Roster(RosterChanged {
+            user: user.clone(),
+            contact: contact.clone(),
+            name: item.name.clone(),
+            groups: item.groups.clone(),
+            subscription: item.subscription,
+            ask_out: item.ask_out,
+            pending_in: item.pending_in.clone(),
+            approved: item.approved,
+            at: out.now,
+        }));
+        let stored = self.state.user_mut(user);
+        if item.is_void() {
+            stored.roster.remove(contact);
+        } else {
+            stored.roster.insert(contact.clone(), item.clone());
+        }
+        if push {
+            self.push_roster(user, contact, item, out);
+        }
+    }
+
+    /// Roster push to every session that asked for the roster (RFC 6121 §2.1.6).
+    fn push_roster(&mut self, user: &BareJid, contact: &BareJid, item: &Item, out: &mut Out<'_>) {
+        let Some(u) = self.state.users.get(user) else {
+            return;
+        };
+        let sessions: Vec<(String, Session)> = u
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.roster_requested)
+            .map(|(r, s)| (r.clone(), s.clone()))
+            .collect();
+        for (resource, session) in sessions {
+            let Ok(full) = user.with_resource_str(&resource) else {
+                continue;
+            };
+            let id = format!("push-{}", out.next_id().simple());
+            let push = Element::new("iq", ns::JABBER_CLIENT)
+                .with_attr("type", "set")
+                .with_attr("id", id)
+                .with_attr("to", full.as_str())
+                .with_child(Element::new("query", NS_ROSTER).with_child(item_element(contact, item)));
+            out.deliver(&full, &session, push.to_xml());
+        }
+    }
+
+    fn item(&self, user: &BareJid, contact: &BareJid) -> Option<Item> {
+        self.state
+            .users
+            .get(user)
+            .and_then(|u| u.roster.get(contact))
+            .cloned()
+    }
+
+    fn outbound_subscription(
+        &mut self,
+        sender: &FullJid,
+        kind: &str,
+        contact: BareJid,
+        element: Element,
+        out: &mut Out<'_>,
+    ) {
+        let user = sender.to_bare();
+        if contact == user {
+            return;
+        }
+        // Subscription stanzas travel between bare JIDs (RFC 6121 §3.1.1).
+        let mut stanza = element;
+        stanza.set_attr("from", user.as_str());
+        stanza.set_attr("to", contact.as_str());
+        let existing = self.item(&user, &contact);
+        let mut item = existing.clone().unwrap_or_else(|| {
+            let mut i = Item::empty();
+            i.subscription = Subscription::Remove;
+            i
+        });
+        match kind {
+            "subscribe" => {
+                if item.subscription == Subscription::Remove {
+                    item.subscription = Subscription::None;
+                }
+                if !item.subscription.user_sees_contact() {
+                    item.ask_out = true;
+                }
+                if existing.as_ref() != Some(&item) {
+                    self.emit_roster(&user, &contact, &item, true, out);
+                }
+                out.route(sender, Jid::from(contact), &stanza);
+            }
+            "subscribed" => {
+                if item.subscription.contact_sees_user() {
+                    return;
+                }
+                if item.pending_in.is_some() {
+                    item.subscription = match item.subscription {
+                        Subscription::To => Subscription::Both,
+                        _ => Subscription::From,
+                    };
+                    item.pending_in = None;
+                    item.approved = false;
+                    self.emit_roster(&user, &contact, &item, true, out);
+                    out.route(sender, Jid::from(contact.clone()), &stanza);
+                    // The new subscriber gets the user's current presence.
+                    if let Some(u) = self.state.users.get(&user) {
+                        for (r, _, p) in u.available() {
+                            if let Ok(full) = user.with_resource_str(r) {
+                                let el = with_to(presence_stanza(p, &full), contact.as_str());
+                                out.route(&full, Jid::from(contact.clone()), &el);
+                            }
+                        }
+                    }
+                } else if !item.approved {
+                    // Pre-approval (RFC 6121 §3.4).
+                    if item.subscription == Subscription::Remove {
+                        item.subscription = Subscription::None;
+                    }
+                    item.approved = true;
+                    self.emit_roster(&user, &contact, &item, true, out);
+                }
+            }
+            "unsubscribe" => {
+                let before = item.clone();
+                item.subscription = match item.subscription {
+                    Subscription::To => Subscription::None,
+                    Subscription::Both => Subscription::From,
+                    other => other,
+                };
+                item.ask_out = false;
+                if existing.is_some() && before != item {
+                    self.emit_roster(&user, &contact, &item, item.on_roster(), out);
+                }
+                out.route(sender, Jid::from(contact), &stanza);
+            }
+            _ => {
+                // unsubscribed: cancel or refuse the contact's subscription.
+                let before = item.clone();
+                item.subscription = match item.subscription {
+                    Subscription::From => Subscription::None,
+                    Subscription::Both => Subscription::To,
+                    other => other,
+                };
+                item.pending_in = None;
+                item.approved = false;
+                if existing.is_some() && before != item {
+                    self.emit_roster(&user, &contact, &item, item.on_roster(), out);
+                }
+                out.route(sender, Jid::from(contact.clone()), &stanza);
+                if before.subscription.contact_sees_user()
+                    && let Some(u) = self.state.users.get(&user)
+                {
+                    for (r, _, _) in u.available() {
+                        if let Ok(full) = user.with_resource_str(r) {
+                            let el = presence_of_type("unavailable", full.as_str(), contact.as_str());
+                            out.route(&full, Jid::from(contact.clone()), &el);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn outbound_iq(&mut self, sender: &FullJid, session: &Session, element: Element, out: &mut Out<'_>) {
+        let kind = element.attr("type").unwrap_or("").to_owned();
+        let request = kind == "get" || kind == "set";
+        let to = match element.attr("to").map(Jid::new) {
+            None => None,
+            Some(Ok(to)) => Some(to),
+            Some(Err(_)) => return,
+        };
+        let own_bare = sender.to_bare();
+        match to {
+            None => self.server_iq(sender, session, &element, true, out),
+            Some(to) if to.is_bare() && to.to_bare() == own_bare => {
+                self.server_iq(sender, session, &element, true, out)
+            }
+            Some(to) if self.is_server(&to) => self.server_iq(sender, session, &element, false, out),
+            Some(to) if !self.is_local_domain(&to) => {
+                if request {
+                    let e = error(StanzaErrorCondition::RemoteServerNotFound)
+                        .with_type(StanzaErrorType::Cancel);
+                    self.reply_error(sender, session, &element, e, out);
+                }
+            }
+            Some(to) if to.node().is_none() => {
+                // Another address of the server (a resource of the domain).
+                if request {
+                    let e = error(StanzaErrorCondition::ServiceUnavailable);
+                    self.reply_error(sender, session, &element, e, out);
+                }
+            }
+            Some(to) => out.route(sender, to, &element),
+        }
+    }
+
+    /// An IQ the server answers: to the server itself, or to the sender's own account.
+    fn server_iq(
+        &mut self,
+        sender: &FullJid,
+        session: &Session,
+        element: &Element,
+        own_account: bool,
+        out: &mut Out<'_>,
+    ) {
+        let kind = element.attr("type").unwrap_or("");
+        if kind != "get" && kind != "set" {
+            return; // results and errors (roster push answers, …) end here
+        }
+        let from = if own_account {
+            None
+        } else {
+            Some(self.config.domain.as_str().to_owned())
+        };
+        let payload = element.children().next();
+        let (name, namespace) = payload.map(|p| (p.name(), p.namespace())).unwrap_or(("", ""));
+        match (kind, name, namespace) {
+            (_, "query", NS_ROSTER) if own_account || element.attr("to").is_none() => {
+                self.roster_iq(sender, session, element, out)
+            }
+            ("get", "query", NS_DISCO_INFO) => {
+                let mut query = Element::new("query", NS_DISCO_INFO);
+                if let Some(node) = payload.and_then(|p| p.attr("node")) {
+                    query.set_attr("node", node);
+                    let e = error(StanzaErrorCondition::ItemNotFound);
+                    return self.reply_error(sender, session, element, e, out);
+                }
+                if own_account {
+                    query.push_child(
+                        Element::new("identity", NS_DISCO_INFO)
+                            .with_attr("category", "account")
+                            .with_attr("type", "registered"),
+                    );
+                    query.push_child(Element::new("feature", NS_DISCO_INFO).with_attr("var", NS_DISCO_INFO));
+                } else {
+                    query.push_child(
+                        Element::new("identity", NS_DISCO_INFO)
+                            .with_attr("category", "server")
+                            .with_attr("type", "im")
+                            .with_attr("name", "imbus"),
+                    );
+                    for feature in self.server_features() {
+                        query.push_child(Element::new("feature", NS_DISCO_INFO).with_attr("var", feature));
+                    }
+                }
+                let result = iq_result(element, sender.as_str(), from.as_deref()).with_child(query);
+                self.reply(sender, session, result, out);
+            }
+            ("get", "query", NS_DISCO_ITEMS) => {
+                let result = iq_result(element, sender.as_str(), from.as_deref())
+                    .with_child(Element::new("query", NS_DISCO_ITEMS));
+                self.reply(sender, session, result, out);
+            }
+            ("get", "ping", NS_PING) => {
+                let result = iq_result(element, sender.as_str(), from.as_deref());
+                self.reply(sender, session, result, out);
+            }
+            ("get", "query", NS_VERSION) if !own_account && self.config.version_enabled => {
+                let query = Element::new("query", NS_VERSION)
+                    .with_child(Element::new("name", NS_VERSION).with_text("imbus"))
+                    .with_child(Element::new("version", NS_VERSION).with_text(&self.config.version));
+                let result = iq_result(element, sender.as_str(), from.as_deref()).with_child(query);
+                self.reply(sender, session, result, out);
+            }
+            _ => {
+                let e = error(StanzaErrorCondition::ServiceUnavailable);
+                self.reply_error(sender, session, element, e, out);
+            }
+        }
+    }
+
+    fn server_features(&self) -> Vec<&'static str> {
+        let mut features = vec![NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_ROSTER, "urn:xmpp:sm:3"];
+        if self.config.version_enabled {
+            features.push(NS_VERSION);
+        }
+        features.sort_unstable();
+        features
+    }
+
+    fn roster_iq(&mut self, sender: &FullJid, session: &Session, element: &Element, out: &mut Out<'_>) {
+        let user = sender.to_bare();
+        let kind = element.attr("type").unwrap_or("");
+        if kind == "get" {
+            let mut query = Element::new("query", NS_ROSTER);
+            if let Some(u) = self.state.users.get(&user) {
+                for (contact, item) in &u.roster {
+                    if item.on_roster() {
+                        query.push_child(item_element(contact, item));
+                    }
+                }
+            }
+            let result = iq_result(element, sender.as_str(), None).with_child(query);
+            self.reply(sender, session, result, out);
+            let resource = sender.resource().as_str();
+            if let Some(s) = self
+                .state
+                .users
+                .get_mut(&user)
+                .and_then(|u| u.sessions.get_mut(resource))
+                && !s.roster_requested
+            {
+                s.roster_requested = true;
+                let s = s.clone();
+                self.record_session(sender, &s, out);
+            }
+            return;
+        }
+        // Roster set: exactly one item (RFC 6121 §2.3.3).
+        let items: Vec<&Element> = element
+            .children()
+            .next()
+            .map(|q| q.children().filter(|c| c.is("item", NS_ROSTER)).collect())
+            .unwrap_or_default();
+        let bad = |text: &str| error(StanzaErrorCondition::BadRequest).with_type(StanzaErrorType::Modify).with_text(text);
+        let [item_el] = items.as_slice() else {
+            return self.reply_error(sender, session, element, bad("a roster set carries exactly one item"), out);
+        };
+        let Some(contact) = item_el.attr("jid").and_then(|j| BareJid::new(j).ok()) else {
+            return self.reply_error(sender, session, element, bad("the item needs a valid bare JID"), out);
+        };
+        if item_el.attr("subscription") == Some("remove") {
+            if let Some(mut item) = self.item(&user, &contact).filter(Item::on_roster) {
+                let contact_jid = Jid::from(contact.clone());
+                if item.subscription.contact_sees_user() || item.pending_in.is_some() {
+                    let el = presence_of_type("unsubscribed", user.as_str(), contact.as_str());
+                    out.route(sender, contact_jid.clone(), &el);
+                }
+                if item.subscription.user_sees_contact() || item.ask_out {
+                    let el = presence_of_type("unsubscribe", user.as_str(), contact.as_str());
+                    out.route(sender, contact_jid, &el);
+                }
+                item = Item::empty();
+                item.subscription = Subscription::Remove;
+                self.emit_roster(&user, &contact, &item, true, out);
+            } else {
+                let e = error(StanzaErrorCondition::ItemNotFound);
+                return self.reply_error(sender, session, element, e, out);
+            }
+        } else {
+            let mut groups: Vec<String> = Vec::new();
+            for g in item_el.children().filter(|c| c.is("group", NS_ROSTER)) {
+                let name = g.text();
+                if name.is_empty() {
+                    let e = error(StanzaErrorCondition::NotAcceptable).with_text("empty group name");
+                    return self.reply_error(sender, session, element, e, out);
+                }
+                if groups.contains(&name) {
+                    return self.reply_error(sender, session, element, bad("duplicate group"), out);
+                }
+                groups.push(name);
+            }
+            let mut item = self.item(&user, &contact).unwrap_or_else(Item::empty);
+            if item.subscription == Subscription::Remove {
+                item.subscription = Subscription::None;
+            }
+            item.name = item_el.attr("name").filter(|n| !n.is_empty()).map(str::to_owned);
+            item.groups = groups;
+            self.emit_roster(&user, &contact, &item, true, out);
+        }
+        let result = iq_result(element, sender.as_str(), None);
+        self.reply(sender, session, result, out);
+    }
+
+    // ----- inbound -----
+
+    fn inbound(&mut self, stanza: StanzaReceived, now: Timestamp) -> Vec<Output> {
+        let Some(element) = parse_stanza(&stanza.xml) else {
+            tracing::warn!(event = %stanza.event_id, "unparsable routed stanza; skipped");
+            return Vec::new();
+        };
+        let Some(to) = stanza.recipient.clone() else {
+            return Vec::new();
+        };
+        let source = StanzaReceivedRef {
+            event_id: stanza.event_id,
+            template: Some(stanza.clone()),
+        };
+        let mut out = Out {
+            source: &source,
+            outputs: Vec::new(),
+            n: 0,
+            now,
+        };
+        let recipient = to.to_bare();
+        if !self.state.is_account(&recipient) {
+            // RFC 6121 §8.5.1: no such account.
+            if matches!(stanza.kind, StanzaKind::Message | StanzaKind::Iq) {
+                let e = error(StanzaErrorCondition::ServiceUnavailable);
+                self.bounce(&stanza, &element, e, &mut out);
+            } else if stanza.stanza_type.as_deref() == Some("subscribe") {
+                let el = presence_of_type("unsubscribed", recipient.as_str(), stanza.sender.to_bare().as_str());
+                out.route(&stanza.sender, Jid::from(stanza.sender.to_bare()), &el);
+            }
+            return out.outputs;
+        }
+        match stanza.kind {
+            StanzaKind::Message => self.inbound_message(&stanza, &to, element, &mut out),
+            StanzaKind::Presence => self.inbound_presence(&stanza, &to, element, &mut out),
+            StanzaKind::Iq => self.inbound_iq(&stanza, &to, element, &mut out),
+        }
+        out.outputs
+    }
+
+    /// Sends an error reply back to the sender's partition.
+    fn bounce(&self, stanza: &StanzaReceived, element: &Element, e: StanzaError, out: &mut Out<'_>) {
+        if let Some(reply) = error_reply(element, &e) {
+            out.route(&stanza.sender, Jid::from(stanza.sender.clone()), &reply);
+        }
+    }
+
+    fn inbound_message(&mut self, stanza: &StanzaReceived, to: &Jid, element: Element, out: &mut Out<'_>) {
+        let recipient = to.to_bare();
+        let kind = element.attr("type").unwrap_or("normal").to_owned();
+        if let Ok(full) = to.try_as_full()
+            && let Some(session) = self.state.session(full).cloned()
+        {
+            return out.deliver(full, &session, element.to_xml());
+        }
+        if kind == "error" {
+            return;
+        }
+        if kind == "groupchat" {
+            let e = error(StanzaErrorCondition::ServiceUnavailable);
+            return self.bounce(stanza, &element, e, out);
+        }
+        // RFC 6121 §8.5.2.1: the available resources with non-negative priority.
+        let targets: Vec<(FullJid, Session)> = self
+            .state
+            .users
+            .get(&recipient)
+            .map(|u| {
+                u.available()
+                    .filter(|(_, _, p)| p.priority >= 0)
+                    .filter_map(|(r, s, _)| recipient.with_resource_str(r).ok().map(|f| (f, s.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if targets.is_empty() {
+            if kind != "headline" {
+                let e = error(StanzaErrorCondition::ServiceUnavailable)
+                    .with_text("the recipient is offline");
+                self.bounce(stanza, &element, e, out);
+            }
+            return;
+        }
+        let xml = element.to_xml();
+        for (full, session) in targets {
+            out.deliver(&full, &session, xml.clone());
+        }
+    }
+
+    fn deliver_to_available(&mut self, user: &BareJid, element: &Element, out: &mut Out<'_>) {
+        let targets: Vec<(FullJid, Session)> = self
+            .state
+            .users
+            .get(user)
+            .map(|u| {
+                u.available()
+                    .filter_map(|(r, s, _)| user.with_resource_str(r).ok().map(|f| (f, s.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (full, session) in targets {
+            out.deliver(&full, &session, element.to_xml());
+        }
+    }
+
+    fn inbound_presence(&mut self, stanza: &StanzaReceived, to: &Jid, element: Element, out: &mut Out<'_>) {
+        let recipient = to.to_bare();
+        let kind = element.attr("type").unwrap_or("available").to_owned();
+        let from = element
+            .attr("from")
+            .and_then(|f| Jid::new(f).ok())
+            .unwrap_or_else(|| Jid::from(stanza.sender.clone()));
+        let contact = from.to_bare();
+        match kind.as_str() {
+            "available" | "unavailable" | "error" => {
+                if let Ok(full) = to.try_as_full() {
+                    if let Some(session) = self.state.session(full).cloned() {
+                        out.deliver(full, &session, element.to_xml());
+                    }
+                } else {
+                    self.deliver_to_available(&recipient, &element, out);
+                }
+            }
+            "probe" => {
+                let allowed = self
+                    .item(&recipient, &contact)
+                    .is_some_and(|i| i.subscription.contact_sees_user());
+                if !allowed {
+                    return;
+                }
+                let available: Vec<(FullJid, Presence)> = self
+                    .state
+                    .users
+                    .get(&recipient)
+                    .map(|u| {
+                        u.available()
+                            .filter_map(|(r, _, p)| recipient.with_resource_str(r).ok().map(|f| (f, p.clone())))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for (full, presence) in available {
+                    let el = with_to(presence_stanza(&presence, &full), from.as_str());
+                    out.route(&full, from.clone(), &el);
+                }
+            }
+            "subscribe" => self.inbound_subscribe(stanza, &recipient, &contact, element, out),
+            "subscribed" => {
+                let Some(mut item) = self.item(&recipient, &contact) else {
+                    return;
+                };
+                if !item.ask_out || item.subscription.user_sees_contact() {
+                    return;
+                }
+                item.subscription = match item.subscription {
+                    Subscription::From => Subscription::Both,
+                    _ => Subscription::To,
+                };
+                item.ask_out = false;
+                self.emit_roster(&recipient, &contact, &item, true, out);
+                self.deliver_to_available(&recipient, &element, out);
+            }
+            "unsubscribe" => {
+                let Some(mut item) = self.item(&recipient, &contact) else {
+                    return;
+                };
+                let before = item.clone();
+                item.subscription = match item.subscription {
+                    Subscription::From => Subscription::None,
+                    Subscription::Both => Subscription::To,
+                    other => other,
+                };
+                item.pending_in = None;
+                item.approved = false;
+                if before != item {
+                    self.emit_roster(&recipient, &contact, &item, item.on_roster(), out);
+                    self.deliver_to_available(&recipient, &element, out);
+                }
+            }
+            "unsubscribed" => {
+                let Some(mut item) = self.item(&recipient, &contact) else {
+                    return;
+                };
+                let before = item.clone();
+                item.subscription = match item.subscription {
+                    Subscription::To => Subscription::None,
+                    Subscription::Both => Subscription::From,
+                    other => other,
+                };
+                item.ask_out = false;
+                if before != item {
+                    self.emit_roster(&recipient, &contact, &item, item.on_roster(), out);
+                    self.deliver_to_available(&recipient, &element, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn inbound_subscribe(
+        &mut self,
+        stanza: &StanzaReceived,
+        recipient: &BareJid,
+        contact: &BareJid,
+        element: Element,
+        out: &mut Out<'_>,
+    ) {
+        let existing = self.item(recipient, contact);
+        let mut item = existing.clone().unwrap_or_else(|| {
+            let mut i = Item::empty();
+            i.subscription = Subscription::Remove;
+            i
+        });
+        let contact_jid = Jid::from(contact.clone());
+        if item.subscription.contact_sees_user() {
+            // Already subscribed: answer on the user's behalf (RFC 6121 §3.1.3).
+            let el = presence_of_type("subscribed", recipient.as_str(), contact.as_str());
+            out.route(&stanza.sender, contact_jid, &el);
+            return;
+        }
+        if item.approved {
+            item.subscription = match item.subscription {
+                Subscription::To => Subscription::Both,
+                _ => Subscription::From,
+            };
+            item.approved = false;
+            item.pending_in = None;
+            self.emit_roster(recipient, contact, &item, true, out);
+            let el = presence_of_type("subscribed", recipient.as_str(), contact.as_str());
+            out.route(&stanza.sender, contact_jid.clone(), &el);
+            let available: Vec<(FullJid, Presence)> = self
+                .state
+                .users
+                .get(recipient)
+                .map(|u| {
+                    u.available()
+                        .filter_map(|(r, _, p)| recipient.with_resource_str(r).ok().map(|f| (f, p.clone())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for (full, presence) in available {
+                let el = with_to(presence_stanza(&presence, &full), contact.as_str());
+                out.route(&full, contact_jid.clone(), &el);
+            }
+            return;
+        }
+        let mut request = element;
+        request.set_attr("from", contact.as_str());
+        request.set_attr("to", recipient.as_str());
+        item.pending_in = Some(request.to_xml());
+        if existing.as_ref() != Some(&item) {
+            self.emit_roster(recipient, contact, &item, false, out);
+        }
+        self.deliver_to_available(recipient, &request, out);
+    }
+
+    fn inbound_iq(&mut self, stanza: &StanzaReceived, to: &Jid, element: Element, out: &mut Out<'_>) {
+        let kind = element.attr("type").unwrap_or("").to_owned();
+        let request = kind == "get" || kind == "set";
+        if let Ok(full) = to.try_as_full() {
+            if let Some(session) = self.state.session(full).cloned() {
+                out.deliver(full, &session, element.to_xml());
+            } else if request {
+                let e = error(StanzaErrorCondition::ServiceUnavailable);
+                self.bounce(stanza, &element, e, out);
+            }
+            return;
+        }
+        if !request {
+            return;
+        }
+        // An IQ to another user's bare JID, answered by the server on the account's behalf.
+        let payload = element.children().next();
+        let (name, namespace) = payload.map(|p| (p.name(), p.namespace())).unwrap_or(("", ""));
+        let from = to.as_str().to_owned();
+        let mut reply = match (kind.as_str(), name, namespace) {
+            ("get", "query", NS_DISCO_INFO) if payload.and_then(|p| p.attr("node")).is_none() => {
+                let query = Element::new("query", NS_DISCO_INFO)
+                    .with_child(
+                        Element::new("identity", NS_DISCO_INFO)
+                            .with_attr("category", "account")
+                            .with_attr("type", "registered"),
+                    )
+                    .with_child(Element::new("feature", NS_DISCO_INFO).with_attr("var", NS_DISCO_INFO));
+                iq_result(&element, stanza.sender.as_str(), Some(&from)).with_child(query)
+            }
+            ("get", "query", NS_DISCO_ITEMS) => iq_result(&element, stanza.sender.as_str(), Some(&from))
+                .with_child(Element::new("query", NS_DISCO_ITEMS)),
+            ("get", "ping", NS_PING) => iq_result(&element, stanza.sender.as_str(), Some(&from)),
+            _ => {
+                let e = error(StanzaErrorCondition::ServiceUnavailable);
+                return self.bounce(stanza, &element, e, out);
+            }
+        };
+        reply.set_attr("to", stanza.sender.as_str());
+        out.route(&stanza.sender, Jid::from(stanza.sender.clone()), &reply);
+    }
+}

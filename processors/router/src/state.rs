@@ -1,0 +1,266 @@
+//! The router's state: a fold over the `sessions`, `rosters` and `accounts` topics of the
+//! partitions it owns. Nothing here is stored anywhere but on the log.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+use imbus_core::{
+    AccountEvent, Availability, BareJid, FullJid, GatewayId, Jid, RosterChanged, SessionEvent,
+    SessionId, SessionPresence, Subscription,
+};
+
+/// How many closed session ids are remembered, so a stanza that a closed session sent
+/// just before it closed does not bring the session back.
+const CLOSED_MEMORY: usize = 16_384;
+
+/// The current presence of an available session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    /// The availability (`show`).
+    pub availability: Availability,
+    /// The priority (-128..127); negative priorities receive no bare-JID messages.
+    pub priority: i8,
+    /// The status text.
+    pub status: Option<String>,
+    /// The presence stanza as the client sent it (without `to`), when known. After a
+    /// restart it is rebuilt from the fields above.
+    pub xml: Option<String>,
+}
+
+impl Presence {
+    /// The presence as recorded on the `sessions` changelog.
+    pub fn to_session_presence(&self) -> SessionPresence {
+        SessionPresence {
+            availability: self.availability,
+            priority: self.priority,
+            status: self.status.clone(),
+        }
+    }
+}
+
+/// One bound session of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The gateway holding it.
+    pub gateway_id: GatewayId,
+    /// Its id on that gateway.
+    pub session_id: SessionId,
+    /// `Some` while the session is available (it sent initial presence).
+    pub presence: Option<Presence>,
+    /// The client asked for the roster, so it gets roster pushes (RFC 6121 §2.1.6).
+    pub roster_requested: bool,
+    /// Where the session sent directed presence (it gets unavailable when the session
+    /// goes unavailable, RFC 6121 §4.6.3).
+    pub directed: BTreeSet<String>,
+}
+
+impl Session {
+    /// A freshly bound session: unavailable, no roster requested.
+    pub fn new(gateway_id: GatewayId, session_id: SessionId) -> Self {
+        Self {
+            gateway_id,
+            session_id,
+            presence: None,
+            roster_requested: false,
+            directed: BTreeSet::new(),
+        }
+    }
+}
+
+/// One roster item (RFC 6121 §2.1.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// The user's name for the contact.
+    pub name: Option<String>,
+    /// Roster groups.
+    pub groups: Vec<String>,
+    /// The subscription state; [`Subscription::Remove`] means "not on the roster", kept
+    /// only while an inbound subscription request is pending.
+    pub subscription: Subscription,
+    /// `ask='subscribe'`.
+    pub ask_out: bool,
+    /// A pending inbound subscription request (its stanza).
+    pub pending_in: Option<String>,
+    /// A pre-approved subscription (RFC 6121 §3.4).
+    pub approved: bool,
+}
+
+impl Item {
+    /// An item with subscription `none` and nothing else.
+    pub fn empty() -> Self {
+        Self {
+            name: None,
+            groups: Vec::new(),
+            subscription: Subscription::None,
+            ask_out: false,
+            pending_in: None,
+            approved: false,
+        }
+    }
+
+    /// Whether the item is on the user's roster (and shown by roster gets).
+    pub fn on_roster(&self) -> bool {
+        self.subscription != Subscription::Remove
+    }
+
+    /// Whether the item carries nothing and can be forgotten.
+    pub fn is_void(&self) -> bool {
+        !self.on_roster() && self.pending_in.is_none() && !self.approved && !self.ask_out
+    }
+}
+
+/// Everything the router knows about one user.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct User {
+    /// Bound sessions by resource.
+    pub sessions: BTreeMap<String, Session>,
+    /// Roster items by contact.
+    pub roster: BTreeMap<BareJid, Item>,
+}
+
+impl User {
+    /// The available sessions, by resource.
+    pub fn available(&self) -> impl Iterator<Item = (&String, &Session, &Presence)> {
+        self.sessions
+            .iter()
+            .filter_map(|(r, s)| s.presence.as_ref().map(|p| (r, s, p)))
+    }
+}
+
+/// The router's state for the partitions it owns.
+#[derive(Debug, Default)]
+pub struct State {
+    /// Users with sessions or roster items.
+    pub users: HashMap<BareJid, User>,
+    /// Existing accounts.
+    pub accounts: HashSet<BareJid>,
+    closed: HashSet<SessionId>,
+    closed_order: VecDeque<SessionId>,
+}
+
+impl State {
+    /// The user's state, created empty when absent.
+    pub fn user_mut(&mut self, user: &BareJid) -> &mut User {
+        self.users.entry(user.clone()).or_default()
+    }
+
+    /// Whether this session id was closed recently.
+    pub fn was_closed(&self, session_id: &SessionId) -> bool {
+        self.closed.contains(session_id)
+    }
+
+    /// Remembers a closed session id (bounded).
+    pub fn remember_closed(&mut self, session_id: SessionId) {
+        if self.closed.insert(session_id.clone()) {
+            self.closed_order.push_back(session_id);
+            while self.closed_order.len() > CLOSED_MEMORY {
+                if let Some(old) = self.closed_order.pop_front() {
+                    self.closed.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Applies a roster changelog record.
+    pub fn apply_roster(&mut self, change: &RosterChanged) {
+        let item = Item {
+            name: change.name.clone(),
+            groups: change.groups.clone(),
+            subscription: change.subscription,
+            ask_out: change.ask_out,
+            pending_in: change.pending_in.clone(),
+            approved: change.approved,
+        };
+        let user = self.user_mut(&change.user);
+        if item.is_void() {
+            user.roster.remove(&change.contact);
+        } else {
+            user.roster.insert(change.contact.clone(), item);
+        }
+    }
+
+    /// Removes a roster item on a tombstone of the changelog.
+    pub fn forget_roster_item(&mut self, user: &BareJid, contact: &BareJid) {
+        if let Some(u) = self.users.get_mut(user) {
+            u.roster.remove(contact);
+        }
+    }
+
+    /// Applies an accounts changelog record.
+    pub fn apply_account(&mut self, event: &AccountEvent) {
+        match event {
+            AccountEvent::Created(state) | AccountEvent::Changed(state) => {
+                self.accounts.insert(state.jid.clone());
+            }
+            AccountEvent::Deleted(deleted) => {
+                self.accounts.remove(&deleted.jid);
+            }
+        }
+    }
+
+    /// Applies a sessions changelog record while restoring (no outputs).
+    pub fn apply_session(&mut self, event: &SessionEvent) {
+        match event {
+            SessionEvent::Bound(state) => {
+                if self.was_closed(&state.session_id) {
+                    return;
+                }
+                let user = self.user_mut(&state.user());
+                user.sessions.insert(
+                    state.resource().to_owned(),
+                    Session::new(state.gateway_id.clone(), state.session_id.clone()),
+                );
+            }
+            SessionEvent::Updated(state) => {
+                let user = self.user_mut(&state.user());
+                if let Some(session) = user.sessions.get_mut(state.resource())
+                    && session.session_id == state.session_id
+                {
+                    session.roster_requested = state.features.roster_requested;
+                    session.presence = state.presence.is_available().then(|| Presence {
+                        availability: state.presence.availability,
+                        priority: state.presence.priority,
+                        status: state.presence.status.clone(),
+                        xml: None,
+                    });
+                }
+            }
+            SessionEvent::Closed(closed) => {
+                self.remember_closed(closed.session_id.clone());
+                let bare = closed.jid.to_bare();
+                if let Some(user) = self.users.get_mut(&bare) {
+                    let resource = closed.jid.resource().as_str();
+                    if user
+                        .sessions
+                        .get(resource)
+                        .is_some_and(|s| s.session_id == closed.session_id)
+                    {
+                        user.sessions.remove(resource);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forgets the users for which `keep` is false (partitions revoked).
+    pub fn retain_users(&mut self, mut keep: impl FnMut(&BareJid) -> bool) {
+        self.users.retain(|u, _| keep(u));
+        self.accounts.retain(|u| keep(u));
+    }
+
+    /// The session of a full JID.
+    pub fn session(&self, jid: &FullJid) -> Option<&Session> {
+        self.users
+            .get(&jid.to_bare())
+            .and_then(|u| u.sessions.get(jid.resource().as_str()))
+    }
+
+    /// Whether `jid` names an existing account.
+    pub fn is_account(&self, jid: &BareJid) -> bool {
+        self.accounts.contains(jid)
+    }
+}
+
+/// The bare part of a JID that has a node (an account address), `None` for a domain.
+pub fn account_of(jid: &Jid) -> Option<BareJid> {
+    jid.node().is_some().then(|| jid.to_bare())
+}
