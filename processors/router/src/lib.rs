@@ -22,3 +22,6 @@ mod state;
 pub use router::{Input, Output, Router, RouterConfig, parse_stanza, presence_key, roster_key};
 pub use runner::{GROUP, RouterError, run};
 pub use state::{Item, Presence, Session, State, User};
+
+#[cfg(test)]
+mod tests;

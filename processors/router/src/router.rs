@@ -13,8 +13,9 @@
 //! reprocessing an event after a restart produces the same ids.
 
 use imbus_core::{
-    Availability, BareJid, ClientFeatures, Delivery, FullJid, Jid, RosterChanged, SessionEvent,
-    SessionPresence, SessionState, StanzaKind, StanzaReceived, Subscription, Timestamp, Uuid,
+    Availability, BareJid, ClientFeatures, Delivery, FullJid, GatewayId, Jid, RosterChanged,
+    SessionEvent, SessionId, SessionPresence, SessionState, StanzaKind, StanzaReceived,
+    Subscription, Timestamp, Uuid,
 };
 use imbus_xmpp_stream::{
     Element, ParserConfig, StanzaError, StanzaErrorCondition, StanzaErrorType, StreamEvent,
@@ -124,7 +125,20 @@ struct Out<'a> {
 #[derive(Debug, Clone)]
 struct StanzaReceivedRef {
     event_id: Uuid,
-    template: Option<StanzaReceived>,
+    gateway_id: GatewayId,
+    session_id: SessionId,
+    received_at: Timestamp,
+}
+
+impl StanzaReceivedRef {
+    fn of(stanza: &StanzaReceived) -> Self {
+        Self {
+            event_id: stanza.event_id,
+            gateway_id: stanza.gateway_id.clone(),
+            session_id: stanza.session_id.clone(),
+            received_at: stanza.received_at,
+        }
+    }
 }
 
 impl Out<'_> {
@@ -154,15 +168,11 @@ impl Out<'_> {
             "presence" => StanzaKind::Presence,
             _ => StanzaKind::Iq,
         };
-        let (gateway_id, session_id, received_at) = match &self.source.template {
-            Some(t) => (t.gateway_id.clone(), t.session_id.clone(), t.received_at),
-            None => return,
-        };
         self.outputs.push(Output::Route(StanzaReceived {
             event_id,
-            gateway_id,
-            session_id,
-            received_at,
+            gateway_id: self.source.gateway_id.clone(),
+            session_id: self.source.session_id.clone(),
+            received_at: self.source.received_at,
             sender: sender.clone(),
             recipient: Some(recipient),
             kind,
@@ -322,9 +332,16 @@ impl Router {
     // ----- sessions -----
 
     fn session_event(&mut self, event: SessionEvent, now: Timestamp) -> Vec<Output> {
+        let (gateway_id, session_id) = event.session();
+        let at = match &event {
+            SessionEvent::Bound(s) | SessionEvent::Updated(s) => s.at,
+            SessionEvent::Closed(c) => c.at,
+        };
         let source = StanzaReceivedRef {
-            event_id: Uuid::new_v5(&Uuid::NAMESPACE_OID, event.session().1.as_str().as_bytes()),
-            template: None,
+            event_id: Uuid::new_v5(&Uuid::NAMESPACE_OID, session_id.as_str().as_bytes()),
+            gateway_id: gateway_id.clone(),
+            session_id: session_id.clone(),
+            received_at: at,
         };
         let mut out = Out {
             source: &source,
@@ -447,21 +464,22 @@ impl Router {
     }
 
     fn record_session(&self, jid: &FullJid, session: &Session, out: &mut Out<'_>) {
-        out.outputs.push(Output::Session(SessionEvent::Updated(SessionState {
-            jid: jid.clone(),
-            gateway_id: session.gateway_id.clone(),
-            session_id: session.session_id.clone(),
-            at: out.now,
-            presence: session
-                .presence
-                .as_ref()
-                .map(Presence::to_session_presence)
-                .unwrap_or_else(SessionPresence::unavailable),
-            features: ClientFeatures {
-                carbons: false,
-                roster_requested: session.roster_requested,
-            },
-        })));
+        out.outputs
+            .push(Output::Session(SessionEvent::Updated(SessionState {
+                jid: jid.clone(),
+                gateway_id: session.gateway_id.clone(),
+                session_id: session.session_id.clone(),
+                at: out.now,
+                presence: session
+                    .presence
+                    .as_ref()
+                    .map(Presence::to_session_presence)
+                    .unwrap_or_else(SessionPresence::unavailable),
+                features: ClientFeatures {
+                    carbons: false,
+                    roster_requested: session.roster_requested,
+                },
+            })));
     }
 
     /// The sender's session, learnt from the stanza itself when its `Bound` record has not
@@ -490,10 +508,7 @@ impl Router {
             tracing::warn!(event = %stanza.event_id, "unparsable stanza on the log; skipped");
             return Vec::new();
         };
-        let source = StanzaReceivedRef {
-            event_id: stanza.event_id,
-            template: Some(stanza.clone()),
-        };
+        let source = StanzaReceivedRef::of(&stanza);
         let mut out = Out {
             source: &source,
             outputs: Vec::new(),
@@ -552,7 +567,8 @@ impl Router {
             Some(Err(_)) => return,
         };
         if !self.is_local_domain(&to) {
-            let e = error(StanzaErrorCondition::RemoteServerNotFound).with_type(StanzaErrorType::Cancel);
+            let e = error(StanzaErrorCondition::RemoteServerNotFound)
+                .with_type(StanzaErrorType::Cancel);
             return self.reply_error(sender, session, &element, e, out);
         }
         if self.is_server(&to) {
@@ -573,7 +589,9 @@ impl Router {
             Some(Err(_)) => return,
         };
         match (kind.as_str(), to) {
-            ("available" | "unavailable", None) => self.broadcast(sender, element, kind == "unavailable", out),
+            ("available" | "unavailable", None) => {
+                self.broadcast(sender, element, kind == "unavailable", out)
+            }
             ("available" | "unavailable", Some(to)) => {
                 if !self.is_local_domain(&to) || self.is_server(&to) {
                     return;
@@ -610,7 +628,13 @@ impl Router {
     }
 
     /// Presence without `to`: the session's availability, broadcast to subscribers.
-    fn broadcast(&mut self, sender: &FullJid, element: Element, unavailable: bool, out: &mut Out<'_>) {
+    fn broadcast(
+        &mut self,
+        sender: &FullJid,
+        element: Element,
+        unavailable: bool,
+        out: &mut Out<'_>,
+    ) {
         let bare = sender.to_bare();
         let resource = sender.resource().as_str().to_owned();
         let Some(session) = self
@@ -644,9 +668,7 @@ impl Router {
         let presence = Presence {
             availability: availability_of(&element),
             priority: priority_of(&element),
-            status: element
-                .child("status", ns::JABBER_CLIENT)
-                .map(|s| s.text()),
+            status: element.child("status", ns::JABBER_CLIENT).map(|s| s.text()),
             xml: Some(stored.to_xml()),
         };
         let Some(user) = self.state.users.get_mut(&bare) else {
@@ -671,7 +693,11 @@ impl Router {
         // To every available resource of the user, this one included.
         for (r, other, _) in user.available() {
             if let Ok(full) = bare.with_resource_str(r) {
-                out.deliver(&full, other, with_to(stored.clone(), full.as_str()).to_xml());
+                out.deliver(
+                    &full,
+                    other,
+                    with_to(stored.clone(), full.as_str()).to_xml(),
+                );
             }
         }
         if initial {
@@ -700,7 +726,14 @@ impl Router {
         }
     }
 
-    fn emit_roster(&mut self, user: &BareJid, contact: &BareJid, item: &Item, push: bool, out: &mut Out<'_>) {
+    fn emit_roster(
+        &mut self,
+        user: &BareJid,
+        contact: &BareJid,
+        item: &Item,
+        push: bool,
+        out: &mut Out<'_>,
+    ) {
         out.outputs.push(Output::Roster(RosterChanged {
             user: user.clone(),
             contact: contact.clone(),
@@ -743,7 +776,9 @@ impl Router {
                 .with_attr("type", "set")
                 .with_attr("id", id)
                 .with_attr("to", full.as_str())
-                .with_child(Element::new("query", NS_ROSTER).with_child(item_element(contact, item)));
+                .with_child(
+                    Element::new("query", NS_ROSTER).with_child(item_element(contact, item)),
+                );
             out.deliver(&full, &session, push.to_xml());
         }
     }
@@ -854,7 +889,8 @@ impl Router {
                 {
                     for (r, _, _) in u.available() {
                         if let Ok(full) = user.with_resource_str(r) {
-                            let el = presence_of_type("unavailable", full.as_str(), contact.as_str());
+                            let el =
+                                presence_of_type("unavailable", full.as_str(), contact.as_str());
                             out.route(&full, Jid::from(contact.clone()), &el);
                         }
                     }
@@ -863,7 +899,13 @@ impl Router {
         }
     }
 
-    fn outbound_iq(&mut self, sender: &FullJid, session: &Session, element: Element, out: &mut Out<'_>) {
+    fn outbound_iq(
+        &mut self,
+        sender: &FullJid,
+        session: &Session,
+        element: Element,
+        out: &mut Out<'_>,
+    ) {
         let kind = element.attr("type").unwrap_or("").to_owned();
         let request = kind == "get" || kind == "set";
         let to = match element.attr("to").map(Jid::new) {
@@ -877,7 +919,9 @@ impl Router {
             Some(to) if to.is_bare() && to.to_bare() == own_bare => {
                 self.server_iq(sender, session, &element, true, out)
             }
-            Some(to) if self.is_server(&to) => self.server_iq(sender, session, &element, false, out),
+            Some(to) if self.is_server(&to) => {
+                self.server_iq(sender, session, &element, false, out)
+            }
             Some(to) if !self.is_local_domain(&to) => {
                 if request {
                     let e = error(StanzaErrorCondition::RemoteServerNotFound)
@@ -915,7 +959,9 @@ impl Router {
             Some(self.config.domain.as_str().to_owned())
         };
         let payload = element.children().next();
-        let (name, namespace) = payload.map(|p| (p.name(), p.namespace())).unwrap_or(("", ""));
+        let (name, namespace) = payload
+            .map(|p| (p.name(), p.namespace()))
+            .unwrap_or(("", ""));
         match (kind, name, namespace) {
             (_, "query", NS_ROSTER) if own_account || element.attr("to").is_none() => {
                 self.roster_iq(sender, session, element, out)
@@ -933,7 +979,9 @@ impl Router {
                             .with_attr("category", "account")
                             .with_attr("type", "registered"),
                     );
-                    query.push_child(Element::new("feature", NS_DISCO_INFO).with_attr("var", NS_DISCO_INFO));
+                    query.push_child(
+                        Element::new("feature", NS_DISCO_INFO).with_attr("var", NS_DISCO_INFO),
+                    );
                 } else {
                     query.push_child(
                         Element::new("identity", NS_DISCO_INFO)
@@ -942,7 +990,9 @@ impl Router {
                             .with_attr("name", "imbus"),
                     );
                     for feature in self.server_features() {
-                        query.push_child(Element::new("feature", NS_DISCO_INFO).with_attr("var", feature));
+                        query.push_child(
+                            Element::new("feature", NS_DISCO_INFO).with_attr("var", feature),
+                        );
                     }
                 }
                 let result = iq_result(element, sender.as_str(), from.as_deref()).with_child(query);
@@ -960,7 +1010,9 @@ impl Router {
             ("get", "query", NS_VERSION) if !own_account && self.config.version_enabled => {
                 let query = Element::new("query", NS_VERSION)
                     .with_child(Element::new("name", NS_VERSION).with_text("imbus"))
-                    .with_child(Element::new("version", NS_VERSION).with_text(&self.config.version));
+                    .with_child(
+                        Element::new("version", NS_VERSION).with_text(&self.config.version),
+                    );
                 let result = iq_result(element, sender.as_str(), from.as_deref()).with_child(query);
                 self.reply(sender, session, result, out);
             }
@@ -972,7 +1024,13 @@ impl Router {
     }
 
     fn server_features(&self) -> Vec<&'static str> {
-        let mut features = vec![NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_ROSTER, "urn:xmpp:sm:3"];
+        let mut features = vec![
+            NS_DISCO_INFO,
+            NS_DISCO_ITEMS,
+            NS_PING,
+            NS_ROSTER,
+            "urn:xmpp:sm:3",
+        ];
         if self.config.version_enabled {
             features.push(NS_VERSION);
         }
@@ -980,7 +1038,13 @@ impl Router {
         features
     }
 
-    fn roster_iq(&mut self, sender: &FullJid, session: &Session, element: &Element, out: &mut Out<'_>) {
+    fn roster_iq(
+        &mut self,
+        sender: &FullJid,
+        session: &Session,
+        element: &Element,
+        out: &mut Out<'_>,
+    ) {
         let user = sender.to_bare();
         let kind = element.attr("type").unwrap_or("");
         if kind == "get" {
@@ -1014,12 +1078,28 @@ impl Router {
             .next()
             .map(|q| q.children().filter(|c| c.is("item", NS_ROSTER)).collect())
             .unwrap_or_default();
-        let bad = |text: &str| error(StanzaErrorCondition::BadRequest).with_type(StanzaErrorType::Modify).with_text(text);
+        let bad = |text: &str| {
+            error(StanzaErrorCondition::BadRequest)
+                .with_type(StanzaErrorType::Modify)
+                .with_text(text)
+        };
         let [item_el] = items.as_slice() else {
-            return self.reply_error(sender, session, element, bad("a roster set carries exactly one item"), out);
+            return self.reply_error(
+                sender,
+                session,
+                element,
+                bad("a roster set carries exactly one item"),
+                out,
+            );
         };
         let Some(contact) = item_el.attr("jid").and_then(|j| BareJid::new(j).ok()) else {
-            return self.reply_error(sender, session, element, bad("the item needs a valid bare JID"), out);
+            return self.reply_error(
+                sender,
+                session,
+                element,
+                bad("the item needs a valid bare JID"),
+                out,
+            );
         };
         if item_el.attr("subscription") == Some("remove") {
             if let Some(mut item) = self.item(&user, &contact).filter(Item::on_roster) {
@@ -1044,7 +1124,8 @@ impl Router {
             for g in item_el.children().filter(|c| c.is("group", NS_ROSTER)) {
                 let name = g.text();
                 if name.is_empty() {
-                    let e = error(StanzaErrorCondition::NotAcceptable).with_text("empty group name");
+                    let e =
+                        error(StanzaErrorCondition::NotAcceptable).with_text("empty group name");
                     return self.reply_error(sender, session, element, e, out);
                 }
                 if groups.contains(&name) {
@@ -1056,7 +1137,10 @@ impl Router {
             if item.subscription == Subscription::Remove {
                 item.subscription = Subscription::None;
             }
-            item.name = item_el.attr("name").filter(|n| !n.is_empty()).map(str::to_owned);
+            item.name = item_el
+                .attr("name")
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned);
             item.groups = groups;
             self.emit_roster(&user, &contact, &item, true, out);
         }
@@ -1074,10 +1158,7 @@ impl Router {
         let Some(to) = stanza.recipient.clone() else {
             return Vec::new();
         };
-        let source = StanzaReceivedRef {
-            event_id: stanza.event_id,
-            template: Some(stanza.clone()),
-        };
+        let source = StanzaReceivedRef::of(&stanza);
         let mut out = Out {
             source: &source,
             outputs: Vec::new(),
@@ -1091,7 +1172,11 @@ impl Router {
                 let e = error(StanzaErrorCondition::ServiceUnavailable);
                 self.bounce(&stanza, &element, e, &mut out);
             } else if stanza.stanza_type.as_deref() == Some("subscribe") {
-                let el = presence_of_type("unsubscribed", recipient.as_str(), stanza.sender.to_bare().as_str());
+                let el = presence_of_type(
+                    "unsubscribed",
+                    recipient.as_str(),
+                    stanza.sender.to_bare().as_str(),
+                );
                 out.route(&stanza.sender, Jid::from(stanza.sender.to_bare()), &el);
             }
             return out.outputs;
@@ -1105,13 +1190,25 @@ impl Router {
     }
 
     /// Sends an error reply back to the sender's partition.
-    fn bounce(&self, stanza: &StanzaReceived, element: &Element, e: StanzaError, out: &mut Out<'_>) {
+    fn bounce(
+        &self,
+        stanza: &StanzaReceived,
+        element: &Element,
+        e: StanzaError,
+        out: &mut Out<'_>,
+    ) {
         if let Some(reply) = error_reply(element, &e) {
             out.route(&stanza.sender, Jid::from(stanza.sender.clone()), &reply);
         }
     }
 
-    fn inbound_message(&mut self, stanza: &StanzaReceived, to: &Jid, element: Element, out: &mut Out<'_>) {
+    fn inbound_message(
+        &mut self,
+        stanza: &StanzaReceived,
+        to: &Jid,
+        element: Element,
+        out: &mut Out<'_>,
+    ) {
         let recipient = to.to_bare();
         let kind = element.attr("type").unwrap_or("normal").to_owned();
         if let Ok(full) = to.try_as_full()
@@ -1134,7 +1231,9 @@ impl Router {
             .map(|u| {
                 u.available()
                     .filter(|(_, _, p)| p.priority >= 0)
-                    .filter_map(|(r, s, _)| recipient.with_resource_str(r).ok().map(|f| (f, s.clone())))
+                    .filter_map(|(r, s, _)| {
+                        recipient.with_resource_str(r).ok().map(|f| (f, s.clone()))
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -1168,7 +1267,13 @@ impl Router {
         }
     }
 
-    fn inbound_presence(&mut self, stanza: &StanzaReceived, to: &Jid, element: Element, out: &mut Out<'_>) {
+    fn inbound_presence(
+        &mut self,
+        stanza: &StanzaReceived,
+        to: &Jid,
+        element: Element,
+        out: &mut Out<'_>,
+    ) {
         let recipient = to.to_bare();
         let kind = element.attr("type").unwrap_or("available").to_owned();
         let from = element
@@ -1199,7 +1304,9 @@ impl Router {
                     .get(&recipient)
                     .map(|u| {
                         u.available()
-                            .filter_map(|(r, _, p)| recipient.with_resource_str(r).ok().map(|f| (f, p.clone())))
+                            .filter_map(|(r, _, p)| {
+                                recipient.with_resource_str(r).ok().map(|f| (f, p.clone()))
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
@@ -1298,7 +1405,9 @@ impl Router {
                 .get(recipient)
                 .map(|u| {
                     u.available()
-                        .filter_map(|(r, _, p)| recipient.with_resource_str(r).ok().map(|f| (f, p.clone())))
+                        .filter_map(|(r, _, p)| {
+                            recipient.with_resource_str(r).ok().map(|f| (f, p.clone()))
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -1318,7 +1427,13 @@ impl Router {
         self.deliver_to_available(recipient, &request, out);
     }
 
-    fn inbound_iq(&mut self, stanza: &StanzaReceived, to: &Jid, element: Element, out: &mut Out<'_>) {
+    fn inbound_iq(
+        &mut self,
+        stanza: &StanzaReceived,
+        to: &Jid,
+        element: Element,
+        out: &mut Out<'_>,
+    ) {
         let kind = element.attr("type").unwrap_or("").to_owned();
         let request = kind == "get" || kind == "set";
         if let Ok(full) = to.try_as_full() {
@@ -1335,7 +1450,9 @@ impl Router {
         }
         // An IQ to another user's bare JID, answered by the server on the account's behalf.
         let payload = element.children().next();
-        let (name, namespace) = payload.map(|p| (p.name(), p.namespace())).unwrap_or(("", ""));
+        let (name, namespace) = payload
+            .map(|p| (p.name(), p.namespace()))
+            .unwrap_or(("", ""));
         let from = to.as_str().to_owned();
         let mut reply = match (kind.as_str(), name, namespace) {
             ("get", "query", NS_DISCO_INFO) if payload.and_then(|p| p.attr("node")).is_none() => {
@@ -1345,11 +1462,15 @@ impl Router {
                             .with_attr("category", "account")
                             .with_attr("type", "registered"),
                     )
-                    .with_child(Element::new("feature", NS_DISCO_INFO).with_attr("var", NS_DISCO_INFO));
+                    .with_child(
+                        Element::new("feature", NS_DISCO_INFO).with_attr("var", NS_DISCO_INFO),
+                    );
                 iq_result(&element, stanza.sender.as_str(), Some(&from)).with_child(query)
             }
-            ("get", "query", NS_DISCO_ITEMS) => iq_result(&element, stanza.sender.as_str(), Some(&from))
-                .with_child(Element::new("query", NS_DISCO_ITEMS)),
+            ("get", "query", NS_DISCO_ITEMS) => {
+                iq_result(&element, stanza.sender.as_str(), Some(&from))
+                    .with_child(Element::new("query", NS_DISCO_ITEMS))
+            }
             ("get", "ping", NS_PING) => iq_result(&element, stanza.sender.as_str(), Some(&from)),
             _ => {
                 let e = error(StanzaErrorCondition::ServiceUnavailable);

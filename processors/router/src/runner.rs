@@ -143,7 +143,11 @@ fn input_of(router: &mut Router, record: &ConsumedRecord, mark: Offset) -> Optio
             None
         }
         (topic, _) => {
-            tracing::warn!(topic, offset = record.offset, "unexpected event on this topic; skipped");
+            tracing::warn!(
+                topic,
+                offset = record.offset,
+                "unexpected event on this topic; skipped"
+            );
             None
         }
     }
@@ -278,7 +282,10 @@ async fn write(log: &dyn Log, partitions: i32, outputs: Vec<Output>) -> Result<(
         match log.append_batch(&topic, records).await {
             Ok(_) => {}
             Err(LogError::UnknownTopic(_)) => {
-                tracing::warn!(topic, "deliveries for a gateway that has no delivery topic; dropped");
+                tracing::warn!(
+                    topic,
+                    "deliveries for a gateway that has no delivery topic; dropped"
+                );
             }
             Err(e) => return Err(e.into()),
         }

@@ -1,0 +1,475 @@
+//! Router decisions, driven through a loop that plays the log: outputs routed to a
+//! partition come back as inbound inputs, deliveries are collected per session.
+
+use std::collections::{HashMap, VecDeque};
+
+use imbus_core::{
+    BareJid, ClientFeatures, FullJid, GatewayId, Jid, SessionClosed, SessionEvent, SessionId,
+    SessionPresence, SessionState, StanzaKind, StanzaReceived, Subscription, Timestamp, Uuid,
+};
+
+use super::*;
+
+struct World {
+    router: Router,
+    delivered: HashMap<String, Vec<String>>,
+    changelog: Vec<Output>,
+    sessions: HashMap<String, SessionId>,
+}
+
+fn t() -> Timestamp {
+    Timestamp::from_micros(1_700_000_000_000_000)
+}
+
+impl World {
+    fn new(users: &[&str]) -> Self {
+        let mut router = Router::new(RouterConfig::new(BareJid::new("example.com").unwrap()));
+        for user in users {
+            let jid = BareJid::new(&format!("{user}@example.com")).unwrap();
+            router.state_mut().accounts.insert(jid);
+        }
+        Self {
+            router,
+            delivered: HashMap::new(),
+            changelog: Vec::new(),
+            sessions: HashMap::new(),
+        }
+    }
+
+    fn run(&mut self, input: Input) {
+        let mut queue = VecDeque::from([input]);
+        while let Some(input) = queue.pop_front() {
+            for output in self.router.handle(input, t()) {
+                match output {
+                    Output::Route(stanza) => queue.push_back(Input::Inbound(stanza)),
+                    Output::Deliver(d) => self
+                        .delivered
+                        .entry(d.to.as_str().to_owned())
+                        .or_default()
+                        .push(d.xml),
+                    other => self.changelog.push(other),
+                }
+            }
+        }
+    }
+
+    fn bind(&mut self, full: &str) {
+        let jid = FullJid::new(full).unwrap();
+        let session_id = SessionId::new(format!("s-{}", self.sessions.len())).unwrap();
+        self.sessions.insert(full.to_owned(), session_id.clone());
+        self.run(Input::Session(SessionEvent::Bound(SessionState {
+            jid,
+            gateway_id: GatewayId::new("gw1").unwrap(),
+            session_id,
+            at: t(),
+            presence: SessionPresence::unavailable(),
+            features: ClientFeatures::default(),
+        })));
+    }
+
+    fn close(&mut self, full: &str) {
+        let session_id = self.sessions[full].clone();
+        self.run(Input::Session(SessionEvent::Closed(SessionClosed {
+            jid: FullJid::new(full).unwrap(),
+            gateway_id: GatewayId::new("gw1").unwrap(),
+            session_id,
+            at: t(),
+            reason: imbus_core::CloseReason::ClientClosed,
+            detail: None,
+        })));
+    }
+
+    /// The client `from` sends `xml` (the gateway has stamped `from`).
+    fn send(&mut self, from: &str, xml: &str) {
+        let mut element = parse_stanza(xml).expect("test stanza parses");
+        element.set_attr("from", from);
+        let kind = match element.name() {
+            "message" => StanzaKind::Message,
+            "presence" => StanzaKind::Presence,
+            _ => StanzaKind::Iq,
+        };
+        let stanza = StanzaReceived {
+            event_id: Uuid::new_v4(),
+            gateway_id: GatewayId::new("gw1").unwrap(),
+            session_id: self.sessions[from].clone(),
+            received_at: t(),
+            sender: FullJid::new(from).unwrap(),
+            recipient: element.attr("to").map(|to| Jid::new(to).unwrap()),
+            kind,
+            stanza_type: element.attr("type").map(str::to_owned),
+            stanza_id: element.attr("id").map(str::to_owned),
+            xml: element.to_xml(),
+        };
+        self.run(Input::Outbound(stanza));
+    }
+
+    fn take(&mut self, full: &str) -> Vec<String> {
+        self.delivered.remove(full).unwrap_or_default()
+    }
+
+    fn item(&self, user: &str, contact: &str) -> Option<Item> {
+        self.router
+            .state()
+            .users
+            .get(&BareJid::new(user).unwrap())
+            .and_then(|u| u.roster.get(&BareJid::new(contact).unwrap()))
+            .cloned()
+    }
+}
+
+const A: &str = "alice@example.com/phone";
+const B: &str = "bob@example.com/desk";
+
+fn online(users: &[&str], sessions: &[&str]) -> World {
+    let mut w = World::new(users);
+    for s in sessions {
+        w.bind(s);
+        w.send(
+            s,
+            "<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>",
+        );
+        w.send(s, "<presence/>");
+        w.take(s);
+    }
+    w
+}
+
+fn subscribe_both(w: &mut World) {
+    w.send(A, "<presence to='bob@example.com' type='subscribe'/>");
+    w.send(B, "<presence to='alice@example.com' type='subscribed'/>");
+    w.send(B, "<presence to='alice@example.com' type='subscribe'/>");
+    w.send(A, "<presence to='bob@example.com' type='subscribed'/>");
+}
+
+#[test]
+fn subscription_handshake_ends_in_both_with_pushes_and_presence() {
+    let mut w = online(&["alice", "bob"], &[A, B]);
+    w.send(A, "<presence to='bob@example.com' type='subscribe'/>");
+    let alice = w.take(A);
+    assert!(
+        alice
+            .iter()
+            .any(|x| x.contains("ask='subscribe'") && x.contains("subscription='none'")),
+        "roster push with ask: {alice:?}"
+    );
+    let bob = w.take(B);
+    assert!(
+        bob.iter()
+            .any(|x| x.contains("type='subscribe'") && x.contains("from='alice@example.com'")),
+        "bob sees the request: {bob:?}"
+    );
+    w.send(B, "<presence to='alice@example.com' type='subscribed'/>");
+    assert_eq!(
+        w.item("alice@example.com", "bob@example.com")
+            .unwrap()
+            .subscription,
+        Subscription::To
+    );
+    assert_eq!(
+        w.item("bob@example.com", "alice@example.com")
+            .unwrap()
+            .subscription,
+        Subscription::From
+    );
+    let alice = w.take(A);
+    assert!(
+        alice.iter().any(|x| x.contains("subscription='to'")),
+        "{alice:?}"
+    );
+    assert!(
+        alice.iter().any(|x| x.contains("type='subscribed'")),
+        "{alice:?}"
+    );
+    assert!(
+        alice.iter().any(|x| x.starts_with("<presence")
+            && x.contains(&format!("from='{B}'"))
+            && !x.contains("type=")),
+        "alice gets bob's presence once subscribed: {alice:?}"
+    );
+    w.send(B, "<presence to='alice@example.com' type='subscribe'/>");
+    w.send(A, "<presence to='bob@example.com' type='subscribed'/>");
+    assert_eq!(
+        w.item("alice@example.com", "bob@example.com")
+            .unwrap()
+            .subscription,
+        Subscription::Both
+    );
+    assert_eq!(
+        w.item("bob@example.com", "alice@example.com")
+            .unwrap()
+            .subscription,
+        Subscription::Both
+    );
+}
+
+#[test]
+fn presence_is_broadcast_to_subscribers_and_unavailable_on_close() {
+    let mut w = online(&["alice", "bob"], &[A, B]);
+    subscribe_both(&mut w);
+    w.take(A);
+    w.take(B);
+    w.send(
+        A,
+        "<presence><show>away</show><status>lunch</status></presence>",
+    );
+    let bob = w.take(B);
+    assert!(
+        bob.iter()
+            .any(|x| x.contains("<show>away</show>") && x.contains(&format!("from='{A}'"))),
+        "{bob:?}"
+    );
+    w.close(A);
+    let bob = w.take(B);
+    assert!(
+        bob.iter()
+            .any(|x| x.contains("type='unavailable'") && x.contains(&format!("from='{A}'"))),
+        "{bob:?}"
+    );
+}
+
+#[test]
+fn login_probes_contacts_and_gets_their_presence() {
+    let mut w = online(&["alice", "bob"], &[A, B]);
+    subscribe_both(&mut w);
+    w.close(A);
+    w.take(B);
+    let a2 = "alice@example.com/laptop";
+    w.bind(a2);
+    w.send(a2, "<presence/>");
+    let alice = w.take(a2);
+    assert!(
+        alice
+            .iter()
+            .any(|x| x.starts_with("<presence") && x.contains(&format!("from='{B}'"))),
+        "probe answered with bob's presence: {alice:?}"
+    );
+    assert!(
+        w.take(B)
+            .iter()
+            .any(|x| x.contains(&format!("from='{a2}'")))
+    );
+}
+
+#[test]
+fn pending_request_waits_for_login_and_pre_approval_completes_at_once() {
+    let mut w = online(&["alice", "bob", "carol"], &[A]);
+    // Bob is offline: his request waits.
+    w.send(A, "<presence to='bob@example.com' type='subscribe'/>");
+    w.bind(B);
+    w.send(B, "<presence/>");
+    let bob = w.take(B);
+    assert!(
+        bob.iter().any(|x| x.contains("type='subscribe'")),
+        "{bob:?}"
+    );
+    // Pre-approval: carol approves alice before alice asks.
+    let c = "carol@example.com/tab";
+    w.bind(c);
+    w.send(c, "<presence to='alice@example.com' type='subscribed'/>");
+    assert!(
+        w.item("carol@example.com", "alice@example.com")
+            .unwrap()
+            .approved
+    );
+    w.send(A, "<presence to='carol@example.com' type='subscribe'/>");
+    assert_eq!(
+        w.item("alice@example.com", "carol@example.com")
+            .unwrap()
+            .subscription,
+        Subscription::To
+    );
+    assert_eq!(
+        w.item("carol@example.com", "alice@example.com")
+            .unwrap()
+            .subscription,
+        Subscription::From
+    );
+}
+
+#[test]
+fn roster_set_get_and_remove() {
+    let mut w = online(&["alice", "bob"], &[A]);
+    w.send(
+        A,
+        "<iq type='set' id='s1'><query xmlns='jabber:iq:roster'><item jid='bob@example.com' name='Bob'><group>Friends</group></item></query></iq>",
+    );
+    let alice = w.take(A);
+    assert!(
+        alice
+            .iter()
+            .any(|x| x.contains("name='Bob'") && x.contains("<group>Friends</group>"))
+    );
+    assert!(
+        alice
+            .iter()
+            .any(|x| x.contains("id='s1'") && x.contains("type='result'"))
+    );
+    w.send(
+        A,
+        "<iq type='get' id='g1'><query xmlns='jabber:iq:roster'/></iq>",
+    );
+    let alice = w.take(A);
+    assert!(
+        alice
+            .iter()
+            .any(|x| x.contains("id='g1'") && x.contains("jid='bob@example.com'")),
+        "{alice:?}"
+    );
+    w.send(
+        A,
+        "<iq type='set' id='s2'><query xmlns='jabber:iq:roster'><item jid='bob@example.com'/><item jid='carol@example.com'/></query></iq>",
+    );
+    assert!(
+        w.take(A)
+            .iter()
+            .any(|x| x.contains("id='s2'") && x.contains("bad-request"))
+    );
+    w.send(
+        A,
+        "<iq type='set' id='s3'><query xmlns='jabber:iq:roster'><item jid='bob@example.com' subscription='remove'/></query></iq>",
+    );
+    let alice = w.take(A);
+    assert!(
+        alice.iter().any(|x| x.contains("subscription='remove'")),
+        "{alice:?}"
+    );
+    assert!(w.item("alice@example.com", "bob@example.com").is_none());
+}
+
+#[test]
+fn messages_follow_rfc_6121_delivery_rules() {
+    let mut w = online(&["alice", "bob"], &[A, B]);
+    let b2 = "bob@example.com/hidden";
+    w.bind(b2);
+    w.send(b2, "<presence><priority>-1</priority></presence>");
+    w.take(b2);
+    w.take(B);
+    w.send(
+        A,
+        "<message to='bob@example.com' type='chat' id='m1'><body>hi</body></message>",
+    );
+    assert_eq!(w.take(B).len(), 1);
+    assert!(
+        w.take(b2).is_empty(),
+        "negative priority gets no bare-JID messages"
+    );
+    w.send(
+        A,
+        &format!("<message to='{b2}' type='chat' id='m2'><body>direct</body></message>"),
+    );
+    assert_eq!(w.take(b2).len(), 1);
+    // Unknown user and unknown full JID of an offline user.
+    w.send(
+        A,
+        "<message to='nobody@example.com' type='chat' id='m3'><body>x</body></message>",
+    );
+    let alice = w.take(A);
+    assert!(
+        alice
+            .iter()
+            .any(|x| x.contains("id='m3'") && x.contains("service-unavailable")),
+        "{alice:?}"
+    );
+    w.send(
+        A,
+        "<message to='bob@elsewhere.org' id='m4'><body>x</body></message>",
+    );
+    assert!(
+        w.take(A)
+            .iter()
+            .any(|x| x.contains("remote-server-not-found"))
+    );
+}
+
+#[test]
+fn server_answers_disco_ping_and_hides_its_version() {
+    let mut w = online(&["alice"], &[A]);
+    w.send(A, "<iq type='get' to='example.com' id='d1'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+    let alice = w.take(A);
+    assert!(
+        alice
+            .iter()
+            .any(|x| x.contains("category='server'") && x.contains("urn:xmpp:ping")),
+        "{alice:?}"
+    );
+    w.send(
+        A,
+        "<iq type='get' to='example.com' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>",
+    );
+    assert!(
+        w.take(A)
+            .iter()
+            .any(|x| x.contains("id='p1'") && x.contains("type='result'"))
+    );
+    w.send(
+        A,
+        "<iq type='get' to='example.com' id='v1'><query xmlns='jabber:iq:version'/></iq>",
+    );
+    assert!(
+        w.take(A)
+            .iter()
+            .any(|x| x.contains("id='v1'") && x.contains("service-unavailable"))
+    );
+    w.send(
+        A,
+        "<iq type='get' id='d2'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+    );
+    assert!(w.take(A).iter().any(|x| x.contains("category='account'")));
+}
+
+#[test]
+fn iq_to_an_offline_full_jid_bounces() {
+    let mut w = online(&["alice", "bob"], &[A]);
+    w.send(
+        A,
+        "<iq type='get' to='bob@example.com/gone' id='q1'><query xmlns='jabber:iq:version'/></iq>",
+    );
+    let alice = w.take(A);
+    assert!(
+        alice
+            .iter()
+            .any(|x| x.contains("id='q1'") && x.contains("service-unavailable")),
+        "{alice:?}"
+    );
+}
+
+#[test]
+fn state_rebuilt_from_the_changelogs_matches() {
+    let mut w = online(&["alice", "bob"], &[A, B]);
+    subscribe_both(&mut w);
+    let mut fresh = World::new(&["alice", "bob"]);
+    for output in &w.changelog {
+        if let Output::Roster(change) = output {
+            fresh.router.state_mut().apply_roster(change);
+        }
+    }
+    for user in ["alice@example.com", "bob@example.com"] {
+        let bare = BareJid::new(user).unwrap();
+        assert_eq!(
+            fresh.router.state().users.get(&bare).map(|u| &u.roster),
+            w.router.state().users.get(&bare).map(|u| &u.roster)
+        );
+    }
+}
+
+#[test]
+fn reprocessing_yields_the_same_output_ids() {
+    let mut w1 = online(&["alice", "bob"], &[A, B]);
+    let stanza = StanzaReceived {
+        event_id: Uuid::from_u128(7),
+        gateway_id: GatewayId::new("gw1").unwrap(),
+        session_id: w1.sessions[A].clone(),
+        received_at: t(),
+        sender: FullJid::new(A).unwrap(),
+        recipient: Some(Jid::new("bob@example.com").unwrap()),
+        kind: StanzaKind::Message,
+        stanza_type: Some("chat".into()),
+        stanza_id: None,
+        xml: format!(
+            "<message from='{A}' to='bob@example.com' type='chat'><body>x</body></message>"
+        ),
+    };
+    let first = w1.router.handle(Input::Outbound(stanza.clone()), t());
+    let second = w1.router.handle(Input::Outbound(stanza), t());
+    assert_eq!(first, second);
+}
