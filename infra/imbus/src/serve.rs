@@ -84,6 +84,16 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let account_followers =
         crate::accounts::follow(log.clone(), view.clone(), from, shutdown_rx.clone());
     let accounts = crate::accounts::Accounts::new(log.clone(), view, &config);
+
+    // The router: where every stanza goes, computed from the log.
+    let domain = imbus_core::BareJid::new(&config.domain)
+        .with_context(|| format!("domain {:?} is not a valid XMPP domain", config.domain))?;
+    let router_config = imbus_router::RouterConfig::new(domain);
+    let router_task = tokio::spawn(imbus_router::run(
+        log.clone(),
+        router_config,
+        shutdown_rx.clone(),
+    ));
     let admin = crate::admin::router(token, log.clone(), accounts, base, live_rx);
     let checks: Vec<Box<dyn HealthCheck>> = vec![Box::new(LogHealth {
         log: log.clone(),
@@ -110,6 +120,11 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     match http_task.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "HTTP listener ended with an error"),
         Err(e) => tracing::warn!(error = %e, "HTTP listener task failed"),
+        Ok(Ok(())) => {}
+    }
+    match router_task.await {
+        Ok(Err(e)) => tracing::error!(error = %e, "the router stopped with an error"),
+        Err(e) => tracing::error!(error = %e, "the router task failed"),
         Ok(Ok(())) => {}
     }
     let _ = follower.await;
