@@ -7,7 +7,7 @@ use imbus_core::{
     ComplianceRecord, ConfigChanged, ConfigKey, Credentials, Delivery, Direction, Event, GatewayId,
     MessageType, OfflineDelivered, OfflineEvent, OfflineExpired, OfflineStored, Origin,
     RosterChanged, ScramCredentials, ScramHash, SessionClosed, SessionEvent, SessionId,
-    SessionPresence, SessionState, StanzaKind, StanzaReceived, Subscription,
+    SessionPresence, SessionState, StanzaKind, StanzaReceived, Subscription, UserDataChanged,
 };
 
 use crate::EventSchema;
@@ -138,6 +138,7 @@ pub(crate) fn to_value(event: &Event) -> Value {
         Event::RosterChanged(e) => roster_changed(e),
         Event::Compliance(e) => compliance_record(e),
         Event::ConfigChanged(e) => config_changed(e),
+        Event::UserData(e) => user_data_changed(e),
     }
 }
 
@@ -347,6 +348,15 @@ fn config_changed(e: &ConfigChanged) -> Value {
     ])
 }
 
+fn user_data_changed(e: &UserDataChanged) -> Value {
+    record(vec![
+        ("user", string(e.user.as_str())),
+        ("namespace", string(&e.namespace)),
+        ("xml", opt_string(e.xml.as_deref())),
+        ("at", timestamp(e.at)),
+    ])
+}
+
 // ---------------------------------------------------------------------------------------
 // Avro -> domain
 
@@ -362,6 +372,7 @@ pub(crate) fn from_value(kind: EventSchema, value: Value) -> Result<Event, Schem
         EventSchema::RosterChanged => Event::RosterChanged(read_roster_changed(&mut f)?),
         EventSchema::ComplianceRecord => Event::Compliance(read_compliance_record(&mut f)?),
         EventSchema::ConfigChanged => Event::ConfigChanged(read_config_changed(&mut f)?),
+        EventSchema::UserDataChanged => Event::UserData(read_user_data_changed(&mut f)?),
     })
 }
 
@@ -552,5 +563,14 @@ fn read_config_changed(f: &mut Fields) -> Result<ConfigChanged, SchemaError> {
         value: f.opt_string("value")?,
         at: f.timestamp("at")?,
         by: f.string("by")?,
+    })
+}
+
+fn read_user_data_changed(f: &mut Fields) -> Result<UserDataChanged, SchemaError> {
+    Ok(UserDataChanged {
+        user: f.bare_jid("user")?,
+        namespace: f.string("namespace")?,
+        xml: f.opt_string("xml")?,
+        at: f.timestamp("at")?,
     })
 }

@@ -70,11 +70,12 @@ pub enum EventSchema {
     RosterChanged,
     ComplianceRecord,
     ConfigChanged,
+    UserDataChanged,
 }
 
 impl EventSchema {
     /// Every event schema.
-    pub const ALL: [EventSchema; 8] = [
+    pub const ALL: [EventSchema; 9] = [
         EventSchema::StanzaReceived,
         EventSchema::SessionEvent,
         EventSchema::Delivery,
@@ -83,6 +84,7 @@ impl EventSchema {
         EventSchema::RosterChanged,
         EventSchema::ComplianceRecord,
         EventSchema::ConfigChanged,
+        EventSchema::UserDataChanged,
     ];
 
     /// The schema's name, which is also the name of its `.avsc` file.
@@ -96,6 +98,7 @@ impl EventSchema {
             EventSchema::RosterChanged => "RosterChanged",
             EventSchema::ComplianceRecord => "ComplianceRecord",
             EventSchema::ConfigChanged => "ConfigChanged",
+            EventSchema::UserDataChanged => "UserDataChanged",
         }
     }
 
@@ -115,6 +118,7 @@ impl EventSchema {
             Event::RosterChanged(_) => EventSchema::RosterChanged,
             Event::Compliance(_) => EventSchema::ComplianceRecord,
             Event::ConfigChanged(_) => EventSchema::ConfigChanged,
+            Event::UserData(_) => EventSchema::UserDataChanged,
         }
     }
 

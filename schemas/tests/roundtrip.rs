@@ -226,6 +226,21 @@ fn invalid_jids_name_the_field() {
     );
     let (schema, field, _) = field_error(&err);
     assert_eq!((schema, field), ("SessionEvent", "bound.resource"));
+
+    let err = decode_altered(
+        EventSchema::UserDataChanged,
+        &["user"],
+        Value::String("alice@example.com/phone".into()),
+    );
+    let (schema, field, problem) = field_error(&err);
+    assert_eq!((schema, field), ("UserDataChanged", "user"));
+    assert!(matches!(
+        problem,
+        FieldProblem::Jid {
+            expected: "bare JID",
+            ..
+        }
+    ));
 }
 
 #[test]

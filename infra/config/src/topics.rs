@@ -25,6 +25,10 @@ pub const ROSTERS: &str = "rosters";
 pub const COMPLIANCE: &str = "compliance";
 /// Live settings (key: setting name). Compacted, one partition (total order of changes).
 pub const CONFIG: &str = "config";
+/// XML stored on an account's behalf: vCard (XEP-0054), private XML storage (XEP-0049),
+/// block list (XEP-0191) (key: user bare JID + `\u{0}` + the element's XML namespace;
+/// partition: the user's bare JID). Compacted.
+pub const USERDATA: &str = "userdata";
 
 /// The prefix of the per-gateway delivery topics: `deliver.<gateway-id>`.
 pub const DELIVER_PREFIX: &str = "deliver.";
@@ -89,6 +93,12 @@ pub const SYSTEM_TOPICS: &[TopicLayout] = &[
         partitions: Some(1),
         retention: None,
     },
+    TopicLayout {
+        name: USERDATA,
+        compacted: true,
+        partitions: None,
+        retention: None,
+    },
 ];
 
 /// The delivery topic of a gateway.
@@ -112,5 +122,13 @@ mod tests {
             );
         }
         assert_eq!(deliver_topic("gw-1"), "deliver.gw-1");
+    }
+
+    #[test]
+    fn userdata_is_a_compacted_topic_partitioned_like_the_others() {
+        let layout = SYSTEM_TOPICS.iter().find(|t| t.name == USERDATA).unwrap();
+        assert!(layout.compacted);
+        assert_eq!(layout.partitions, None);
+        assert_eq!(layout.retention, None);
     }
 }

@@ -16,6 +16,7 @@
 //! | [`RosterChanged`] | `rosters` | the router, for every roster item change |
 //! | [`ComplianceRecord`] | `compliance` | the router and rooms, one per recipient per IM |
 //! | [`ConfigChanged`] | `config` | administration, for live setting changes |
+//! | [`UserDataChanged`] | `userdata` | the router, for XML stored on an account's behalf (vCard, private storage, block list) |
 //!
 //! Values are validated when they are built: a [`GatewayId`], [`SessionId`], [`ConfigKey`]
 //! or [`ScramCredentials`] cannot hold an invalid value, and JIDs are the RFC 7622 types of
@@ -36,6 +37,7 @@ mod roster;
 mod session;
 mod stanza;
 mod time;
+mod userdata;
 
 pub use account::{
     AccountDeleted, AccountEvent, AccountState, Credentials, ScramCredentials, ScramHash,
@@ -53,6 +55,7 @@ pub use session::{
 };
 pub use stanza::{StanzaKind, StanzaReceived};
 pub use time::Timestamp;
+pub use userdata::UserDataChanged;
 
 pub use jid::{self, BareJid, FullJid, Jid};
 pub use uuid::{self, Uuid};
@@ -76,6 +79,9 @@ pub enum Event {
     Compliance(ComplianceRecord),
     /// A setting was changed while the server runs.
     ConfigChanged(ConfigChanged),
+    /// XML the server stores on an account's behalf (vCard, private storage, block list)
+    /// was set or removed.
+    UserData(UserDataChanged),
 }
 
 macro_rules! event_from {
@@ -97,6 +103,7 @@ event_from!(
     RosterChanged(RosterChanged),
     Compliance(ComplianceRecord),
     ConfigChanged(ConfigChanged),
+    UserData(UserDataChanged),
 );
 
 #[cfg(test)]
@@ -113,5 +120,14 @@ mod tests {
         };
         let event: Event = change.clone().into();
         assert_eq!(event, Event::ConfigChanged(change));
+
+        let vcard = UserDataChanged {
+            user: BareJid::new("alice@example.com").unwrap(),
+            namespace: "vcard-temp".to_owned(),
+            xml: Some("<vCard xmlns='vcard-temp'><FN>Alice</FN></vCard>".to_owned()),
+            at: Timestamp::from_micros(2),
+        };
+        let event: Event = vcard.clone().into();
+        assert_eq!(event, Event::UserData(vcard));
     }
 }

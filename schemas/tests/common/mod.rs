@@ -324,5 +324,28 @@ pub fn samples() -> Vec<Event> {
             by: "imbus admin".to_owned(),
         }
         .into(),
+        UserDataChanged {
+            user: bare("alice@example.com"),
+            namespace: "vcard-temp".to_owned(),
+            xml: Some(format!(
+                "<vCard xmlns='vcard-temp'><FN>{unicode}</FN><NICKNAME>Alice ✨</NICKNAME></vCard>"
+            )),
+            at: at(80),
+        }
+        .into(),
+        UserDataChanged {
+            user: bare("alice@example.com"),
+            namespace: "urn:xmpp:blocking".to_owned(),
+            xml: None,
+            at: at(81),
+        }
+        .into(),
+        UserDataChanged {
+            user: bare("zoë@example.com"),
+            namespace: "storage:bookmarks".to_owned(),
+            xml: Some(String::new()),
+            at: at(-82),
+        }
+        .into(),
     ]
 }
