@@ -15,7 +15,7 @@
 use imbus_core::{
     Availability, BareJid, ClientFeatures, Delivery, FullJid, GatewayId, Jid, RosterChanged,
     SessionEvent, SessionId, SessionPresence, SessionState, StanzaKind, StanzaReceived,
-    Subscription, Timestamp, Uuid,
+    Subscription, Timestamp, UserDataChanged, Uuid,
 };
 use imbus_xmpp_stream::{
     Element, ParserConfig, StanzaError, StanzaErrorCondition, StanzaErrorType, StreamEvent,
@@ -29,6 +29,8 @@ const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 const NS_PING: &str = "urn:xmpp:ping";
 const NS_VERSION: &str = "jabber:iq:version";
+const NS_VCARD: &str = "vcard-temp";
+const NS_PRIVATE: &str = "jabber:iq:private";
 
 /// Settings of the router.
 #[derive(Debug, Clone)]
@@ -78,6 +80,14 @@ pub enum Output {
     Session(SessionEvent),
     /// The presence record of a session is obsolete: a tombstone under [`presence_key`].
     SessionGone(FullJid),
+    /// Stored XML of an account changed: topic `userdata`, key [`user_data_key`],
+    /// partition of the user (a tombstone when removed).
+    UserData(UserDataChanged),
+}
+
+/// The compacted key of an account's stored XML.
+pub fn user_data_key(user: &BareJid, namespace: &str) -> String {
+    format!("{}\u{0}{}", user.as_str(), namespace)
 }
 
 /// The compacted key of the router's presence records of a session (distinct from the
@@ -104,6 +114,12 @@ pub fn parse_stanza(xml: &str) -> Option<Element> {
     });
     let stanza = stanzas.next()?;
     stanzas.next().is_none().then_some(stanza)
+}
+
+/// Parses a stored element (any namespace) back into a tree.
+fn parse_fragment(xml: &str) -> Option<Element> {
+    let wrapped = format!("<message xmlns='jabber:client'>{xml}</message>");
+    parse_stanza(&wrapped).and_then(|m| m.children().next().cloned())
 }
 
 /// The router: its configuration and the state of its partitions.
@@ -966,6 +982,25 @@ impl Router {
             (_, "query", NS_ROSTER) if own_account || element.attr("to").is_none() => {
                 self.roster_iq(sender, session, element, out)
             }
+            (_, "vCard", NS_VCARD) if own_account => {
+                self.stored_xml_iq(sender, session, element, NS_VCARD.to_owned(), out)
+            }
+            (_, "query", NS_PRIVATE) if own_account => {
+                // XEP-0049: one child element, stored by its namespace.
+                let Some(child) = payload.and_then(|p| p.children().next()) else {
+                    let e = error(StanzaErrorCondition::BadRequest)
+                        .with_type(StanzaErrorType::Modify)
+                        .with_text("private storage needs one child element");
+                    return self.reply_error(sender, session, element, e, out);
+                };
+                if child.namespace().starts_with("jabber:") {
+                    // XEP-0049 §3: the jabber: namespaces are reserved.
+                    let e = error(StanzaErrorCondition::NotAcceptable);
+                    return self.reply_error(sender, session, element, e, out);
+                }
+                let key = format!("{NS_PRIVATE}#{}#{}", child.namespace(), child.name());
+                self.stored_xml_iq(sender, session, element, key, out)
+            }
             ("get", "query", NS_DISCO_INFO) => {
                 let mut query = Element::new("query", NS_DISCO_INFO);
                 if let Some(node) = payload.and_then(|p| p.attr("node")) {
@@ -1023,12 +1058,77 @@ impl Router {
         }
     }
 
+    /// Get or set XML stored for the sender's account (vCard, private XML storage).
+    fn stored_xml_iq(
+        &mut self,
+        sender: &FullJid,
+        session: &Session,
+        element: &Element,
+        key: String,
+        out: &mut Out<'_>,
+    ) {
+        let user = sender.to_bare();
+        let Some(payload) = element.children().next() else {
+            return;
+        };
+        let is_private = key.starts_with(NS_PRIVATE);
+        if element.attr("type") == Some("set") {
+            let stored = if is_private {
+                payload.children().next().cloned()
+            } else {
+                Some(payload.clone())
+            };
+            let Some(stored) = stored else {
+                return;
+            };
+            let xml = stored.to_xml();
+            self.state
+                .user_mut(&user)
+                .data
+                .insert(key.clone(), xml.clone());
+            out.outputs.push(Output::UserData(UserDataChanged {
+                user,
+                namespace: key,
+                xml: Some(xml),
+                at: out.now,
+            }));
+            let result = iq_result(element, sender.as_str(), None);
+            return self.reply(sender, session, result, out);
+        }
+        let stored = self
+            .state
+            .users
+            .get(&user)
+            .and_then(|u| u.data.get(&key))
+            .and_then(|xml| parse_fragment(xml));
+        let body = match (is_private, stored) {
+            (false, Some(vcard)) => vcard,
+            (false, None) => Element::new("vCard", NS_VCARD),
+            (true, found) => {
+                let mut query = Element::new("query", NS_PRIVATE);
+                match found {
+                    Some(data) => query.push_child(data),
+                    None => {
+                        if let Some(asked) = payload.children().next() {
+                            query.push_child(Element::new(asked.name(), asked.namespace()));
+                        }
+                    }
+                }
+                query
+            }
+        };
+        let result = iq_result(element, sender.as_str(), None).with_child(body);
+        self.reply(sender, session, result, out);
+    }
+
     fn server_features(&self) -> Vec<&'static str> {
         let mut features = vec![
             NS_DISCO_INFO,
             NS_DISCO_ITEMS,
             NS_PING,
             NS_ROSTER,
+            NS_VCARD,
+            NS_PRIVATE,
             "urn:xmpp:sm:3",
         ];
         if self.config.version_enabled {
@@ -1472,6 +1572,16 @@ impl Router {
                     .with_child(Element::new("query", NS_DISCO_ITEMS))
             }
             ("get", "ping", NS_PING) => iq_result(&element, stanza.sender.as_str(), Some(&from)),
+            ("get", "vCard", NS_VCARD) => {
+                let vcard = self
+                    .state
+                    .users
+                    .get(&to.to_bare())
+                    .and_then(|u| u.data.get(NS_VCARD))
+                    .and_then(|xml| parse_fragment(xml))
+                    .unwrap_or_else(|| Element::new("vCard", NS_VCARD));
+                iq_result(&element, stanza.sender.as_str(), Some(&from)).with_child(vcard)
+            }
             _ => {
                 let e = error(StanzaErrorCondition::ServiceUnavailable);
                 return self.bounce(stanza, &element, e, out);

@@ -8,15 +8,17 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use imbus_config::topics::{ACCOUNTS, DELIVER_PREFIX, ROSTERS, ROUTED, SESSIONS, STANZAS};
-use imbus_core::{BareJid, Event, RosterChanged, SessionEvent, Timestamp};
+use imbus_config::topics::{
+    ACCOUNTS, DELIVER_PREFIX, ROSTERS, ROUTED, SESSIONS, STANZAS, USERDATA,
+};
+use imbus_core::{BareJid, Event, RosterChanged, SessionEvent, Timestamp, UserDataChanged};
 use imbus_log::{
     ConsumedRecord, ConsumerEvent, ConsumerOptions, Log, LogError, Offset, Partition, Record,
     StartAt, TopicPartition, partition_for_key,
 };
 use tokio::sync::watch;
 
-use crate::router::{Input, Output, Router, RouterConfig, presence_key, roster_key};
+use crate::router::{Input, Output, Router, RouterConfig, presence_key, roster_key, user_data_key};
 
 /// The consumer group of routers.
 pub const GROUP: &str = "router";
@@ -157,9 +159,12 @@ fn input_of(router: &mut Router, record: &ConsumedRecord, mark: Offset) -> Optio
 /// accounts changelogs up to the group's committed offsets (the consumer delivers the
 /// rest as inputs).
 async fn restore(log: &dyn Log, router: &mut Router, partition: Partition) -> Result<(), LogError> {
-    let mut counts = [0usize; 3];
-    for (i, topic) in [ROSTERS, SESSIONS, ACCOUNTS].into_iter().enumerate() {
-        let until = if topic == ROSTERS {
+    let mut counts = [0usize; 4];
+    for (i, topic) in [ROSTERS, SESSIONS, ACCOUNTS, USERDATA]
+        .into_iter()
+        .enumerate()
+    {
+        let until = if topic == ROSTERS || topic == USERDATA {
             log.watermarks(topic, partition).await?.high
         } else {
             match log
@@ -190,6 +195,7 @@ async fn restore(log: &dyn Log, router: &mut Router, partition: Partition) -> Re
         rosters = counts[0],
         sessions = counts[1],
         accounts = counts[2],
+        userdata = counts[3],
         "router partition restored"
     );
     Ok(())
@@ -207,12 +213,28 @@ fn apply_changelog(router: &mut Router, topic: &str, record: &ConsumedRecord) {
         {
             router.state_mut().forget_roster_item(&user, &contact);
         }
+        if topic == USERDATA
+            && let Some((user, namespace)) = record
+                .key
+                .as_ref()
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .and_then(|k| k.split_once('\u{0}'))
+            && let Ok(user) = BareJid::new(user)
+        {
+            router.state_mut().apply_user_data(&UserDataChanged {
+                user,
+                namespace: namespace.to_owned(),
+                xml: None,
+                at: Timestamp::from_micros(0),
+            });
+        }
         return;
     };
     match imbus_schemas::decode(value) {
         Ok(Event::RosterChanged(change)) => router.state_mut().apply_roster(&change),
         Ok(Event::Session(event)) => router.state_mut().apply_session(&event),
         Ok(Event::Account(event)) => router.state_mut().apply_account(&event),
+        Ok(Event::UserData(change)) => router.state_mut().apply_user_data(&change),
         Ok(_) => {}
         Err(e) => {
             tracing::warn!(topic, offset = record.offset, error = %e, "undecodable changelog record; skipped");
@@ -264,6 +286,16 @@ async fn write(log: &dyn Log, partitions: i32, outputs: Vec<Output>) -> Result<(
                     partition,
                     Record::new(presence_key(&jid), encode(Event::Session(event))?),
                 ));
+            }
+            Output::UserData(change) => {
+                let partition = partition_for_key(change.user.as_str().as_bytes(), partitions);
+                let key = user_data_key(&change.user, &change.namespace);
+                let record = if change.xml.is_none() {
+                    Record::tombstone(key)
+                } else {
+                    Record::new(key, encode(Event::UserData(change))?)
+                };
+                keyed.push((USERDATA, partition, record));
             }
             Output::SessionGone(jid) => {
                 let partition = partition_for_key(jid.to_bare().as_str().as_bytes(), partitions);

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use imbus_core::{
     AccountEvent, Availability, BareJid, FullJid, GatewayId, Jid, RosterChanged, SessionEvent,
-    SessionId, SessionPresence, Subscription,
+    SessionId, SessionPresence, Subscription, UserDataChanged,
 };
 
 /// How many closed session ids are remembered, so a stanza that a closed session sent
@@ -115,6 +115,8 @@ pub struct User {
     pub sessions: BTreeMap<String, Session>,
     /// Roster items by contact.
     pub roster: BTreeMap<BareJid, Item>,
+    /// XML the server stores for the account (vCard, private XML), by namespace key.
+    pub data: BTreeMap<String, String>,
 }
 
 impl User {
@@ -182,6 +184,19 @@ impl State {
     pub fn forget_roster_item(&mut self, user: &BareJid, contact: &BareJid) {
         if let Some(u) = self.users.get_mut(user) {
             u.roster.remove(contact);
+        }
+    }
+
+    /// Applies a user data changelog record.
+    pub fn apply_user_data(&mut self, change: &UserDataChanged) {
+        let user = self.user_mut(&change.user);
+        match &change.xml {
+            Some(xml) => {
+                user.data.insert(change.namespace.clone(), xml.clone());
+            }
+            None => {
+                user.data.remove(&change.namespace);
+            }
         }
     }
 

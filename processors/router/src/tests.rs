@@ -473,3 +473,85 @@ fn reprocessing_yields_the_same_output_ids() {
     let second = w1.router.handle(Input::Outbound(stanza), t());
     assert_eq!(first, second);
 }
+
+#[test]
+fn vcard_is_stored_and_served_to_its_owner_and_others() {
+    let mut w = online(&["alice", "bob"], &[A, B]);
+    w.send(A, "<iq type='get' id='v0'><vCard xmlns='vcard-temp'/></iq>");
+    assert!(
+        w.take(A)
+            .iter()
+            .any(|x| x.contains("id='v0'") && x.contains("<vCard xmlns='vcard-temp'/>"))
+    );
+    w.send(
+        A,
+        "<iq type='set' id='v1'><vCard xmlns='vcard-temp'><FN>Alice Liddell</FN></vCard></iq>",
+    );
+    assert!(
+        w.take(A)
+            .iter()
+            .any(|x| x.contains("id='v1'") && x.contains("type='result'"))
+    );
+    assert!(
+        w.changelog
+            .iter()
+            .any(|o| matches!(o, Output::UserData(d) if d.namespace == "vcard-temp"))
+    );
+    w.send(
+        B,
+        "<iq type='get' to='alice@example.com' id='v2'><vCard xmlns='vcard-temp'/></iq>",
+    );
+    let bob = w.take(B);
+    assert!(
+        bob.iter().any(|x| x.contains("id='v2'")
+            && x.contains("<FN>Alice Liddell</FN>")
+            && x.contains("from='alice@example.com'")),
+        "{bob:?}"
+    );
+    // Rebuilt from the changelog.
+    let mut fresh = World::new(&["alice", "bob"]);
+    for output in &w.changelog {
+        if let Output::UserData(d) = output {
+            fresh.router.state_mut().apply_user_data(d);
+        }
+    }
+    fresh.bind(A);
+    fresh.send(A, "<iq type='get' id='v3'><vCard xmlns='vcard-temp'/></iq>");
+    assert!(
+        fresh
+            .take(A)
+            .iter()
+            .any(|x| x.contains("<FN>Alice Liddell</FN>"))
+    );
+}
+
+#[test]
+fn private_xml_storage_round_trip_and_reserved_namespaces() {
+    let mut w = online(&["alice"], &[A]);
+    w.send(A, "<iq type='set' id='p1'><query xmlns='jabber:iq:private'><prefs xmlns='urn:example:prefs'><color>blue</color></prefs></query></iq>");
+    assert!(
+        w.take(A)
+            .iter()
+            .any(|x| x.contains("id='p1'") && x.contains("type='result'"))
+    );
+    w.send(A, "<iq type='get' id='p2'><query xmlns='jabber:iq:private'><prefs xmlns='urn:example:prefs'/></query></iq>");
+    assert!(
+        w.take(A)
+            .iter()
+            .any(|x| x.contains("id='p2'") && x.contains("<color>blue</color>"))
+    );
+    w.send(A, "<iq type='get' id='p3'><query xmlns='jabber:iq:private'><other xmlns='urn:example:none'/></query></iq>");
+    let alice = w.take(A);
+    assert!(
+        alice
+            .iter()
+            .any(|x| x.contains("id='p3'") && x.contains("<other xmlns='urn:example:none'/>")),
+        "{alice:?}"
+    );
+    w.send(A, "<iq type='set' id='p4'><query xmlns='jabber:iq:private'><x xmlns='jabber:iq:roster'/></query></iq>");
+    assert!(
+        w.take(A)
+            .iter()
+            .any(|x| x.contains("id='p4'") && x.contains("not-acceptable"))
+    );
+}
