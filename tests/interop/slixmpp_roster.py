@@ -86,7 +86,11 @@ async def main(host, port, alice_jid, alice_pw, bob_jid, bob_pw):
     steps = []
     try:
         for c in (alice, bob):
-            c.connect(host=host, port=int(port), force_starttls=True, disable_starttls=False)
+            # Plain TCP upgraded with STARTTLS (the server requires it).
+            c.enable_direct_tls = False
+            c.enable_starttls = True
+            c.enable_plaintext = False
+            c.connect(host=host, port=int(port))
         await asyncio.wait_for(asyncio.gather(alice.ready.wait(), bob.ready.wait()), TIMEOUT)
         steps.append("both logged in over STARTTLS")
 
@@ -104,10 +108,10 @@ async def main(host, port, alice_jid, alice_pw, bob_jid, bob_pw):
         await wait_for(seen, "alice:message:hello alice")
         steps.append("chat both ways")
 
-        info = await alice["xep_0030"].get_info(jid=slixmpp.JID(alice_jid).domain, timeout=TIMEOUT)
+        info = await alice.plugin["xep_0030"].get_info(jid=slixmpp.JID(alice_jid).domain, timeout=TIMEOUT)
         features = info["disco_info"]["features"]
         assert "urn:xmpp:ping" in features, features
-        await alice["xep_0199"].ping(jid=slixmpp.JID(alice_jid).domain, timeout=TIMEOUT)
+        await alice.plugin["xep_0199"].ping(jid=slixmpp.JID(alice_jid).domain, timeout=TIMEOUT)
         steps.append("disco#info and ping")
 
         bob.disconnect()

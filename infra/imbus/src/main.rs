@@ -15,6 +15,7 @@ mod metrics;
 mod serve;
 mod telemetry;
 mod user_cmd;
+mod xmpp;
 
 use std::process::ExitCode;
 

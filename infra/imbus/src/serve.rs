@@ -83,7 +83,7 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let (view, from) = crate::accounts::load(log.as_ref()).await?;
     let account_followers =
         crate::accounts::follow(log.clone(), view.clone(), from, shutdown_rx.clone());
-    let accounts = crate::accounts::Accounts::new(log.clone(), view, &config);
+    let accounts = crate::accounts::Accounts::new(log.clone(), view.clone(), &config);
 
     // The router: where every stanza goes, computed from the log.
     let domain = imbus_core::BareJid::new(&config.domain)
@@ -94,6 +94,14 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         router_config,
         shutdown_rx.clone(),
     ));
+    // The XMPP client gateway, authenticating against the accounts view.
+    let gateway = imbus_gateway_xmpp::Gateway::start(
+        crate::xmpp::gateway_config(&config)?,
+        log.clone(),
+        Arc::new(view.clone()),
+    )
+    .await
+    .context("starting the XMPP client gateway")?;
     let admin = crate::admin::router(token, log.clone(), accounts, base, live_rx);
     let checks: Vec<Box<dyn HealthCheck>> = vec![Box::new(LogHealth {
         log: log.clone(),
@@ -108,7 +116,14 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     run_file.write(&RunInfo {
         pid: std::process::id(),
         http: http_bound,
-        listeners: vec![("http".to_owned(), http_bound)],
+        listeners: [
+            Some(("http".to_owned(), http_bound)),
+            gateway.c2s_addr().map(|a| ("c2s".to_owned(), a)),
+            gateway.tls_addr().map(|a| ("c2s_tls".to_owned(), a)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
         backend: log.backend().to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
     })?;
@@ -116,6 +131,7 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
 
     let signal = wait_for_signal().await;
     tracing::info!(signal, "shutting down");
+    gateway.shutdown().await;
     let _ = shutdown_tx.send(true);
     match http_task.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "HTTP listener ended with an error"),

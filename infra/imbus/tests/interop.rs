@@ -1,0 +1,111 @@
+//! Third-party clients against a real `imbus serve` (gateway + router on the embedded
+//! log): slixmpp from PyPI logs in over STARTTLS, exchanges roster subscriptions, sees
+//! presence come and go, chats, and queries disco and ping.
+//!
+//! Needs `python3` with `slixmpp` (`tests/run` installs it: `pip install slixmpp`).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Server, env_for, imbus};
+
+/// The address of a listener named in the run file (`c2s`, `c2s_tls`, …).
+fn listener(data_dir: &Path, name: &str) -> SocketAddr {
+    let bytes = std::fs::read(data_dir.join("run").join("imbus.json")).expect("run file");
+    let info: serde_json::Value = serde_json::from_slice(&bytes).expect("run file is JSON");
+    info["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l[0].as_str() == Some(name))
+        .and_then(|l| l[1].as_str())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} listener in the run file: {info}"))
+}
+
+fn add_user(data_dir: &Path, jid: &str, password: &str) {
+    let mut cmd = imbus();
+    env_for(&mut cmd, data_dir);
+    let out = cmd
+        .args(["user", "add", jid, "--password", password])
+        .output()
+        .expect("run imbus user add");
+    assert!(
+        out.status.success(),
+        "imbus user add {jid}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn require_slixmpp() {
+    let ok = Command::new("python3")
+        .args(["-c", "import slixmpp"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "this test drives slixmpp and it is not installed: run `pip install slixmpp` \
+         (tests/run does it)"
+    );
+}
+
+fn run_script(script: &str, args: &[String], timeout: Duration) -> (bool, String) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/interop")
+        .join(script);
+    let mut child = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn python3");
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(_status) = child.try_wait().expect("wait for the script") {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("script output");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn slixmpp_subscribes_sees_presence_and_chats_over_starttls() {
+    require_slixmpp();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    add_user(dir.path(), "alice@localhost", "Alice-Pw-1");
+    add_user(dir.path(), "bob@localhost", "Bob-Pw-2");
+    let c2s = listener(dir.path(), "c2s");
+    let args = [
+        c2s.ip().to_string(),
+        c2s.port().to_string(),
+        "alice@localhost/slix".to_owned(),
+        "Alice-Pw-1".to_owned(),
+        "bob@localhost/slix".to_owned(),
+        "Bob-Pw-2".to_owned(),
+    ];
+    let (ok, output) = run_script("slixmpp_roster.py", &args, Duration::from_secs(90));
+    drop(server);
+    assert!(ok, "slixmpp interop failed:\n{output}");
+    assert!(output.contains("OK:"), "{output}");
+}
