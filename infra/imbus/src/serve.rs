@@ -94,14 +94,16 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         router_config,
         shutdown_rx.clone(),
     ));
-    // The XMPP client gateway, authenticating against the accounts view.
-    let gateway = imbus_gateway_xmpp::Gateway::start(
-        crate::xmpp::gateway_config(&config)?,
-        log.clone(),
-        Arc::new(view.clone()),
-    )
-    .await
-    .context("starting the XMPP client gateway")?;
+    // The XMPP client gateway, authenticating against the accounts view. Sessions an
+    // earlier run left open (a crash) are closed first.
+    let gateway_config = crate::xmpp::gateway_config(&config)?;
+    imbus_gateway_xmpp::close_stale_sessions(log.as_ref(), &gateway_config.gateway_id)
+        .await
+        .context("closing the sessions of the previous run")?;
+    let gateway =
+        imbus_gateway_xmpp::Gateway::start(gateway_config, log.clone(), Arc::new(view.clone()))
+            .await
+            .context("starting the XMPP client gateway")?;
     let admin = crate::admin::router(token, log.clone(), accounts, base, live_rx);
     let checks: Vec<Box<dyn HealthCheck>> = vec![Box::new(LogHealth {
         log: log.clone(),
