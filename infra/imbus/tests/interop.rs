@@ -109,3 +109,36 @@ fn slixmpp_subscribes_sees_presence_and_chats_over_starttls() {
     assert!(ok, "slixmpp interop failed:\n{output}");
     assert!(output.contains("OK:"), "{output}");
 }
+
+#[test]
+fn rosters_and_vcards_survive_a_kill_and_restart() {
+    require_slixmpp();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    add_user(dir.path(), "alice@localhost", "Alice-Pw-1");
+    add_user(dir.path(), "bob@localhost", "Bob-Pw-2");
+    let c2s = listener(dir.path(), "c2s");
+    let (host, port) = (c2s.ip().to_string(), c2s.port().to_string());
+    let login = |jid: &str, pw: &str| [host.clone(), port.clone(), jid.to_owned(), pw.to_owned()];
+    let mut args = login("alice@localhost/a", "Alice-Pw-1").to_vec();
+    args.extend(login("bob@localhost/b", "Bob-Pw-2")[2..].iter().cloned());
+    let (ok, output) = run_script("slixmpp_roster.py", &args, Duration::from_secs(90));
+    assert!(ok, "handshake failed:\n{output}");
+    let mut args = login("alice@localhost/a", "Alice-Pw-1").to_vec();
+    args.extend(["set-vcard".to_owned(), "Alice Liddell".to_owned()]);
+    let (ok, output) = run_script("slixmpp_state.py", &args, Duration::from_secs(60));
+    assert!(ok, "vCard store failed:\n{output}");
+
+    server.kill9();
+    let _server = Server::start(dir.path());
+    let c2s = listener(dir.path(), "c2s");
+    let mut args = vec![
+        c2s.ip().to_string(),
+        c2s.port().to_string(),
+        "alice@localhost/a".to_owned(),
+        "Alice-Pw-1".to_owned(),
+    ];
+    args.extend(["expect", "bob@localhost", "both", "Alice Liddell"].map(str::to_owned));
+    let (ok, output) = run_script("slixmpp_state.py", &args, Duration::from_secs(60));
+    assert!(ok, "state after restart:\n{output}");
+}
