@@ -173,15 +173,16 @@ async fn scenario(dir: &Path, tls_dir: &Path) {
         other => panic!("unexpected {other:?}"),
     }
 
-    // A sent message is on `stanzas`, keyed by the recipient, with the stamped sender.
+    // A sent message is on `stanzas`, keyed by its sender (outbound processing runs on
+    // the sender's partition), with the stamped sender.
     let message = Message::chat(Some(
         tokio_xmpp::jid::Jid::new("romeo@example.com").unwrap(),
     ))
     .with_body(Lang(String::new()), "Wherefore art thou?".to_owned());
     juliet.send_stanza(message.into()).await.unwrap();
-    let stanzas = records(&log, "stanzas", "romeo@example.com", 1).await;
+    let stanzas = records(&log, "stanzas", "juliet@example.com", 1).await;
     let record = stanzas.first().expect("the message never reached the log");
-    assert_eq!(record.key.as_deref(), Some(&b"romeo@example.com"[..]));
+    assert_eq!(record.key.as_deref(), Some(&b"juliet@example.com"[..]));
     let received = match imbus_schemas::decode(record.value.as_ref().unwrap()).unwrap() {
         Event::StanzaReceived(received) => received,
         other => panic!("unexpected {other:?}"),
