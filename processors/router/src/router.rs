@@ -847,10 +847,7 @@ impl Router {
                     return;
                 }
                 if item.pending_in.is_some() {
-                    item.subscription = match item.subscription {
-                        Subscription::To => Subscription::Both,
-                        _ => Subscription::From,
-                    };
+                    item.add_subscriber();
                     item.pending_in = None;
                     item.approved = false;
                     self.emit_roster(&user, &contact, &item, true, out);
@@ -875,11 +872,7 @@ impl Router {
             }
             "unsubscribe" => {
                 let before = item.clone();
-                item.subscription = match item.subscription {
-                    Subscription::To => Subscription::None,
-                    Subscription::Both => Subscription::From,
-                    other => other,
-                };
+                item.drop_subscription();
                 item.ask_out = false;
                 if existing.is_some() && before != item {
                     self.emit_roster(&user, &contact, &item, item.on_roster(), out);
@@ -889,11 +882,7 @@ impl Router {
             _ => {
                 // unsubscribed: cancel or refuse the contact's subscription.
                 let before = item.clone();
-                item.subscription = match item.subscription {
-                    Subscription::From => Subscription::None,
-                    Subscription::Both => Subscription::To,
-                    other => other,
-                };
+                item.drop_subscriber();
                 item.pending_in = None;
                 item.approved = false;
                 if existing.is_some() && before != item {
@@ -1423,10 +1412,7 @@ impl Router {
                 if !item.ask_out || item.subscription.user_sees_contact() {
                     return;
                 }
-                item.subscription = match item.subscription {
-                    Subscription::From => Subscription::Both,
-                    _ => Subscription::To,
-                };
+                item.add_subscription();
                 item.ask_out = false;
                 self.emit_roster(&recipient, &contact, &item, true, out);
                 self.deliver_to_available(&recipient, &element, out);
@@ -1436,11 +1422,7 @@ impl Router {
                     return;
                 };
                 let before = item.clone();
-                item.subscription = match item.subscription {
-                    Subscription::From => Subscription::None,
-                    Subscription::Both => Subscription::To,
-                    other => other,
-                };
+                item.drop_subscriber();
                 item.pending_in = None;
                 item.approved = false;
                 if before != item {
@@ -1453,11 +1435,7 @@ impl Router {
                     return;
                 };
                 let before = item.clone();
-                item.subscription = match item.subscription {
-                    Subscription::To => Subscription::None,
-                    Subscription::Both => Subscription::From,
-                    other => other,
-                };
+                item.drop_subscription();
                 item.ask_out = false;
                 if before != item {
                     self.emit_roster(&recipient, &contact, &item, item.on_roster(), out);
@@ -1490,10 +1468,7 @@ impl Router {
             return;
         }
         if item.approved {
-            item.subscription = match item.subscription {
-                Subscription::To => Subscription::Both,
-                _ => Subscription::From,
-            };
+            item.add_subscriber();
             item.approved = false;
             item.pending_in = None;
             self.emit_roster(recipient, contact, &item, true, out);

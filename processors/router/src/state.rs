@@ -102,6 +102,41 @@ impl Item {
         self.subscription != Subscription::Remove
     }
 
+    /// The contact now receives the user's presence (`none`→`from`, `to`→`both`; an item
+    /// not on the roster joins it as `from`).
+    pub fn add_subscriber(&mut self) {
+        self.subscription = match self.subscription {
+            Subscription::To | Subscription::Both => Subscription::Both,
+            _ => Subscription::From,
+        };
+    }
+
+    /// The user now receives the contact's presence (`none`→`to`, `from`→`both`).
+    pub fn add_subscription(&mut self) {
+        self.subscription = match self.subscription {
+            Subscription::From | Subscription::Both => Subscription::Both,
+            _ => Subscription::To,
+        };
+    }
+
+    /// The contact no longer receives the user's presence (`from`→`none`, `both`→`to`).
+    pub fn drop_subscriber(&mut self) {
+        self.subscription = match self.subscription {
+            Subscription::From => Subscription::None,
+            Subscription::Both => Subscription::To,
+            other => other,
+        };
+    }
+
+    /// The user no longer receives the contact's presence (`to`→`none`, `both`→`from`).
+    pub fn drop_subscription(&mut self) {
+        self.subscription = match self.subscription {
+            Subscription::To => Subscription::None,
+            Subscription::Both => Subscription::From,
+            other => other,
+        };
+    }
+
     /// Whether the item carries nothing and can be forgotten.
     pub fn is_void(&self) -> bool {
         !self.on_roster() && self.pending_in.is_none() && !self.approved && !self.ask_out
