@@ -156,34 +156,12 @@ fn self_signed_certificate(
     name.push(rcgen::DnType::CommonName, domain);
     name.push(rcgen::DnType::OrganizationName, "imbus self-signed");
     params.distinguished_name = name;
-    let days = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() / 86_400)
-        .unwrap_or(0);
-    let (year, month, day) = civil_from_days(i64::try_from(days).unwrap_or(0));
+    let (year, month, day) = imbus_core::Timestamp::from_system_time(now).date();
+    let year = i32::try_from(year).unwrap_or(1970);
     params.not_before = rcgen::date_time_ymd(year, month, day);
     params.not_after = rcgen::date_time_ymd(year + 10, month, day.min(28));
     let cert = params.self_signed(&signing_key)?;
     Ok(rcgen::CertifiedKey { cert, signing_key })
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(days: i64) -> (i32, u8, u8) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (
-        i32::try_from(year).unwrap_or(1970),
-        u8::try_from(month).unwrap_or(1),
-        u8::try_from(day).unwrap_or(1),
-    )
 }
 
 /// The channel bindings of an established server connection, preferred first:
@@ -280,9 +258,6 @@ mod tests {
         assert_eq!(first.chain, second.chain);
         assert!(first.server_config(&[b"xmpp-client"]).is_ok());
         // rcgen signs with ECDSA P-256/SHA-256.
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_424), (2025, 12, 2));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
         assert_eq!(signature_hash(first.chain[0].as_ref()), SigHash::Sha256);
         assert_eq!(
             first.server_end_point(),
