@@ -13,9 +13,9 @@
 //! reprocessing an event after a restart produces the same ids.
 
 use imbus_core::{
-    Availability, BareJid, ClientFeatures, Delivery, FullJid, GatewayId, Jid, RosterChanged,
-    SessionEvent, SessionId, SessionPresence, SessionState, StanzaKind, StanzaReceived,
-    Subscription, Timestamp, UserDataChanged, Uuid,
+    Availability, BareJid, ClientFeatures, Delivery, FullJid, GatewayId, Jid, OfflineDelivered,
+    OfflineEvent, OfflineStored, RosterChanged, SessionEvent, SessionId, SessionPresence,
+    SessionState, StanzaKind, StanzaReceived, Subscription, Timestamp, UserDataChanged, Uuid,
 };
 use imbus_xmpp_stream::{
     Element, ParserConfig, StanzaError, StanzaErrorCondition, StanzaErrorType, StreamEvent,
@@ -30,6 +30,8 @@ const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 const NS_PING: &str = "urn:xmpp:ping";
 const NS_VERSION: &str = "jabber:iq:version";
 const NS_VCARD: &str = "vcard-temp";
+const NS_DELAY: &str = "urn:xmpp:delay";
+const NS_OFFLINE: &str = "msgoffline";
 const NS_PRIVATE: &str = "jabber:iq:private";
 
 /// Settings of the router.
@@ -42,6 +44,13 @@ pub struct RouterConfig {
     pub version_enabled: bool,
     /// The name and version reported when [`Self::version_enabled`].
     pub version: String,
+    /// Store messages for accounts with no available resource and deliver them at the
+    /// next login (XEP-0160, default on). When off, the sender gets
+    /// `service-unavailable`.
+    pub offline_enabled: bool,
+    /// Most messages stored for one account (default 1000); more are refused with
+    /// `resource-constraint`.
+    pub offline_quota: usize,
 }
 
 impl RouterConfig {
@@ -51,6 +60,8 @@ impl RouterConfig {
             domain,
             version_enabled: false,
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            offline_enabled: true,
+            offline_quota: 1000,
         }
     }
 }
@@ -80,9 +91,17 @@ pub enum Output {
     Session(SessionEvent),
     /// The presence record of a session is obsolete: a tombstone under [`presence_key`].
     SessionGone(FullJid),
+    /// A message stored for an offline account, or delivered from storage: topic
+    /// `offline`, key [`offline_key`], partition of the recipient.
+    Offline(OfflineEvent),
     /// Stored XML of an account changed: topic `userdata`, key [`user_data_key`],
     /// partition of the user (a tombstone when removed).
     UserData(UserDataChanged),
+}
+
+/// The compacted key of an offline message.
+pub fn offline_key(recipient: &BareJid, message_event_id: &Uuid) -> String {
+    format!("{}\u{0}{}", recipient.as_str(), message_event_id)
 }
 
 /// The compacted key of an account's stored XML.
@@ -316,6 +335,11 @@ impl Router {
             config,
             state: State::default(),
         }
+    }
+
+    /// The settings (some can change while the router runs).
+    pub fn config_mut(&mut self) -> &mut RouterConfig {
+        &mut self.config
     }
 
     /// The state (restoring folds changelog records into it).
@@ -740,6 +764,9 @@ impl Router {
                 }
             }
         }
+        if s.presence.as_ref().is_some_and(|p| p.priority >= 0) {
+            self.flush_offline(sender, &s, out);
+        }
     }
 
     fn emit_roster(
@@ -1118,6 +1145,7 @@ impl Router {
             NS_ROSTER,
             NS_VCARD,
             NS_PRIVATE,
+            NS_OFFLINE,
             "urn:xmpp:sm:3",
         ];
         if self.config.version_enabled {
@@ -1286,7 +1314,13 @@ impl Router {
         e: StanzaError,
         out: &mut Out<'_>,
     ) {
-        if let Some(reply) = error_reply(element, &e) {
+        if let Some(mut reply) = error_reply(element, &e) {
+            if element.name() == "message" {
+                // The original content, so the sender can tell which message failed
+                // (RFC 6120 §8.3.1 allows it).
+                let original: Vec<_> = element.nodes().to_vec();
+                reply.nodes_mut().splice(0..0, original);
+            }
             out.route(&stanza.sender, Jid::from(stanza.sender.clone()), &reply);
         }
     }
@@ -1328,15 +1362,89 @@ impl Router {
             .unwrap_or_default();
         if targets.is_empty() {
             if kind != "headline" {
-                let e = error(StanzaErrorCondition::ServiceUnavailable)
-                    .with_text("the recipient is offline");
-                self.bounce(stanza, &element, e, out);
+                self.store_offline(stanza, &recipient, &element, out);
             }
             return;
         }
         let xml = element.to_xml();
         for (full, session) in targets {
             out.deliver(&full, &session, xml.clone());
+        }
+    }
+
+    /// XEP-0160: keeps a message for an account with no available resource.
+    fn store_offline(
+        &mut self,
+        stanza: &StanzaReceived,
+        recipient: &BareJid,
+        element: &Element,
+        out: &mut Out<'_>,
+    ) {
+        if !self.config.offline_enabled {
+            let e = error(StanzaErrorCondition::ServiceUnavailable)
+                .with_text("the recipient is offline and offline messages are disabled");
+            return self.bounce(stanza, element, e, out);
+        }
+        let user = self.state.user_mut(recipient);
+        if user
+            .offline
+            .iter()
+            .any(|m| m.message_event_id == stanza.event_id)
+        {
+            return; // already stored (the stanza is processed again after a restart)
+        }
+        if user.offline.len() >= self.config.offline_quota {
+            let e = error(StanzaErrorCondition::ResourceConstraint)
+                .with_type(StanzaErrorType::Wait)
+                .with_text("the recipient is offline and their offline storage is full");
+            return self.bounce(stanza, element, e, out);
+        }
+        let stored = OfflineStored {
+            message_event_id: stanza.event_id,
+            recipient: recipient.clone(),
+            sender: Jid::from(stanza.sender.clone()),
+            stored_at: stanza.received_at,
+            xml: element.to_xml(),
+        };
+        user.offline.push(stored.clone());
+        out.outputs
+            .push(Output::Offline(OfflineEvent::Stored(stored)));
+    }
+
+    /// XEP-0160: hands the stored messages, oldest first and stamped with XEP-0203
+    /// delayed delivery, to a session that became available with priority ≥ 0.
+    fn flush_offline(&mut self, jid: &FullJid, session: &Session, out: &mut Out<'_>) {
+        let bare = jid.to_bare();
+        let stored = match self.state.users.get_mut(&bare) {
+            Some(user) if !user.offline.is_empty() => std::mem::take(&mut user.offline),
+            _ => return,
+        };
+        for message in stored {
+            let Some(mut element) = parse_stanza(&message.xml) else {
+                continue;
+            };
+            element.push_child(
+                Element::new("delay", NS_DELAY)
+                    .with_attr("from", self.config.domain.as_str())
+                    .with_attr("stamp", message.stored_at.to_rfc3339())
+                    .with_text("Offline storage"),
+            );
+            let event_id = out.next_id();
+            out.outputs.push(Output::Deliver(Delivery {
+                event_id,
+                source_event_id: message.message_event_id,
+                to: jid.clone(),
+                gateway_id: session.gateway_id.clone(),
+                session_id: session.session_id.clone(),
+                xml: element.to_xml(),
+                delayed_from: Some(message.stored_at),
+            }));
+            out.outputs
+                .push(Output::Offline(OfflineEvent::Delivered(OfflineDelivered {
+                    message_event_id: message.message_event_id,
+                    recipient: bare.clone(),
+                    at: out.now,
+                })));
         }
     }
 

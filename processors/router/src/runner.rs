@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use imbus_config::topics::{
-    ACCOUNTS, DELIVER_PREFIX, ROSTERS, ROUTED, SESSIONS, STANZAS, USERDATA,
+    ACCOUNTS, DELIVER_PREFIX, OFFLINE, ROSTERS, ROUTED, SESSIONS, STANZAS, USERDATA,
 };
 use imbus_core::{BareJid, Event, RosterChanged, SessionEvent, Timestamp, UserDataChanged};
 use imbus_log::{
@@ -18,7 +18,9 @@ use imbus_log::{
 };
 use tokio::sync::watch;
 
-use crate::router::{Input, Output, Router, RouterConfig, presence_key, roster_key, user_data_key};
+use crate::router::{
+    Input, Output, Router, RouterConfig, offline_key, presence_key, roster_key, user_data_key,
+};
 
 /// The consumer group of routers.
 pub const GROUP: &str = "router";
@@ -196,6 +198,7 @@ async fn restore(log: &dyn Log, router: &mut Router, partition: Partition) -> Re
         sessions = counts[1],
         accounts = counts[2],
         userdata = counts[3],
+        offline = counts[4],
         "router partition restored"
     );
     Ok(())
@@ -235,6 +238,7 @@ fn apply_changelog(router: &mut Router, topic: &str, record: &ConsumedRecord) {
         Ok(Event::Session(event)) => router.state_mut().apply_session(&event),
         Ok(Event::Account(event)) => router.state_mut().apply_account(&event),
         Ok(Event::UserData(change)) => router.state_mut().apply_user_data(&change),
+        Ok(Event::Offline(event)) => router.state_mut().apply_offline(&event),
         Ok(_) => {}
         Err(e) => {
             tracing::warn!(topic, offset = record.offset, error = %e, "undecodable changelog record; skipped");
@@ -296,6 +300,16 @@ async fn write(log: &dyn Log, partitions: i32, outputs: Vec<Output>) -> Result<(
                     Record::new(key, encode(Event::UserData(change))?)
                 };
                 keyed.push((USERDATA, partition, record));
+            }
+            Output::Offline(event) => {
+                let recipient = event.recipient().clone();
+                let partition = partition_for_key(recipient.as_str().as_bytes(), partitions);
+                let key = offline_key(&recipient, &event.message_event_id());
+                keyed.push((
+                    OFFLINE,
+                    partition,
+                    Record::new(key, encode(Event::Offline(event))?),
+                ));
             }
             Output::SessionGone(jid) => {
                 let partition = partition_for_key(jid.to_bare().as_str().as_bytes(), partitions);

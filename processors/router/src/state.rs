@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use imbus_core::{
-    AccountEvent, Availability, BareJid, FullJid, GatewayId, Jid, RosterChanged, SessionEvent,
-    SessionId, SessionPresence, Subscription, UserDataChanged,
+    AccountEvent, Availability, BareJid, FullJid, GatewayId, Jid, OfflineEvent, OfflineStored,
+    RosterChanged, SessionEvent, SessionId, SessionPresence, Subscription, UserDataChanged,
 };
 
 /// How many closed session ids are remembered, so a stanza that a closed session sent
@@ -152,6 +152,8 @@ pub struct User {
     pub roster: BTreeMap<BareJid, Item>,
     /// XML the server stores for the account (vCard, private XML), by namespace key.
     pub data: BTreeMap<String, String>,
+    /// Messages stored while the account had no available resource, oldest first.
+    pub offline: Vec<OfflineStored>,
 }
 
 impl User {
@@ -231,6 +233,26 @@ impl State {
             }
             None => {
                 user.data.remove(&change.namespace);
+            }
+        }
+    }
+
+    /// Applies an offline changelog record.
+    pub fn apply_offline(&mut self, event: &OfflineEvent) {
+        let user = self.user_mut(event.recipient());
+        match event {
+            OfflineEvent::Stored(stored) => {
+                if !user
+                    .offline
+                    .iter()
+                    .any(|m| m.message_event_id == stored.message_event_id)
+                {
+                    user.offline.push(stored.clone());
+                }
+            }
+            OfflineEvent::Delivered(_) | OfflineEvent::Expired(_) => {
+                let id = event.message_event_id();
+                user.offline.retain(|m| m.message_event_id != id);
             }
         }
     }

@@ -4,8 +4,9 @@
 use std::collections::{HashMap, VecDeque};
 
 use imbus_core::{
-    BareJid, ClientFeatures, FullJid, GatewayId, Jid, SessionClosed, SessionEvent, SessionId,
-    SessionPresence, SessionState, StanzaKind, StanzaReceived, Subscription, Timestamp, Uuid,
+    BareJid, ClientFeatures, FullJid, GatewayId, Jid, OfflineEvent, SessionClosed, SessionEvent,
+    SessionId, SessionPresence, SessionState, StanzaKind, StanzaReceived, Subscription, Timestamp,
+    Uuid,
 };
 
 use super::*;
@@ -554,4 +555,104 @@ fn private_xml_storage_round_trip_and_reserved_namespaces() {
             .iter()
             .any(|x| x.contains("id='p4'") && x.contains("not-acceptable"))
     );
+}
+
+fn message_from(w: &mut World, from: &str, to: &str, body: &str) {
+    w.send(
+        from,
+        &format!("<message to='{to}' type='chat'><body>{body}</body></message>"),
+    );
+}
+
+#[test]
+fn offline_messages_are_stored_and_delivered_in_order_with_a_delay_stamp() {
+    let mut w = online(&["alice", "bob"], &[A]);
+    for body in ["one", "two", "three"] {
+        message_from(&mut w, A, "bob@example.com", body);
+    }
+    assert!(w.take(A).is_empty(), "no error for a stored message");
+    let stored = w
+        .changelog
+        .iter()
+        .filter(|o| matches!(o, Output::Offline(OfflineEvent::Stored(_))))
+        .count();
+    assert_eq!(stored, 3);
+    // A restarted router folds the changelog and still has them.
+    let mut fresh = World::new(&["alice", "bob"]);
+    for output in &w.changelog {
+        if let Output::Offline(e) = output {
+            fresh.router.state_mut().apply_offline(e);
+        }
+    }
+    for world in [&mut w, &mut fresh] {
+        world.bind(B);
+        world.send(B, "<presence/>");
+        let bob: Vec<String> = world
+            .take(B)
+            .into_iter()
+            .filter(|x| x.starts_with("<message"))
+            .collect();
+        assert_eq!(bob.len(), 3, "{bob:?}");
+        for (xml, body) in bob.iter().zip(["one", "two", "three"]) {
+            assert!(xml.contains(&format!("<body>{body}</body>")), "{xml}");
+            assert!(
+                xml.contains("urn:xmpp:delay") && xml.contains("stamp='2023-11-14T22:13:20.000Z'"),
+                "{xml}"
+            );
+        }
+        // Delivered once: another login gets nothing more.
+        world.send(B, "<presence type='unavailable'/>");
+        world.send(B, "<presence/>");
+        assert!(!world.take(B).iter().any(|x| x.starts_with("<message")));
+    }
+}
+
+#[test]
+fn offline_quota_and_switch_answer_the_sender() {
+    let mut w = online(&["alice", "bob"], &[A]);
+    w.router.config_mut().offline_quota = 2;
+    for body in ["1", "2", "3"] {
+        message_from(&mut w, A, "bob@example.com", body);
+    }
+    let alice = w.take(A);
+    assert_eq!(alice.len(), 1, "{alice:?}");
+    assert!(
+        alice[0].contains("resource-constraint") && alice[0].contains("<body>3</body>"),
+        "{alice:?}"
+    );
+    w.router.config_mut().offline_enabled = false;
+    message_from(&mut w, A, "bob@example.com", "4");
+    assert!(
+        w.take(A)
+            .iter()
+            .any(|x| x.contains("service-unavailable") && x.contains("disabled"))
+    );
+}
+
+#[test]
+fn a_message_processed_twice_is_stored_once() {
+    let mut w = online(&["alice", "bob"], &[A]);
+    let stanza = StanzaReceived {
+        event_id: Uuid::from_u128(42),
+        gateway_id: GatewayId::new("gw1").unwrap(),
+        session_id: w.sessions[A].clone(),
+        received_at: t(),
+        sender: FullJid::new(A).unwrap(),
+        recipient: Some(Jid::new("bob@example.com").unwrap()),
+        kind: StanzaKind::Message,
+        stanza_type: Some("chat".into()),
+        stanza_id: None,
+        xml: format!(
+            "<message from='{A}' to='bob@example.com' type='chat'><body>x</body></message>"
+        ),
+    };
+    w.run(Input::Outbound(stanza.clone()));
+    w.run(Input::Outbound(stanza));
+    let bob = w
+        .router
+        .state()
+        .users
+        .get(&BareJid::new("bob@example.com").unwrap())
+        .unwrap();
+    assert_eq!(bob.offline.len(), 1);
 }
