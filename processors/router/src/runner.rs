@@ -157,16 +157,18 @@ fn input_of(router: &mut Router, record: &ConsumedRecord, mark: Offset) -> Optio
     }
 }
 
-/// Rebuilds the state of one partition: the whole rosters changelog, and the sessions and
-/// accounts changelogs up to the group's committed offsets (the consumer delivers the
-/// rest as inputs).
+/// Rebuilds the state of one partition: the whole rosters, userdata and offline
+/// changelogs, and the sessions and accounts changelogs up to the group's committed
+/// offsets (the consumer delivers the rest as inputs).
 async fn restore(log: &dyn Log, router: &mut Router, partition: Partition) -> Result<(), LogError> {
-    let mut counts = [0usize; 4];
-    for (i, topic) in [ROSTERS, SESSIONS, ACCOUNTS, USERDATA]
+    let mut counts = [0usize; 5];
+    for (i, topic) in [ROSTERS, SESSIONS, ACCOUNTS, USERDATA, OFFLINE]
         .into_iter()
         .enumerate()
     {
-        let until = if topic == ROSTERS || topic == USERDATA {
+        // The router alone writes rosters, user data and offline messages: fold them to
+        // their end.
+        let until = if topic == ROSTERS || topic == USERDATA || topic == OFFLINE {
             log.watermarks(topic, partition).await?.high
         } else {
             match log
