@@ -142,3 +142,47 @@ fn rosters_and_vcards_survive_a_kill_and_restart() {
     let (ok, output) = run_script("slixmpp_state.py", &args, Duration::from_secs(60));
     assert!(ok, "state after restart:\n{output}");
 }
+
+#[test]
+fn offline_messages_survive_a_kill_and_arrive_once_in_order_with_delay() {
+    require_slixmpp();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    add_user(dir.path(), "alice@localhost", "Alice-Pw-1");
+    add_user(dir.path(), "bob@localhost", "Bob-Pw-2");
+    let c2s = listener(dir.path(), "c2s");
+    let args: Vec<String> = [
+        &c2s.ip().to_string(),
+        &c2s.port().to_string(),
+        "alice@localhost/a",
+        "Alice-Pw-1",
+        "send",
+        "bob@localhost",
+        "20",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let (ok, output) = run_script("slixmpp_offline.py", &args, Duration::from_secs(60));
+    assert!(ok, "sending failed:\n{output}");
+
+    server.kill9();
+    let _server = Server::start(dir.path());
+    let c2s = listener(dir.path(), "c2s");
+    let args: Vec<String> = [
+        &c2s.ip().to_string(),
+        &c2s.port().to_string(),
+        "bob@localhost/b",
+        "Bob-Pw-2",
+        "receive",
+        "20",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let (ok, output) = run_script("slixmpp_offline.py", &args, Duration::from_secs(60));
+    assert!(ok, "offline delivery after restart:\n{output}");
+    // Delivered once: a second login gets none of them again.
+    let mut again = args.clone();
+    again[5] = "0".to_owned();
+    let (ok, output) = run_script("slixmpp_offline.py", &again, Duration::from_secs(60));
+    assert!(ok, "offline messages delivered twice:\n{output}");
+}
