@@ -31,6 +31,9 @@ const NS_PING: &str = "urn:xmpp:ping";
 const NS_VERSION: &str = "jabber:iq:version";
 const NS_VCARD: &str = "vcard-temp";
 const NS_DELAY: &str = "urn:xmpp:delay";
+const NS_CARBONS: &str = "urn:xmpp:carbons:2";
+const NS_FORWARD: &str = "urn:xmpp:forward:0";
+const NS_HINTS: &str = "urn:xmpp:hints";
 const NS_OFFLINE: &str = "msgoffline";
 const NS_PRIVATE: &str = "jabber:iq:private";
 
@@ -516,7 +519,7 @@ impl Router {
                     .map(Presence::to_session_presence)
                     .unwrap_or_else(SessionPresence::unavailable),
                 features: ClientFeatures {
-                    carbons: false,
+                    carbons: session.carbons,
                     roster_requested: session.roster_requested,
                 },
             })));
@@ -618,7 +621,54 @@ impl Router {
             }
             return;
         }
+        self.carbon_copies(sender, "sent", &element, &[sender.clone()], out);
         out.route(sender, to, &element);
+    }
+
+    /// XEP-0280: copies of a chat message for the user's other sessions that enabled
+    /// carbons (`sent` for what the user sent, `received` for what it received), except
+    /// `exclude` (the sessions that got the message itself).
+    fn carbon_copies(
+        &mut self,
+        owner: &FullJid,
+        direction: &str,
+        message: &Element,
+        exclude: &[FullJid],
+        out: &mut Out<'_>,
+    ) {
+        let eligible = match message.attr("type") {
+            Some("chat") => true,
+            None | Some("normal") => message.child("body", ns::JABBER_CLIENT).is_some(),
+            _ => false,
+        };
+        if !eligible
+            || message.child("private", NS_CARBONS).is_some()
+            || message.child("no-copy", NS_HINTS).is_some()
+        {
+            return;
+        }
+        let bare = owner.to_bare();
+        let Some(user) = self.state.users.get(&bare) else {
+            return;
+        };
+        let copies: Vec<(FullJid, Session)> = user
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.carbons)
+            .filter_map(|(r, s)| bare.with_resource_str(r).ok().map(|f| (f, s.clone())))
+            .filter(|(f, _)| !exclude.contains(f))
+            .collect();
+        for (full, session) in copies {
+            let wrapper =
+                Element::new("message", ns::JABBER_CLIENT)
+                    .with_attr("from", bare.as_str())
+                    .with_attr("to", full.as_str())
+                    .with_attr("type", message.attr("type").unwrap_or("normal"))
+                    .with_child(Element::new(direction, NS_CARBONS).with_child(
+                        Element::new("forwarded", NS_FORWARD).with_child(message.clone()),
+                    ));
+            out.deliver(&full, &session, wrapper.to_xml());
+        }
     }
 
     fn outbound_presence(&mut self, sender: &FullJid, element: Element, out: &mut Out<'_>) {
@@ -998,6 +1048,25 @@ impl Router {
             (_, "query", NS_ROSTER) if own_account || element.attr("to").is_none() => {
                 self.roster_iq(sender, session, element, out)
             }
+            ("set", "enable" | "disable", NS_CARBONS)
+                if element.attr("to").is_none() || !own_account =>
+            {
+                let enable = name == "enable";
+                let resource = sender.resource().as_str();
+                if let Some(s) = self
+                    .state
+                    .users
+                    .get_mut(&sender.to_bare())
+                    .and_then(|u| u.sessions.get_mut(resource))
+                    && s.carbons != enable
+                {
+                    s.carbons = enable;
+                    let s = s.clone();
+                    self.record_session(sender, &s, out);
+                }
+                let result = iq_result(element, sender.as_str(), from.as_deref());
+                self.reply(sender, session, result, out);
+            }
             (_, "vCard", NS_VCARD) if own_account => {
                 self.stored_xml_iq(sender, session, element, NS_VCARD.to_owned(), out)
             }
@@ -1146,6 +1215,7 @@ impl Router {
             NS_VCARD,
             NS_PRIVATE,
             NS_OFFLINE,
+            NS_CARBONS,
             "urn:xmpp:sm:3",
         ];
         if self.config.version_enabled {
@@ -1337,7 +1407,8 @@ impl Router {
         if let Ok(full) = to.try_as_full()
             && let Some(session) = self.state.session(full).cloned()
         {
-            return out.deliver(full, &session, element.to_xml());
+            out.deliver(full, &session, element.to_xml());
+            return self.carbon_copies(full, "received", &element, &[full.clone()], out);
         }
         if kind == "error" {
             return;
@@ -1367,8 +1438,12 @@ impl Router {
             return;
         }
         let xml = element.to_xml();
-        for (full, session) in targets {
-            out.deliver(&full, &session, xml.clone());
+        for (full, session) in &targets {
+            out.deliver(full, session, xml.clone());
+        }
+        let reached: Vec<FullJid> = targets.into_iter().map(|(f, _)| f).collect();
+        if let Some(first) = reached.first().cloned() {
+            self.carbon_copies(&first, "received", &element, &reached, out);
         }
     }
 

@@ -48,6 +48,8 @@ pub struct Session {
     pub presence: Option<Presence>,
     /// The client asked for the roster, so it gets roster pushes (RFC 6121 §2.1.6).
     pub roster_requested: bool,
+    /// The client enabled Message Carbons (XEP-0280).
+    pub carbons: bool,
     /// Where the session sent directed presence (it gets unavailable when the session
     /// goes unavailable, RFC 6121 §4.6.3).
     pub directed: BTreeSet<String>,
@@ -61,6 +63,7 @@ impl Session {
             session_id,
             presence: None,
             roster_requested: false,
+            carbons: false,
             directed: BTreeSet::new(),
         }
     }
@@ -288,6 +291,7 @@ impl State {
                     && session.session_id == state.session_id
                 {
                     session.roster_requested = state.features.roster_requested;
+                    session.carbons = state.features.carbons;
                     session.presence = state.presence.is_available().then(|| Presence {
                         availability: state.presence.availability,
                         priority: state.presence.priority,

@@ -656,3 +656,52 @@ fn a_message_processed_twice_is_stored_once() {
         .unwrap();
     assert_eq!(bob.offline.len(), 1);
 }
+
+#[test]
+fn carbons_copy_sent_and_received_chats_to_enabled_sessions() {
+    let b2 = "bob@example.com/phone";
+    let b3 = "bob@example.com/old";
+    let mut w = online(&["alice", "bob"], &[A, B, b2, b3]);
+    for s in [B, b2] {
+        w.send(
+            s,
+            "<iq type='set' id='c1'><enable xmlns='urn:xmpp:carbons:2'/></iq>",
+        );
+        assert!(
+            w.take(s)
+                .iter()
+                .any(|x| x.contains("id='c1'") && x.contains("type='result'"))
+        );
+    }
+    // A message to bob's full JID: the session gets it, the other enabled one a copy.
+    message_from(&mut w, A, B, "to desk");
+    assert!(
+        w.take(B)
+            .iter()
+            .any(|x| x.starts_with("<message") && x.contains("to desk") && !x.contains("carbons"))
+    );
+    let phone = w.take(b2);
+    assert!(
+        phone
+            .iter()
+            .any(|x| x.contains("<received xmlns='urn:xmpp:carbons:2'>") && x.contains("to desk")),
+        "{phone:?}"
+    );
+    assert!(w.take(b3).is_empty(), "carbons not enabled there");
+    // What bob sends from the desk is copied to the phone as sent.
+    message_from(&mut w, B, "alice@example.com", "reply");
+    let phone = w.take(b2);
+    assert!(
+        phone
+            .iter()
+            .any(|x| x.contains("<sent xmlns='urn:xmpp:carbons:2'>") && x.contains("reply")),
+        "{phone:?}"
+    );
+    assert!(
+        !w.take(B).iter().any(|x| x.contains("<sent")),
+        "no copy to the sender"
+    );
+    // A private message is not copied.
+    w.send(B, "<message to='alice@example.com' type='chat'><body>secret</body><private xmlns='urn:xmpp:carbons:2'/></message>");
+    assert!(w.take(b2).is_empty());
+}
