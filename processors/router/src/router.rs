@@ -621,7 +621,7 @@ impl Router {
             }
             return;
         }
-        self.carbon_copies(sender, "sent", &element, &[sender.clone()], out);
+        self.carbon_copies(sender, "sent", &element, std::slice::from_ref(sender), out);
         out.route(sender, to, &element);
     }
 
@@ -1408,7 +1408,7 @@ impl Router {
             && let Some(session) = self.state.session(full).cloned()
         {
             out.deliver(full, &session, element.to_xml());
-            return self.carbon_copies(full, "received", &element, &[full.clone()], out);
+            return self.carbon_copies(full, "received", &element, std::slice::from_ref(full), out);
         }
         if kind == "error" {
             return;
