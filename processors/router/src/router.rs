@@ -13,9 +13,10 @@
 //! reprocessing an event after a restart produces the same ids.
 
 use imbus_core::{
-    Availability, BareJid, ClientFeatures, Delivery, FullJid, GatewayId, Jid, OfflineDelivered,
-    OfflineEvent, OfflineStored, RosterChanged, SessionEvent, SessionId, SessionPresence,
-    SessionState, StanzaKind, StanzaReceived, Subscription, Timestamp, UserDataChanged, Uuid,
+    Availability, BareJid, ClientFeatures, ComplianceRecord, Delivery, Direction, FullJid,
+    GatewayId, Jid, MessageType, OfflineDelivered, OfflineEvent, OfflineStored, Origin,
+    RosterChanged, SessionEvent, SessionId, SessionPresence, SessionState, StanzaKind,
+    StanzaReceived, Subscription, Timestamp, UserDataChanged, Uuid,
 };
 use imbus_xmpp_stream::{
     Element, ParserConfig, StanzaError, StanzaErrorCondition, StanzaErrorType, StreamEvent,
@@ -97,6 +98,9 @@ pub enum Output {
     /// A message stored for an offline account, or delivered from storage: topic
     /// `offline`, key [`offline_key`], partition of the recipient.
     Offline(OfflineEvent),
+    /// An IM delivered to or stored for one recipient (one record per recipient, not per
+    /// resource): topic `compliance`, key the recipient's bare JID.
+    Compliance(ComplianceRecord),
     /// Stored XML of an account changed: topic `userdata`, key [`user_data_key`],
     /// partition of the user (a tombstone when removed).
     UserData(UserDataChanged),
@@ -136,6 +140,35 @@ pub fn parse_stanza(xml: &str) -> Option<Element> {
     });
     let stanza = stanzas.next()?;
     stanzas.next().is_none().then_some(stanza)
+}
+
+/// The compliance record of an IM (a message with a body) for one recipient.
+fn archive(stanza: &StanzaReceived, recipient: &BareJid, element: &Element, out: &mut Out<'_>) {
+    let text = |name: &str| element.child(name, ns::JABBER_CLIENT).map(|c| c.text());
+    let Some(body) = text("body") else {
+        return; // chat states, receipts and other payloads are not IMs
+    };
+    let message_type = match element.attr("type") {
+        Some("chat") => MessageType::Chat,
+        Some("groupchat") => MessageType::Groupchat,
+        Some("headline") => MessageType::Headline,
+        _ => MessageType::Normal,
+    };
+    out.outputs.push(Output::Compliance(ComplianceRecord {
+        event_id: stanza.event_id,
+        recipient: recipient.clone(),
+        sender: Jid::from(stanza.sender.clone()),
+        direction: Direction::Inbound,
+        timestamp: stanza.received_at,
+        message_type,
+        thread: text("thread"),
+        subject: text("subject"),
+        body: Some(body),
+        room: None,
+        nickname: None,
+        xml: element.to_xml(),
+        origin: Origin::Local,
+    }));
 }
 
 /// Parses a stored element (any namespace) back into a tree.
@@ -201,6 +234,23 @@ impl Out<'_> {
     /// Forwards `stanza` to the partition of `recipient`.
     fn route(&mut self, sender: &FullJid, recipient: Jid, stanza: &Element) {
         let event_id = self.next_id();
+        self.route_with_id(event_id, sender, recipient, stanza);
+    }
+
+    /// Forwards the client's stanza itself to its recipient's partition, under the id it
+    /// was received with (compliance records and offline storage refer to that id).
+    fn forward(&mut self, sender: &FullJid, recipient: Jid, stanza: &Element) {
+        let event_id = self.source.event_id;
+        self.route_with_id(event_id, sender, recipient, stanza);
+    }
+
+    fn route_with_id(
+        &mut self,
+        event_id: Uuid,
+        sender: &FullJid,
+        recipient: Jid,
+        stanza: &Element,
+    ) {
         let kind = match stanza.name() {
             "message" => StanzaKind::Message,
             "presence" => StanzaKind::Presence,
@@ -622,7 +672,7 @@ impl Router {
             return;
         }
         self.carbon_copies(sender, "sent", &element, std::slice::from_ref(sender), out);
-        out.route(sender, to, &element);
+        out.forward(sender, to, &element);
     }
 
     /// XEP-0280: copies of a chat message for the user's other sessions that enabled
@@ -1408,7 +1458,8 @@ impl Router {
             && let Some(session) = self.state.session(full).cloned()
         {
             out.deliver(full, &session, element.to_xml());
-            return self.carbon_copies(full, "received", &element, std::slice::from_ref(full), out);
+            self.carbon_copies(full, "received", &element, std::slice::from_ref(full), out);
+            return archive(stanza, &recipient, &element, out);
         }
         if kind == "error" {
             return;
@@ -1432,8 +1483,8 @@ impl Router {
             })
             .unwrap_or_default();
         if targets.is_empty() {
-            if kind != "headline" {
-                self.store_offline(stanza, &recipient, &element, out);
+            if kind != "headline" && self.store_offline(stanza, &recipient, &element, out) {
+                archive(stanza, &recipient, &element, out);
             }
             return;
         }
@@ -1445,20 +1496,23 @@ impl Router {
         if let Some(first) = reached.first().cloned() {
             self.carbon_copies(&first, "received", &element, &reached, out);
         }
+        archive(stanza, &recipient, &element, out);
     }
 
     /// XEP-0160: keeps a message for an account with no available resource.
+    /// Returns whether the message is now stored (newly or already).
     fn store_offline(
         &mut self,
         stanza: &StanzaReceived,
         recipient: &BareJid,
         element: &Element,
         out: &mut Out<'_>,
-    ) {
+    ) -> bool {
         if !self.config.offline_enabled {
             let e = error(StanzaErrorCondition::ServiceUnavailable)
                 .with_text("the recipient is offline and offline messages are disabled");
-            return self.bounce(stanza, element, e, out);
+            self.bounce(stanza, element, e, out);
+            return false;
         }
         let user = self.state.user_mut(recipient);
         if user
@@ -1466,13 +1520,14 @@ impl Router {
             .iter()
             .any(|m| m.message_event_id == stanza.event_id)
         {
-            return; // already stored (the stanza is processed again after a restart)
+            return true; // already stored (the stanza is processed again after a restart)
         }
         if user.offline.len() >= self.config.offline_quota {
             let e = error(StanzaErrorCondition::ResourceConstraint)
                 .with_type(StanzaErrorType::Wait)
                 .with_text("the recipient is offline and their offline storage is full");
-            return self.bounce(stanza, element, e, out);
+            self.bounce(stanza, element, e, out);
+            return false;
         }
         let stored = OfflineStored {
             message_event_id: stanza.event_id,
@@ -1484,6 +1539,7 @@ impl Router {
         user.offline.push(stored.clone());
         out.outputs
             .push(Output::Offline(OfflineEvent::Stored(stored)));
+        true
     }
 
     /// XEP-0160: hands the stored messages, oldest first and stamped with XEP-0203

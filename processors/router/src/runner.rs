@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use imbus_config::topics::{
-    ACCOUNTS, DELIVER_PREFIX, OFFLINE, ROSTERS, ROUTED, SESSIONS, STANZAS, USERDATA,
+    ACCOUNTS, COMPLIANCE, DELIVER_PREFIX, OFFLINE, ROSTERS, ROUTED, SESSIONS, STANZAS, USERDATA,
 };
 use imbus_core::{BareJid, Event, RosterChanged, SessionEvent, Timestamp, UserDataChanged};
 use imbus_log::{
@@ -258,6 +258,7 @@ async fn write(log: &dyn Log, partitions: i32, outputs: Vec<Output>) -> Result<(
         return Ok(());
     }
     let mut routed = Vec::new();
+    let mut compliance = Vec::new();
     let mut deliveries: HashMap<String, Vec<Record>> = HashMap::new();
     let mut keyed: Vec<(&'static str, Partition, Record)> = Vec::new();
     for output in outputs {
@@ -303,6 +304,10 @@ async fn write(log: &dyn Log, partitions: i32, outputs: Vec<Output>) -> Result<(
                 };
                 keyed.push((USERDATA, partition, record));
             }
+            Output::Compliance(record) => {
+                let key = record.recipient.as_str().to_owned();
+                compliance.push(Record::new(key, encode(Event::Compliance(record))?));
+            }
             Output::Offline(event) => {
                 let recipient = event.recipient().clone();
                 let partition = partition_for_key(recipient.as_str().as_bytes(), partitions);
@@ -322,6 +327,10 @@ async fn write(log: &dyn Log, partitions: i32, outputs: Vec<Output>) -> Result<(
     // State changes first: once a delivery is visible its cause is on the changelogs.
     for (topic, partition, record) in keyed {
         log.append_to(topic, partition, record).await?;
+    }
+    // Compliance records before the deliveries: an IM a client has seen is archived.
+    if !compliance.is_empty() {
+        log.append_batch(COMPLIANCE, compliance).await?;
     }
     if !routed.is_empty() {
         log.append_batch(ROUTED, routed).await?;

@@ -130,8 +130,8 @@ fn online(users: &[&str], sessions: &[&str]) -> World {
             "<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>",
         );
         w.send(s, "<presence/>");
-        w.take(s);
     }
+    w.delivered.clear();
     w
 }
 
@@ -358,7 +358,8 @@ fn messages_follow_rfc_6121_delivery_rules() {
         A,
         &format!("<message to='{b2}' type='chat' id='m2'><body>direct</body></message>"),
     );
-    assert_eq!(w.take(b2).len(), 1);
+    let phone = w.take(b2);
+    assert_eq!(phone.len(), 1, "{phone:?}");
     // Unknown user and unknown full JID of an offline user.
     w.send(
         A,
@@ -704,4 +705,63 @@ fn carbons_copy_sent_and_received_chats_to_enabled_sessions() {
     // A private message is not copied.
     w.send(B, "<message to='alice@example.com' type='chat'><body>secret</body><private xmlns='urn:xmpp:carbons:2'/></message>");
     assert!(w.take(b2).is_empty());
+}
+
+fn compliance(w: &World) -> Vec<imbus_core::ComplianceRecord> {
+    w.changelog
+        .iter()
+        .filter_map(|o| match o {
+            Output::Compliance(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn one_compliance_record_per_recipient_for_every_im_delivered_or_stored() {
+    let b2 = "bob@example.com/phone";
+    let mut w = online(&["alice", "bob", "carol"], &[A, B, b2]);
+    w.send(
+        b2,
+        "<iq type='set' id='c1'><enable xmlns='urn:xmpp:carbons:2'/></iq>",
+    );
+    w.delivered.clear();
+    let id = Uuid::from_u128(99);
+    let stanza = StanzaReceived {
+        event_id: id,
+        gateway_id: GatewayId::new("gw1").unwrap(),
+        session_id: w.sessions[A].clone(),
+        received_at: t(),
+        sender: FullJid::new(A).unwrap(),
+        recipient: Some(Jid::new("bob@example.com").unwrap()),
+        kind: StanzaKind::Message,
+        stanza_type: Some("chat".into()),
+        stanza_id: None,
+        xml: format!(
+            "<message from='{A}' to='bob@example.com' type='chat'><body>forked</body><thread>t1</thread></message>"
+        ),
+    };
+    w.run(Input::Outbound(stanza));
+    let desk = w.take(B);
+    assert_eq!(desk.len(), 1, "{desk:?}");
+    let phone = w.take(b2);
+    assert_eq!(phone.len(), 1, "{phone:?}");
+    let records = compliance(&w);
+    assert_eq!(
+        records.len(),
+        1,
+        "one record for bob, not one per resource: {records:?}"
+    );
+    let r = &records[0];
+    assert_eq!(r.event_id, id, "the record names the message as received");
+    assert_eq!(r.recipient.as_str(), "bob@example.com");
+    assert_eq!(r.sender.as_str(), A);
+    assert_eq!(r.body.as_deref(), Some("forked"));
+    assert_eq!(r.thread.as_deref(), Some("t1"));
+    // Stored offline: archived too; a chat state without body is not an IM.
+    message_from(&mut w, A, "carol@example.com", "later");
+    w.send(A, "<message to='bob@example.com' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>");
+    let records = compliance(&w);
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records[1].recipient.as_str(), "carol@example.com");
 }
