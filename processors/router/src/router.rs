@@ -23,7 +23,7 @@ use imbus_xmpp_stream::{
     StreamParser, error_reply, ns,
 };
 
-use crate::state::{Item, Presence, Session, State, account_of};
+use crate::state::{BLOCKLIST_KEY, Item, Presence, Session, State, account_of};
 
 const NS_ROSTER: &str = "jabber:iq:roster";
 const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
@@ -33,6 +33,8 @@ const NS_VERSION: &str = "jabber:iq:version";
 const NS_VCARD: &str = "vcard-temp";
 const NS_DELAY: &str = "urn:xmpp:delay";
 const NS_CARBONS: &str = "urn:xmpp:carbons:2";
+const NS_BLOCKING: &str = "urn:xmpp:blocking";
+const NS_BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
 const NS_FORWARD: &str = "urn:xmpp:forward:0";
 const NS_HINTS: &str = "urn:xmpp:hints";
 const NS_OFFLINE: &str = "msgoffline";
@@ -532,7 +534,9 @@ impl Router {
         let mut targets: Vec<String> = Vec::new();
         if let Some(user) = self.state.users.get(&bare) {
             for (contact, item) in &user.roster {
-                if item.subscription.contact_sees_user() {
+                if item.subscription.contact_sees_user()
+                    && !user.blocks(&Jid::from(contact.clone()))
+                {
                     targets.push(contact.as_str().to_owned());
                 }
             }
@@ -621,6 +625,23 @@ impl Router {
             return out.outputs;
         };
         let sender = stanza.sender.clone();
+        if let Some(to) = &stanza.recipient
+            && self.blocks(&sender.to_bare(), to)
+        {
+            // XEP-0191 §3.5: the user cannot talk to whom it blocks.
+            if stanza.kind != StanzaKind::Presence
+                && let Some(mut reply) = error_reply(
+                    &element,
+                    &error(StanzaErrorCondition::NotAcceptable).with_type(StanzaErrorType::Cancel),
+                )
+            {
+                if let Some(e) = reply.child_mut("error", ns::JABBER_CLIENT) {
+                    e.push_child(Element::new("blocked", NS_BLOCKING_ERRORS));
+                }
+                self.reply(&sender, &session, reply, &mut out);
+            }
+            return out.outputs;
+        }
         match stanza.kind {
             StanzaKind::Message => self.outbound_message(&sender, &session, element, &mut out),
             StanzaKind::Presence => self.outbound_presence(&sender, element, &mut out),
@@ -825,7 +846,7 @@ impl Router {
         };
         // To the subscribed contacts.
         for (contact, item) in &user.roster {
-            if item.subscription.contact_sees_user() {
+            if item.subscription.contact_sees_user() && !user.blocks(&Jid::from(contact.clone())) {
                 let to = Jid::from(contact.clone());
                 out.route(sender, to, &with_to(stored.clone(), contact.as_str()));
             }
@@ -843,7 +864,9 @@ impl Router {
         if initial {
             // Probes for the contacts the user is subscribed to.
             for (contact, item) in &user.roster {
-                if item.subscription.user_sees_contact() {
+                if item.subscription.user_sees_contact()
+                    && !user.blocks(&Jid::from(contact.clone()))
+                {
                     let probe = presence_of_type("probe", sender.as_str(), contact.as_str());
                     out.route(sender, Jid::from(contact.clone()), &probe);
                 }
@@ -1117,6 +1140,9 @@ impl Router {
                 let result = iq_result(element, sender.as_str(), from.as_deref());
                 self.reply(sender, session, result, out);
             }
+            (_, "blocklist" | "block" | "unblock", NS_BLOCKING) if own_account => {
+                self.blocking_iq(sender, session, element, out)
+            }
             (_, "vCard", NS_VCARD) if own_account => {
                 self.stored_xml_iq(sender, session, element, NS_VCARD.to_owned(), out)
             }
@@ -1193,6 +1219,155 @@ impl Router {
         }
     }
 
+    /// XEP-0191: the block list — get, block, unblock — with pushes to the user's
+    /// sessions and the presence consequences.
+    fn blocking_iq(
+        &mut self,
+        sender: &FullJid,
+        session: &Session,
+        element: &Element,
+        out: &mut Out<'_>,
+    ) {
+        let user = sender.to_bare();
+        let Some(payload) = element.children().next() else {
+            return;
+        };
+        let kind = element.attr("type").unwrap_or("");
+        let current = self
+            .state
+            .users
+            .get(&user)
+            .map(|u| u.blocked.clone())
+            .unwrap_or_default();
+        if kind == "get" {
+            if payload.name() != "blocklist" {
+                let e = error(StanzaErrorCondition::BadRequest).with_type(StanzaErrorType::Modify);
+                return self.reply_error(sender, session, element, e, out);
+            }
+            let mut list = Element::new("blocklist", NS_BLOCKING);
+            for jid in &current {
+                list.push_child(Element::new("item", NS_BLOCKING).with_attr("jid", jid));
+            }
+            let result = iq_result(element, sender.as_str(), None).with_child(list);
+            return self.reply(sender, session, result, out);
+        }
+        let mut items = Vec::new();
+        for item in payload.children().filter(|c| c.name() == "item") {
+            match item.attr("jid").map(Jid::new) {
+                Some(Ok(jid)) => items.push(jid),
+                _ => {
+                    let e = error(StanzaErrorCondition::JidMalformed)
+                        .with_type(StanzaErrorType::Modify);
+                    return self.reply_error(sender, session, element, e, out);
+                }
+            }
+        }
+        let mut blocked = current.clone();
+        match payload.name() {
+            "block" if items.is_empty() => {
+                let e = error(StanzaErrorCondition::BadRequest)
+                    .with_type(StanzaErrorType::Modify)
+                    .with_text("block needs at least one item");
+                return self.reply_error(sender, session, element, e, out);
+            }
+            "block" => blocked.extend(items.iter().map(|j| j.as_str().to_owned())),
+            "unblock" if items.is_empty() => blocked.clear(),
+            "unblock" => {
+                for jid in &items {
+                    blocked.remove(jid.as_str());
+                }
+            }
+            _ => {
+                let e = error(StanzaErrorCondition::BadRequest).with_type(StanzaErrorType::Modify);
+                return self.reply_error(sender, session, element, e, out);
+            }
+        }
+        let newly: Vec<String> = blocked.difference(&current).cloned().collect();
+        let freed: Vec<String> = current.difference(&blocked).cloned().collect();
+        let mut list = Element::new("blocklist", NS_BLOCKING);
+        for jid in &blocked {
+            list.push_child(Element::new("item", NS_BLOCKING).with_attr("jid", jid));
+        }
+        let xml = list.to_xml();
+        self.state
+            .user_mut(&user)
+            .data
+            .insert(BLOCKLIST_KEY.to_owned(), xml.clone());
+        self.state.user_mut(&user).blocked = blocked;
+        out.outputs.push(Output::UserData(UserDataChanged {
+            user: user.clone(),
+            namespace: BLOCKLIST_KEY.to_owned(),
+            xml: Some(xml),
+            at: out.now,
+        }));
+        let result = iq_result(element, sender.as_str(), None);
+        self.reply(sender, session, result, out);
+        // Push the change to every session of the user (XEP-0191 §3.3).
+        let sessions: Vec<(FullJid, Session)> = self
+            .state
+            .users
+            .get(&user)
+            .map(|u| {
+                u.sessions
+                    .iter()
+                    .filter_map(|(r, s)| user.with_resource_str(r).ok().map(|f| (f, s.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (full, s) in &sessions {
+            let mut push_payload = Element::new(payload.name(), NS_BLOCKING);
+            for jid in &items {
+                push_payload
+                    .push_child(Element::new("item", NS_BLOCKING).with_attr("jid", jid.as_str()));
+            }
+            let id = format!("push-{}", out.next_id().simple());
+            let push = Element::new("iq", ns::JABBER_CLIENT)
+                .with_attr("type", "set")
+                .with_attr("id", id)
+                .with_attr("to", full.as_str())
+                .with_child(push_payload);
+            out.deliver(full, s, push.to_xml());
+        }
+        // Newly blocked contacts see the user go unavailable; unblocked subscribers get
+        // the current presence again.
+        let available: Vec<(FullJid, Presence)> = self
+            .state
+            .users
+            .get(&user)
+            .map(|u| {
+                u.available()
+                    .filter_map(|(r, _, p)| user.with_resource_str(r).ok().map(|f| (f, p.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for target in newly.iter().filter_map(|j| Jid::new(j).ok()) {
+            if account_of(&target).is_none() || !self.is_local_domain(&target) {
+                continue;
+            }
+            for (full, _) in &available {
+                let el = presence_of_type("unavailable", full.as_str(), target.as_str());
+                out.route(full, target.clone(), &el);
+            }
+        }
+        for target in freed.iter().filter_map(|j| BareJid::new(j).ok()) {
+            let subscribed = self
+                .item(&user, &target)
+                .is_some_and(|i| i.subscription.contact_sees_user());
+            if !subscribed {
+                continue;
+            }
+            for (full, presence) in &available {
+                let el = with_to(presence_stanza(presence, full), target.as_str());
+                out.route(full, Jid::from(target.clone()), &el);
+            }
+        }
+    }
+
+    /// Whether `user` blocks `jid`.
+    fn blocks(&self, user: &BareJid, jid: &Jid) -> bool {
+        self.state.users.get(user).is_some_and(|u| u.blocks(jid))
+    }
+
     /// Get or set XML stored for the sender's account (vCard, private XML storage).
     fn stored_xml_iq(
         &mut self,
@@ -1266,6 +1441,7 @@ impl Router {
             NS_PRIVATE,
             NS_OFFLINE,
             NS_CARBONS,
+            NS_BLOCKING,
             "urn:xmpp:sm:3",
         ];
         if self.config.version_enabled {
@@ -1415,6 +1591,20 @@ impl Router {
                     stanza.sender.to_bare().as_str(),
                 );
                 out.route(&stanza.sender, Jid::from(stanza.sender.to_bare()), &el);
+            }
+            return out.outputs;
+        }
+        let from = element
+            .attr("from")
+            .and_then(|f| Jid::new(f).ok())
+            .unwrap_or_else(|| Jid::from(stanza.sender.clone()));
+        if self.blocks(&recipient, &from) {
+            // XEP-0191 §3.6: nothing from a blocked address reaches the user; requests
+            // are answered as if the user did not exist.
+            let request = matches!(stanza.stanza_type.as_deref(), Some("get" | "set"));
+            if stanza.kind == StanzaKind::Message || (stanza.kind == StanzaKind::Iq && request) {
+                let e = error(StanzaErrorCondition::ServiceUnavailable);
+                self.bounce(&stanza, &element, e, &mut out);
             }
             return out.outputs;
         }

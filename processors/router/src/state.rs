@@ -157,6 +157,43 @@ pub struct User {
     pub data: BTreeMap<String, String>,
     /// Messages stored while the account had no available resource, oldest first.
     pub offline: Vec<OfflineStored>,
+    /// Blocked addresses (XEP-0191): bare or full JIDs, domains, domain/resources; the
+    /// parsed form of the `urn:xmpp:blocking` entry of [`Self::data`].
+    pub blocked: BTreeSet<String>,
+}
+
+impl User {
+    /// Whether stanzas between the user and `jid` are blocked (XEP-0191 §3.4, matching
+    /// as XEP-0016: full JID, bare JID, domain/resource or domain).
+    pub fn blocks(&self, jid: &Jid) -> bool {
+        if self.blocked.is_empty() {
+            return false;
+        }
+        let domain = jid.domain().as_str();
+        let by_domain_resource = jid.resource().map(|r| format!("{domain}/{}", r.as_str()));
+        self.blocked.contains(jid.as_str())
+            || self.blocked.contains(jid.to_bare().as_str())
+            || self.blocked.contains(domain)
+            || by_domain_resource.is_some_and(|d| self.blocked.contains(&d))
+    }
+}
+
+/// The `data` key of the block list.
+pub const BLOCKLIST_KEY: &str = "urn:xmpp:blocking";
+
+/// The JIDs of a stored block list (`<blocklist xmlns='urn:xmpp:blocking'><item jid='…'/>
+/// …</blocklist>`).
+pub fn parse_blocklist(xml: &str) -> BTreeSet<String> {
+    let wrapped = format!("<message xmlns='jabber:client'>{xml}</message>");
+    crate::router::parse_stanza(&wrapped)
+        .and_then(|m| m.children().next().cloned())
+        .map(|list| {
+            list.children()
+                .filter(|c| c.name() == "item")
+                .filter_map(|c| c.attr("jid").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl User {
@@ -230,6 +267,13 @@ impl State {
     /// Applies a user data changelog record.
     pub fn apply_user_data(&mut self, change: &UserDataChanged) {
         let user = self.user_mut(&change.user);
+        if change.namespace == BLOCKLIST_KEY {
+            user.blocked = change
+                .xml
+                .as_deref()
+                .map(parse_blocklist)
+                .unwrap_or_default();
+        }
         match &change.xml {
             Some(xml) => {
                 user.data.insert(change.namespace.clone(), xml.clone());

@@ -765,3 +765,76 @@ fn one_compliance_record_per_recipient_for_every_im_delivered_or_stored() {
     assert_eq!(records.len(), 2, "{records:?}");
     assert_eq!(records[1].recipient.as_str(), "carol@example.com");
 }
+
+#[test]
+fn blocking_stops_stanzas_both_ways_and_hides_presence() {
+    let mut w = online(&["alice", "bob"], &[A, B]);
+    subscribe_both(&mut w);
+    w.delivered.clear();
+    w.send(A, "<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'><item jid='bob@example.com'/></block></iq>");
+    let alice = w.take(A);
+    assert!(
+        alice
+            .iter()
+            .any(|x| x.contains("id='b1'") && x.contains("type='result'")),
+        "{alice:?}"
+    );
+    assert!(
+        alice
+            .iter()
+            .any(|x| x.contains("<block xmlns='urn:xmpp:blocking'>")),
+        "push: {alice:?}"
+    );
+    let bob = w.take(B);
+    assert!(
+        bob.iter()
+            .any(|x| x.contains("type='unavailable'") && x.contains(&format!("from='{A}'"))),
+        "{bob:?}"
+    );
+    // Bob's messages bounce; alice's to bob are refused.
+    message_from(&mut w, B, "alice@example.com", "hello?");
+    assert!(w.take(A).is_empty());
+    assert!(w.take(B).iter().any(|x| x.contains("service-unavailable")));
+    message_from(&mut w, A, "bob@example.com", "hi");
+    let alice = w.take(A);
+    assert!(
+        alice
+            .iter()
+            .any(|x| x.contains("not-acceptable") && x.contains("urn:xmpp:blocking:errors")),
+        "{alice:?}"
+    );
+    // Presence no longer reaches bob.
+    w.send(A, "<presence><show>away</show></presence>");
+    assert!(!w.take(B).iter().any(|x| x.contains("<show>away</show>")));
+    w.send(
+        A,
+        "<iq type='get' id='b2'><blocklist xmlns='urn:xmpp:blocking'/></iq>",
+    );
+    assert!(
+        w.take(A)
+            .iter()
+            .any(|x| x.contains("id='b2'") && x.contains("jid='bob@example.com'"))
+    );
+    // Unblock all: bob gets alice's presence again.
+    w.send(
+        A,
+        "<iq type='set' id='b3'><unblock xmlns='urn:xmpp:blocking'/></iq>",
+    );
+    assert!(
+        w.take(B)
+            .iter()
+            .any(|x| x.contains(&format!("from='{A}'")) && x.contains("<show>away</show>"))
+    );
+    // The list is on the userdata changelog.
+    let mut fresh = World::new(&["alice", "bob"]);
+    for o in &w.changelog {
+        if let Output::UserData(d) = o {
+            fresh.router.state_mut().apply_user_data(d);
+        }
+    }
+    assert!(
+        fresh.router.state().users[&BareJid::new("alice@example.com").unwrap()]
+            .blocked
+            .is_empty()
+    );
+}
