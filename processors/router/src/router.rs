@@ -198,15 +198,26 @@ struct Out<'a> {
 #[derive(Debug, Clone)]
 struct StanzaReceivedRef {
     event_id: Uuid,
+    /// What output ids are derived from: differs per processing step, so the outbound
+    /// and the inbound processing of one stanza (which share its id) never produce the
+    /// same output id, nor do the inbound processings for two recipients.
+    id_base: Uuid,
     gateway_id: GatewayId,
     session_id: SessionId,
     received_at: Timestamp,
 }
 
 impl StanzaReceivedRef {
-    fn of(stanza: &StanzaReceived) -> Self {
+    fn of(stanza: &StanzaReceived, step: &str) -> Self {
+        let mut name = Vec::with_capacity(64);
+        name.extend_from_slice(step.as_bytes());
+        if let Some(recipient) = &stanza.recipient {
+            name.push(0);
+            name.extend_from_slice(recipient.as_str().as_bytes());
+        }
         Self {
             event_id: stanza.event_id,
+            id_base: Uuid::new_v5(&stanza.event_id, &name),
             gateway_id: stanza.gateway_id.clone(),
             session_id: stanza.session_id.clone(),
             received_at: stanza.received_at,
@@ -217,7 +228,7 @@ impl StanzaReceivedRef {
 impl Out<'_> {
     fn next_id(&mut self) -> Uuid {
         self.n += 1;
-        Uuid::new_v5(&self.source.event_id, &self.n.to_be_bytes())
+        Uuid::new_v5(&self.source.id_base, &self.n.to_be_bytes())
     }
 
     fn deliver(&mut self, to: &FullJid, session: &Session, xml: String) {
@@ -432,8 +443,10 @@ impl Router {
             SessionEvent::Bound(s) | SessionEvent::Updated(s) => s.at,
             SessionEvent::Closed(c) => c.at,
         };
+        let session_event_id = Uuid::new_v5(&Uuid::NAMESPACE_OID, session_id.as_str().as_bytes());
         let source = StanzaReceivedRef {
-            event_id: Uuid::new_v5(&Uuid::NAMESPACE_OID, session_id.as_str().as_bytes()),
+            event_id: session_event_id,
+            id_base: session_event_id,
             gateway_id: gateway_id.clone(),
             session_id: session_id.clone(),
             received_at: at,
@@ -605,7 +618,7 @@ impl Router {
             tracing::warn!(event = %stanza.event_id, "unparsable stanza on the log; skipped");
             return Vec::new();
         };
-        let source = StanzaReceivedRef::of(&stanza);
+        let source = StanzaReceivedRef::of(&stanza, "outbound");
         let mut out = Out {
             source: &source,
             outputs: Vec::new(),
@@ -1571,7 +1584,7 @@ impl Router {
         let Some(to) = stanza.recipient.clone() else {
             return Vec::new();
         };
-        let source = StanzaReceivedRef::of(&stanza);
+        let source = StanzaReceivedRef::of(&stanza, "inbound");
         let mut out = Out {
             source: &source,
             outputs: Vec::new(),

@@ -13,6 +13,9 @@ use super::*;
 
 struct World {
     router: Router,
+    /// Every output id seen, to check they never repeat (`None`: the test reprocesses
+    /// on purpose).
+    ids: Option<std::collections::HashSet<Uuid>>,
     delivered: HashMap<String, Vec<String>>,
     changelog: Vec<Output>,
     sessions: HashMap<String, SessionId>,
@@ -31,6 +34,7 @@ impl World {
         }
         Self {
             router,
+            ids: Some(Default::default()),
             delivered: HashMap::new(),
             changelog: Vec::new(),
             sessions: HashMap::new(),
@@ -41,6 +45,14 @@ impl World {
         let mut queue = VecDeque::from([input]);
         while let Some(input) = queue.pop_front() {
             for output in self.router.handle(input, t()) {
+                let id = match &output {
+                    Output::Route(s) if s.kind != StanzaKind::Message => Some(s.event_id),
+                    Output::Deliver(d) => Some(d.event_id),
+                    _ => None,
+                };
+                if let (Some(ids), Some(id)) = (self.ids.as_mut(), id) {
+                    assert!(ids.insert(id), "output id {id} produced twice: {output:?}");
+                }
                 match output {
                     Output::Route(stanza) => queue.push_back(Input::Inbound(stanza)),
                     Output::Deliver(d) => self
@@ -633,6 +645,7 @@ fn offline_quota_and_switch_answer_the_sender() {
 #[test]
 fn a_message_processed_twice_is_stored_once() {
     let mut w = online(&["alice", "bob"], &[A]);
+    w.ids = None;
     let stanza = StanzaReceived {
         event_id: Uuid::from_u128(42),
         gateway_id: GatewayId::new("gw1").unwrap(),
