@@ -34,6 +34,9 @@ const NS_VCARD: &str = "vcard-temp";
 const NS_DELAY: &str = "urn:xmpp:delay";
 const NS_CARBONS: &str = "urn:xmpp:carbons:2";
 const NS_BLOCKING: &str = "urn:xmpp:blocking";
+const NS_ADDRESS: &str = "http://jabber.org/protocol/address";
+/// Most addresses one multicast message may carry (XEP-0033).
+const MAX_MULTICAST_ADDRESSES: usize = 1000;
 const NS_BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
 const NS_FORWARD: &str = "urn:xmpp:forward:0";
 const NS_HINTS: &str = "urn:xmpp:hints";
@@ -698,6 +701,9 @@ impl Router {
                 .with_type(StanzaErrorType::Cancel);
             return self.reply_error(sender, session, &element, e, out);
         }
+        if self.is_server(&to) && element.child("addresses", NS_ADDRESS).is_some() {
+            return self.multicast(sender, session, element, out);
+        }
         if self.is_server(&to) {
             if element.attr("type") != Some("error") && element.attr("type") != Some("headline") {
                 let e = error(StanzaErrorCondition::ServiceUnavailable);
@@ -707,6 +713,98 @@ impl Router {
         }
         self.carbon_copies(sender, "sent", &element, std::slice::from_ref(sender), out);
         out.forward(sender, to, &element);
+    }
+
+    /// XEP-0033: one copy of the message for each `to`, `cc` and `bcc` address, each
+    /// forwarded to its recipient's partition (delivered or stored there, and archived
+    /// per recipient). `bcc` addresses are removed from every copy; every address handled
+    /// here is marked `delivered`.
+    fn multicast(
+        &mut self,
+        sender: &FullJid,
+        session: &Session,
+        element: Element,
+        out: &mut Out<'_>,
+    ) {
+        let Some(addresses) = element.child("addresses", NS_ADDRESS).cloned() else {
+            return;
+        };
+        let bad = |text: &str| {
+            error(StanzaErrorCondition::BadRequest)
+                .with_type(StanzaErrorType::Modify)
+                .with_text(text)
+        };
+        let mut targets: Vec<Jid> = Vec::new();
+        let mut remote: Vec<String> = Vec::new();
+        for address in addresses.children().filter(|a| a.name() == "address") {
+            if !matches!(address.attr("type"), Some("to" | "cc" | "bcc"))
+                || address.attr("delivered") == Some("true")
+            {
+                continue;
+            }
+            let Some(jid) = address.attr("jid") else {
+                continue; // a URI address: nothing this server can deliver
+            };
+            let Ok(jid) = Jid::new(jid) else {
+                let e = error(StanzaErrorCondition::JidMalformed)
+                    .with_type(StanzaErrorType::Modify)
+                    .with_text(format!("not a JID: {jid}"));
+                return self.reply_error(sender, session, &element, e, out);
+            };
+            if !self.is_local_domain(&jid) || jid.node().is_none() {
+                remote.push(jid.as_str().to_owned());
+            } else if !targets.contains(&jid) {
+                targets.push(jid);
+            }
+        }
+        if targets.len() + remote.len() > MAX_MULTICAST_ADDRESSES {
+            let e = bad(&format!(
+                "at most {MAX_MULTICAST_ADDRESSES} addresses per message"
+            ));
+            return self.reply_error(sender, session, &element, e, out);
+        }
+        if targets.is_empty() && remote.is_empty() {
+            return self.reply_error(
+                sender,
+                session,
+                &element,
+                bad("no address to deliver to"),
+                out,
+            );
+        }
+        // The addresses every recipient sees: without bcc, marked delivered.
+        let mut visible = Element::new("addresses", NS_ADDRESS);
+        for address in addresses.children() {
+            if address.attr("type") == Some("bcc") {
+                continue;
+            }
+            let mut a = address.clone();
+            if matches!(a.attr("type"), Some("to" | "cc")) {
+                a.set_attr("delivered", "true");
+            }
+            visible.push_child(a);
+        }
+        let mut base = element.clone();
+        base.nodes_mut().retain(
+            |n| !matches!(n, imbus_xmpp_stream::Node::Element(e) if e.is("addresses", NS_ADDRESS)),
+        );
+        base.push_child(visible);
+        for target in targets {
+            let copy = with_to(base.clone(), target.as_str());
+            if self.blocks(&sender.to_bare(), &target) {
+                continue;
+            }
+            out.forward(sender, target, &copy);
+        }
+        if !remote.is_empty() {
+            let e = error(StanzaErrorCondition::RemoteServerNotFound)
+                .with_type(StanzaErrorType::Cancel)
+                .with_text(format!(
+                    "not delivered (no federation): {}",
+                    remote.join(", ")
+                ));
+            self.reply_error(sender, session, &element, e, out);
+        }
     }
 
     /// XEP-0280: copies of a chat message for the user's other sessions that enabled
@@ -1455,6 +1553,7 @@ impl Router {
             NS_OFFLINE,
             NS_CARBONS,
             NS_BLOCKING,
+            NS_ADDRESS,
             "urn:xmpp:sm:3",
         ];
         if self.config.version_enabled {

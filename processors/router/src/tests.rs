@@ -851,3 +851,66 @@ fn blocking_stops_stanzas_both_ways_and_hides_presence() {
             .is_empty()
     );
 }
+
+#[test]
+fn multicast_reaches_fifty_recipients_online_or_offline_and_hides_bcc() {
+    let names: Vec<String> = (0..50).map(|i| format!("u{i}")).collect();
+    let mut users: Vec<&str> = names.iter().map(String::as_str).collect();
+    users.push("alice");
+    let online_sessions: Vec<String> = (0..25).map(|i| format!("u{i}@example.com/r")).collect();
+    let mut sessions: Vec<&str> = online_sessions.iter().map(String::as_str).collect();
+    sessions.push(A);
+    let mut w = online(&users, &sessions);
+    let mut addresses = String::new();
+    for (i, name) in names.iter().enumerate() {
+        let kind = ["to", "cc", "bcc"][i % 3];
+        addresses.push_str(&format!(
+            "<address type='{kind}' jid='{name}@example.com'/>"
+        ));
+    }
+    w.send(
+        A,
+        &format!(
+            "<message to='example.com' type='chat'><body>all hands</body><addresses xmlns='http://jabber.org/protocol/address'>{addresses}</addresses></message>"
+        ),
+    );
+    assert!(w.take(A).is_empty(), "no error");
+    for s in &online_sessions {
+        let got = w.take(s);
+        let messages: Vec<_> = got.iter().filter(|x| x.starts_with("<message")).collect();
+        assert_eq!(messages.len(), 1, "{s}: {got:?}");
+        assert!(
+            !messages[0].contains("type='bcc'"),
+            "bcc hidden: {}",
+            messages[0]
+        );
+        assert!(messages[0].contains("delivered='true'"));
+    }
+    let stored = w
+        .changelog
+        .iter()
+        .filter(|o| matches!(o, Output::Offline(OfflineEvent::Stored(_))))
+        .count();
+    assert_eq!(stored, 25);
+    let records = compliance(&w);
+    assert_eq!(records.len(), 50);
+    let recipients: std::collections::HashSet<_> =
+        records.iter().map(|r| r.recipient.clone()).collect();
+    assert_eq!(recipients.len(), 50);
+    // A remote address is reported; an unknown local user bounces.
+    w.send(
+        A,
+        "<message to='example.com' type='chat'><body>x</body><addresses xmlns='http://jabber.org/protocol/address'><address type='to' jid='bob@elsewhere.org'/><address type='to' jid='ghost@example.com'/></addresses></message>",
+    );
+    let alice = w.take(A);
+    assert!(
+        alice
+            .iter()
+            .any(|x| x.contains("remote-server-not-found") && x.contains("bob@elsewhere.org")),
+        "{alice:?}"
+    );
+    assert!(
+        alice.iter().any(|x| x.contains("service-unavailable")),
+        "{alice:?}"
+    );
+}
