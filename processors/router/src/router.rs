@@ -23,7 +23,7 @@ use imbus_xmpp_stream::{
     StreamParser, error_reply, ns,
 };
 
-use crate::state::{BLOCKLIST_KEY, Item, Presence, Session, State, account_of};
+use crate::state::{BLOCKLIST_KEY, Item, Lock, Presence, Session, State, account_of};
 
 const NS_ROSTER: &str = "jabber:iq:roster";
 const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
@@ -60,6 +60,9 @@ pub struct RouterConfig {
     /// Most messages stored for one account (default 1000); more are refused with
     /// `resource-constraint`.
     pub offline_quota: usize,
+    /// How long a conversation stays locked to the resource that replied when nothing is
+    /// said either way (default 600 s).
+    pub lock_idle_timeout: std::time::Duration,
 }
 
 impl RouterConfig {
@@ -71,6 +74,7 @@ impl RouterConfig {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             offline_enabled: true,
             offline_quota: 1000,
+            lock_idle_timeout: std::time::Duration::from_secs(600),
         }
     }
 }
@@ -406,6 +410,11 @@ impl Router {
         }
     }
 
+    /// The settings.
+    pub fn config(&self) -> &RouterConfig {
+        &self.config
+    }
+
     /// The settings (some can change while the router runs).
     pub fn config_mut(&mut self) -> &mut RouterConfig {
         &mut self.config
@@ -525,6 +534,11 @@ impl Router {
         stanza: Option<&Element>,
         out: &mut Out<'_>,
     ) {
+        // Lock-on-reply ends when the locked resource goes unavailable.
+        if let Some(user) = self.state.users.get_mut(&jid.to_bare()) {
+            let resource = jid.resource().as_str();
+            user.locks.retain(|_, lock| lock.resource != resource);
+        }
         if session.presence.is_none() {
             // Directed presence of an unavailable session still gets its unavailable.
             for target in &session.directed {
@@ -712,7 +726,66 @@ impl Router {
             return;
         }
         self.carbon_copies(sender, "sent", &element, std::slice::from_ref(sender), out);
+        self.note_reply(sender, &to, &element, out.source.received_at);
         out.forward(sender, to, &element);
+    }
+
+    /// Lock-on-reply: a chat reply from one resource locks the conversation with that
+    /// contact to the resource.
+    fn note_reply(&mut self, sender: &FullJid, to: &Jid, message: &Element, at: Timestamp) {
+        let conversational = matches!(message.attr("type"), None | Some("chat") | Some("normal"))
+            && message.child("body", ns::JABBER_CLIENT).is_some();
+        if !conversational || to.node().is_none() {
+            return;
+        }
+        let user = self.state.user_mut(&sender.to_bare());
+        user.locks.insert(
+            to.to_bare(),
+            Lock {
+                resource: sender.resource().as_str().to_owned(),
+                last: at,
+            },
+        );
+    }
+
+    /// Restores the conversation locks from a stanza processed before a restart (the
+    /// router rereads the last `lock_idle_timeout` of `stanzas`).
+    pub fn restore_outbound(&mut self, stanza: &StanzaReceived) {
+        if stanza.kind != StanzaKind::Message {
+            return;
+        }
+        let (Some(to), Some(element)) = (&stanza.recipient, parse_stanza(&stanza.xml)) else {
+            return;
+        };
+        self.note_reply(&stanza.sender, to, &element, stanza.received_at);
+    }
+
+    /// The resource a conversation from `contact` is locked to, if the lock still holds
+    /// (the resource is available and the conversation moved within the idle timeout);
+    /// a lock that no longer holds is removed.
+    fn locked_resource(
+        &mut self,
+        user: &BareJid,
+        contact: &BareJid,
+        at: Timestamp,
+    ) -> Option<String> {
+        let timeout = self.config.lock_idle_timeout;
+        let u = self.state.users.get_mut(user)?;
+        let lock = u.locks.get(contact)?.clone();
+        let fresh = at.since(lock.last).is_none_or(|idle| idle <= timeout);
+        let available = u
+            .sessions
+            .get(&lock.resource)
+            .is_some_and(|s| s.presence.is_some());
+        if fresh && available {
+            if let Some(l) = u.locks.get_mut(contact) {
+                l.last = l.last.max(at);
+            }
+            Some(lock.resource)
+        } else {
+            u.locks.remove(contact);
+            None
+        }
     }
 
     /// XEP-0033: one copy of the message for each `to`, `cc` and `bcc` address, each
@@ -1769,6 +1842,23 @@ impl Router {
         if kind == "groupchat" {
             let e = error(StanzaErrorCondition::ServiceUnavailable);
             return self.bounce(stanza, &element, e, out);
+        }
+        // Lock-on-reply: a conversation the user answered from one resource goes there.
+        if matches!(kind.as_str(), "chat" | "normal")
+            && let Some(resource) =
+                self.locked_resource(&recipient, &stanza.sender.to_bare(), stanza.received_at)
+            && let Ok(full) = recipient.with_resource_str(&resource)
+            && let Some(session) = self.state.session(&full).cloned()
+        {
+            out.deliver(&full, &session, element.to_xml());
+            self.carbon_copies(
+                &full,
+                "received",
+                &element,
+                std::slice::from_ref(&full),
+                out,
+            );
+            return archive(stanza, &recipient, &element, out);
         }
         // RFC 6121 §8.5.2.1: the available resources with non-negative priority.
         let targets: Vec<(FullJid, Session)> = self

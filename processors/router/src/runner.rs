@@ -194,8 +194,10 @@ async fn restore(log: &dyn Log, router: &mut Router, partition: Partition) -> Re
             }
         }
     }
-    tracing::info!(
+    let locks = restore_locks(log, router, partition).await?;
+    tracing::debug!(
         partition,
+        locks,
         rosters = counts[0],
         sessions = counts[1],
         accounts = counts[2],
@@ -204,6 +206,48 @@ async fn restore(log: &dyn Log, router: &mut Router, partition: Partition) -> Re
         "router partition restored"
     );
     Ok(())
+}
+
+/// Rebuilds the conversation locks of a partition from the outbound messages of the last
+/// `lock_idle_timeout` that the group already processed.
+async fn restore_locks(
+    log: &dyn Log,
+    router: &mut Router,
+    partition: Partition,
+) -> Result<usize, LogError> {
+    let Some(until) = log
+        .committed(GROUP, &TopicPartition::new(STANZAS, partition))
+        .await?
+    else {
+        return Ok(0);
+    };
+    let window = i64::try_from(router.config().lock_idle_timeout.as_millis()).unwrap_or(i64::MAX);
+    let since = Timestamp::now().as_millis().saturating_sub(window);
+    let Some(start) = log.offset_for_timestamp(STANZAS, partition, since).await? else {
+        return Ok(0);
+    };
+    let mut reader = log
+        .reader(STANZAS, partition, StartAt::Offset(start))
+        .await?;
+    let mut seen = 0;
+    while reader.position() < until {
+        let records = reader.read(1024, Duration::from_millis(200)).await?;
+        if records.is_empty() {
+            break;
+        }
+        for record in records {
+            if record.offset >= until {
+                break;
+            }
+            if let Some(value) = &record.value
+                && let Ok(Event::StanzaReceived(stanza)) = imbus_schemas::decode(value)
+            {
+                router.restore_outbound(&stanza);
+                seen += 1;
+            }
+        }
+    }
+    Ok(seen)
 }
 
 fn apply_changelog(router: &mut Router, topic: &str, record: &ConsumedRecord) {

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use imbus_core::{
     AccountEvent, Availability, BareJid, FullJid, GatewayId, Jid, OfflineEvent, OfflineStored,
-    RosterChanged, SessionEvent, SessionId, SessionPresence, Subscription, UserDataChanged,
+    RosterChanged, SessionEvent, SessionId, SessionPresence, Subscription, Timestamp,
+    UserDataChanged,
 };
 
 /// How many closed session ids are remembered, so a stanza that a closed session sent
@@ -157,6 +158,9 @@ pub struct User {
     pub data: BTreeMap<String, String>,
     /// Messages stored while the account had no available resource, oldest first.
     pub offline: Vec<OfflineStored>,
+    /// Conversation locks (lock-on-reply): for a contact, the resource of this user that
+    /// last replied to it, and when the conversation last moved.
+    pub locks: BTreeMap<BareJid, Lock>,
     /// Blocked addresses (XEP-0191): bare or full JIDs, domains, domain/resources; the
     /// parsed form of the `urn:xmpp:blocking` entry of [`Self::data`].
     pub blocked: BTreeSet<String>,
@@ -176,6 +180,15 @@ impl User {
             || self.blocked.contains(domain)
             || by_domain_resource.is_some_and(|d| self.blocked.contains(&d))
     }
+}
+
+/// A conversation locked to one resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lock {
+    /// The resource that replied.
+    pub resource: String,
+    /// The last message of the conversation, either way.
+    pub last: Timestamp,
 }
 
 /// The `data` key of the block list.

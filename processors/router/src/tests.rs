@@ -914,3 +914,59 @@ fn multicast_reaches_fifty_recipients_online_or_offline_and_hides_bcc() {
         "{alice:?}"
     );
 }
+
+#[test]
+fn lock_on_reply_routes_to_the_replying_client_until_it_leaves_or_idles() {
+    let b2 = "bob@example.com/phone";
+    let mut w = online(&["alice", "bob"], &[A, B, b2]);
+    let count = |w: &mut World, s: &str| {
+        w.take(s)
+            .iter()
+            .filter(|x| x.starts_with("<message"))
+            .count()
+    };
+    // Forked to both until bob replies.
+    message_from(&mut w, A, "bob@example.com", "hello");
+    assert_eq!((count(&mut w, B), count(&mut w, b2)), (1, 1));
+    message_from(&mut w, b2, "alice@example.com", "hi from the phone");
+    w.take(A);
+    for _ in 0..3 {
+        message_from(&mut w, A, "bob@example.com", "locked");
+        assert_eq!((count(&mut w, B), count(&mut w, b2)), (0, 1));
+    }
+    // Another contact is not locked.
+    w.router
+        .state_mut()
+        .accounts
+        .insert(BareJid::new("carol@example.com").unwrap());
+    let c = "carol@example.com/x";
+    w.bind(c);
+    message_from(&mut w, c, "bob@example.com", "carol here");
+    assert_eq!((count(&mut w, B), count(&mut w, b2)), (1, 1));
+    // The phone goes unavailable: forked again, and no lock when it comes back.
+    w.send(b2, "<presence type='unavailable'/>");
+    w.send(b2, "<presence/>");
+    w.delivered.clear();
+    message_from(&mut w, A, "bob@example.com", "unlocked");
+    assert_eq!((count(&mut w, B), count(&mut w, b2)), (1, 1));
+    // Idle timeout.
+    message_from(&mut w, b2, "alice@example.com", "phone again");
+    w.router.config_mut().lock_idle_timeout = std::time::Duration::ZERO;
+    let late = StanzaReceived {
+        event_id: Uuid::new_v4(),
+        gateway_id: GatewayId::new("gw1").unwrap(),
+        session_id: w.sessions[A].clone(),
+        received_at: Timestamp::from_micros(t().as_micros() + 1),
+        sender: FullJid::new(A).unwrap(),
+        recipient: Some(Jid::new("bob@example.com").unwrap()),
+        kind: StanzaKind::Message,
+        stanza_type: Some("chat".into()),
+        stanza_id: None,
+        xml: format!(
+            "<message from='{A}' to='bob@example.com' type='chat'><body>later</body></message>"
+        ),
+    };
+    w.delivered.clear();
+    w.run(Input::Outbound(late));
+    assert_eq!((count(&mut w, B), count(&mut w, b2)), (1, 1));
+}
