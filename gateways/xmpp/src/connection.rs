@@ -1,26 +1,34 @@
-//! One client connection: the socket, its TLS layer, and the session it drives.
+//! One client connection: the socket (TCP, TLS or WebSocket), and the session it drives.
+//!
+//! When the connection of a session with Stream Management resumption enabled breaks,
+//! the task stays on as a *detached* session for the resume timeout: deliveries keep
+//! arriving to it and are kept in the session's bounded queue of unacknowledged stanzas,
+//! and a new connection of the same user that asks to resume takes the session over
+//! ([`Command::Resume`]), re-sending whatever the client had not acknowledged.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use imbus_core::jid::{FullJid, Jid};
+use axum::extract::ws::{Message, WebSocket};
+use imbus_core::jid::{BareJid, FullJid, Jid};
 use imbus_core::{
     ClientFeatures, CloseReason, Credentials, Event, GatewayId, SessionClosed, SessionEvent,
     SessionId, SessionPresence, SessionState, StanzaReceived, Timestamp, Uuid,
 };
 use imbus_log::{Log, LogError, Record, partition_for_key};
-use imbus_xmpp_c2s::{Action, BindAnswer, Input, Session, SessionConfig, Transport};
+use imbus_xmpp_auth::{Decision, SaslCondition, Throttle};
+use imbus_xmpp_c2s::{Action, BindAnswer, Input, ResumeState, Session, SessionConfig, Transport};
 use imbus_xmpp_stream::{
     Element, ParserConfig, StanzaKind, StreamError, StreamErrorCondition, StreamEvent, StreamParser,
 };
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -37,11 +45,44 @@ pub(crate) struct Shared {
     pub(crate) credentials: Arc<dyn CredentialLookup>,
     pub(crate) sessions_partitions: i32,
     pub(crate) server_end_point: Vec<u8>,
-    /// Bound sessions by full JID.
+    /// Bound sessions by full JID (detached ones included, until they end).
     pub(crate) registry: Mutex<HashMap<String, Registered>>,
+    /// Detached sessions that may be resumed, by resumption id.
+    pub(crate) resumable: Mutex<HashMap<String, Resumable>>,
+    /// Failed logins per account and per address.
+    pub(crate) throttle: Mutex<Throttle>,
+    /// New connections per address in the current window (TCP and WebSocket).
+    pub(crate) rate: Mutex<HashMap<IpAddr, (Instant, u32)>>,
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Held by every connection task, so shutdown can wait for them.
     pub(crate) alive: mpsc::Sender<()>,
+}
+
+impl Shared {
+    /// Counts a new connection from `ip`; `false` when the address opened too many in
+    /// the current window.
+    pub(crate) fn admit(&self, ip: IpAddr) -> bool {
+        let now = Instant::now();
+        let window = self.limits.rate_window;
+        let mut rate = self.rate.lock();
+        if rate.len() > 10_000 {
+            rate.retain(|_, (start, _)| now.duration_since(*start) < window);
+        }
+        let entry = rate.entry(ip).or_insert((now, 0));
+        if now.duration_since(entry.0) >= window {
+            *entry = (now, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+        entry.1 <= self.limits.connections_per_window
+    }
+}
+
+/// A detached session's entry among the resumable ones.
+#[derive(Debug, Clone)]
+pub(crate) struct Resumable {
+    user: BareJid,
+    connection: u64,
+    commands: mpsc::Sender<Command>,
 }
 
 /// A bound session's entry in the registry.
@@ -60,7 +101,26 @@ pub(crate) enum Command {
     Deliver(Element),
     /// End the session with this stream error.
     Shutdown(StreamError),
+    /// Hand this detached session over to a resuming connection.
+    Resume(Handover),
 }
+
+/// A resuming connection's request for a detached session.
+#[derive(Debug)]
+pub(crate) struct Handover {
+    /// The `h` the client sent in `<resume/>`.
+    h: u32,
+    /// The resuming connection, which takes the session's full JID for deliveries.
+    to: Registered,
+    /// The session's state and id, or `None` when it cannot be resumed.
+    reply: oneshot::Sender<Option<(ResumeState, SessionId)>>,
+}
+
+/// How long a resuming connection waits for the detached session to hand over.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a detached session waits for the log to confirm stanzas still in flight
+/// before it hands over.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(5);
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
@@ -79,27 +139,67 @@ pub(crate) fn parse_stanza(xml: &str) -> Option<Element> {
     stanzas.next().is_none().then_some(stanza)
 }
 
-enum Conn {
+/// Bytes read from a TCP connection at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+pub(crate) enum Conn {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// RFC 7395: one XMPP frame per text message.
+    Ws(Box<WebSocket>),
     Gone,
 }
 
 impl Conn {
-    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Reads into `buf` and returns how many bytes it holds (0: the connection ended).
+    /// On a WebSocket, `buf` holds exactly one text message. Cancel-safe.
+    async fn read(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
         match self {
-            Conn::Plain(s) => s.read(buf).await,
-            Conn::Tls(s) => s.read(buf).await,
+            Conn::Plain(s) => {
+                buf.resize(READ_CHUNK, 0);
+                s.read(buf).await
+            }
+            Conn::Tls(s) => {
+                buf.resize(READ_CHUNK, 0);
+                s.read(buf).await
+            }
+            Conn::Ws(ws) => loop {
+                match ws.recv().await {
+                    None | Some(Ok(Message::Close(_))) => return Ok(0),
+                    Some(Ok(Message::Text(text))) => {
+                        buf.clear();
+                        buf.extend_from_slice(text.as_str().as_bytes());
+                        if buf.is_empty() {
+                            // An empty message carries no frame; keep reading.
+                            continue;
+                        }
+                        return Ok(buf.len());
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "binary WebSocket message (RFC 7395 uses text messages)",
+                        ));
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Err(e)) => return Err(io::Error::other(e)),
+                }
+            },
             Conn::Gone => Ok(0),
         }
     }
 
-    async fn write(&mut self, data: &[u8]) -> io::Result<()> {
+    async fn write(&mut self, data: Vec<u8>) -> io::Result<()> {
         match self {
-            Conn::Plain(s) => s.write_all(data).await,
+            Conn::Plain(s) => s.write_all(&data).await,
             Conn::Tls(s) => {
-                s.write_all(data).await?;
+                s.write_all(&data).await?;
                 s.flush().await
+            }
+            Conn::Ws(ws) => {
+                let text = String::from_utf8(data)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                ws.send(Message::text(text)).await.map_err(io::Error::other)
             }
             Conn::Gone => Err(io::ErrorKind::NotConnected.into()),
         }
@@ -109,8 +209,13 @@ impl Conn {
         let _ = match self {
             Conn::Plain(s) => s.shutdown().await,
             Conn::Tls(s) => s.shutdown().await,
+            Conn::Ws(ws) => ws
+                .send(Message::Close(None))
+                .await
+                .map_err(io::Error::other),
             Conn::Gone => Ok(()),
         };
+        *self = Conn::Gone;
     }
 }
 
@@ -172,12 +277,21 @@ enum Wake {
     Shutdown,
 }
 
+/// How [`Connection::serve`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The session is over.
+    Closed,
+    /// The connection broke while the session was established.
+    Lost,
+}
+
 struct Connection {
     id: u64,
     session_id: SessionId,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    acceptor: TlsAcceptor,
+    acceptor: Option<TlsAcceptor>,
     conn: Conn,
     session: Session,
     commands: mpsc::Sender<Command>,
@@ -186,9 +300,11 @@ struct Connection {
     bound: Option<FullJid>,
     deadline: Option<tokio::time::Instant>,
     close_reason: Option<(CloseReason, Option<String>)>,
+    /// The account of the SASL exchange in progress (for the login throttle).
+    auth_account: Option<String>,
 }
 
-/// Serves one accepted connection until it ends.
+/// Serves one accepted TCP connection until it ends.
 pub(crate) async fn run(
     socket: TcpStream,
     peer: SocketAddr,
@@ -197,15 +313,7 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
 ) {
     let _alive = shared.alive.clone();
-    let session_id = match SessionId::new(Uuid::new_v4().simple().to_string()) {
-        Ok(id) => id,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot make a session id");
-            return;
-        }
-    };
-    let direct_tls = transport.encrypted();
-    let conn = if direct_tls {
+    let conn = if transport.encrypted() {
         match handshake(&acceptor, socket, &shared.limits).await {
             Ok(tls) => Conn::Tls(Box::new(tls)),
             Err(e) => {
@@ -216,9 +324,41 @@ pub(crate) async fn run(
     } else {
         Conn::Plain(socket)
     };
-    let (commands, command_rx) = mpsc::channel(shared.limits.outbound_queue.max(1));
+    drive(conn, peer, transport, Some(acceptor), shared).await;
+}
+
+/// Serves one upgraded WebSocket connection (RFC 7395) until it ends.
+pub(crate) async fn run_websocket(
+    socket: WebSocket,
+    peer: SocketAddr,
+    secure: bool,
+    shared: Arc<Shared>,
+) {
+    let _alive = shared.alive.clone();
+    let conn = Conn::Ws(Box::new(socket));
+    drive(conn, peer, Transport::WebSocket { secure }, None, shared).await;
+}
+
+/// Drives the session of a connection, then keeps it detached for resumption if its
+/// connection broke, then records its end.
+async fn drive(
+    conn: Conn,
+    peer: SocketAddr,
+    transport: Transport,
+    acceptor: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+) {
+    let session_id = match SessionId::new(Uuid::new_v4().simple().to_string()) {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot make a session id");
+            return;
+        }
+    };
+    let direct_tls = matches!(conn, Conn::Tls(_));
+    let (commands, mut command_rx) = mpsc::channel(shared.limits.outbound_queue.max(1));
     let (appends, append_rx) = mpsc::channel(shared.session.max_in_flight.saturating_add(8));
-    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
     let appender = tokio::spawn(append_loop(shared.log.clone(), append_rx, ack_tx));
     let mut connection = Connection {
         id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
@@ -234,6 +374,7 @@ pub(crate) async fn run(
         bound: None,
         deadline: None,
         close_reason: None,
+        auth_account: None,
     };
     tracing::debug!(%peer, session = connection.session_id.as_str(), "connection accepted");
     let mut pending: VecDeque<Action> = connection.session.start(Instant::now()).into();
@@ -246,8 +387,13 @@ pub(crate) async fn run(
             Instant::now(),
         ));
     }
-    connection.serve(pending, command_rx, ack_rx).await;
-    connection.finish().await;
+    let end = connection
+        .serve(pending, &mut command_rx, &mut ack_rx)
+        .await;
+    let handed_over = end == End::Lost && connection.detach(&mut command_rx, &mut ack_rx).await;
+    if !handed_over {
+        connection.finish().await;
+    }
     drop(connection);
     if let Err(e) = appender.await {
         tracing::warn!(error = %e, "session appender failed");
@@ -272,27 +418,38 @@ impl Connection {
         }
     }
 
+    /// Whether the connection broke while the session was established (as opposed to
+    /// the session having ended).
+    fn end(&self) -> End {
+        let lost = matches!(self.close_reason, Some((CloseReason::ConnectionLost, _)));
+        if lost && !self.session.is_closed() && self.bound.is_some() {
+            End::Lost
+        } else {
+            End::Closed
+        }
+    }
+
     async fn serve(
         &mut self,
         mut pending: VecDeque<Action>,
-        mut command_rx: mpsc::Receiver<Command>,
-        mut ack_rx: mpsc::UnboundedReceiver<Result<u64, LogError>>,
-    ) {
-        let mut buf = vec![0u8; 16 * 1024];
+        command_rx: &mut mpsc::Receiver<Command>,
+        ack_rx: &mut mpsc::UnboundedReceiver<Result<u64, LogError>>,
+    ) -> End {
+        let mut buf = Vec::with_capacity(READ_CHUNK);
         let mut shutdown = self.shared.shutdown.clone();
         let mut shutting_down = *shutdown.borrow();
         if shutting_down {
-            return;
+            return End::Closed;
         }
         let max_in_flight = self.shared.session.max_in_flight;
         loop {
             while let Some(action) = pending.pop_front() {
                 if !self.perform(action, &mut pending).await {
-                    return;
+                    return self.end();
                 }
             }
             if self.session.is_closed() {
-                return;
+                return End::Closed;
             }
             let deadline = self.deadline;
             let slow = self.slow.clone();
@@ -315,14 +472,18 @@ impl Connection {
                 Wake::Eof(error) => {
                     self.close_reason =
                         Some((CloseReason::ConnectionLost, error.map(|e| e.to_string())));
-                    let _ = self.session.handle(Input::Closed, now);
-                    return;
+                    return self.end();
                 }
                 Wake::Command(Command::Deliver(element)) => {
                     self.session.handle(Input::Deliver(element), now)
                 }
                 Wake::Command(Command::Shutdown(error)) => {
                     self.session.handle(Input::Shutdown(error), now)
+                }
+                Wake::Command(Command::Resume(handover)) => {
+                    // Only detached sessions hand over.
+                    let _ = handover.reply.send(None);
+                    Vec::new()
                 }
                 Wake::Appended(Ok(seq)) => self.session.handle(Input::Published { seq }, now),
                 Wake::Appended(Err(e)) => {
@@ -360,7 +521,7 @@ impl Connection {
         match action {
             Action::Send(bytes) => {
                 let write =
-                    tokio::time::timeout(self.shared.limits.write_timeout, self.conn.write(&bytes));
+                    tokio::time::timeout(self.shared.limits.write_timeout, self.conn.write(bytes));
                 let failure = match write.await {
                     Ok(Ok(())) => return true,
                     Ok(Err(e)) => e.to_string(),
@@ -371,14 +532,17 @@ impl Connection {
                 return false;
             }
             Action::StartTls => {
-                let Conn::Plain(socket) = std::mem::replace(&mut self.conn, Conn::Gone) else {
+                let acceptor = self.acceptor.clone();
+                let (Some(acceptor), Conn::Plain(socket)) =
+                    (acceptor, std::mem::replace(&mut self.conn, Conn::Gone))
+                else {
                     self.close_reason = Some((
                         CloseReason::StreamError,
                         Some("STARTTLS on an encrypted connection".to_owned()),
                     ));
                     return false;
                 };
-                match handshake(&self.acceptor, socket, &self.shared.limits).await {
+                match handshake(&acceptor, socket, &self.shared.limits).await {
                     Ok(tls) => self.conn = Conn::Tls(Box::new(tls)),
                     Err(e) => {
                         tracing::debug!(peer = %self.peer, error = %e, "STARTTLS handshake failed");
@@ -394,17 +558,43 @@ impl Connection {
                 );
             }
             Action::LookupCredentials { jid, .. } => {
-                let credentials: Option<Credentials> = self.shared.credentials.lookup(jid.as_str());
-                pending.extend(self.session.handle(Input::Credentials(credentials), now));
+                let decision = self
+                    .shared
+                    .throttle
+                    .lock()
+                    .check(now, jid.as_str(), self.peer.ip());
+                self.auth_account = Some(jid.as_str().to_owned());
+                let input = match decision {
+                    Decision::Allow => {
+                        let credentials: Option<Credentials> =
+                            self.shared.credentials.lookup(jid.as_str());
+                        Input::Credentials(credentials)
+                    }
+                    Decision::Wait(wait) => {
+                        tracing::info!(peer = %self.peer, user = jid.as_str(), retry_in = ?wait, "login refused: too many failed logins for this account or address");
+                        Input::LookupFailed
+                    }
+                };
+                pending.extend(self.session.handle(input, now));
             }
             Action::AuthFailed {
                 username,
                 condition,
             } => {
                 tracing::info!(peer = %self.peer, user = ?username, ?condition, "authentication failed");
+                let account = self.auth_account.take();
+                record_auth_failure(
+                    &mut self.shared.throttle.lock(),
+                    now,
+                    account.as_deref(),
+                    self.peer.ip(),
+                    condition,
+                );
             }
             Action::Authenticated { jid, mechanism } => {
                 tracing::debug!(peer = %self.peer, user = jid.as_str(), ?mechanism, "authenticated");
+                self.auth_account = None;
+                self.shared.throttle.lock().record_success(jid.as_str());
             }
             Action::BindRequested { full_jid } => {
                 let in_use = self.shared.registry.lock().contains_key(full_jid.as_str());
@@ -428,10 +618,9 @@ impl Connection {
                 self.bound = Some(full_jid);
                 self.append_session(event).await;
             }
-            Action::ResumeRequested { .. } => {
-                // Sessions are not kept after their connection ends, so there is
-                // nothing to resume: the client starts a new session.
-                pending.extend(self.session.handle(Input::Resume(None), now));
+            Action::ResumeRequested { previd, h } => {
+                let state = self.take_over(&previd, h).await;
+                pending.extend(self.session.handle(Input::Resume(state), Instant::now()));
             }
             Action::Resumed { full_jid } => {
                 self.register(&full_jid);
@@ -457,7 +646,9 @@ impl Connection {
                     stanza_id: stanza.attr("id").map(str::to_owned),
                     xml: stanza.to_xml(),
                 };
-                let key = event.owner().as_str().to_owned();
+                // Outbound processing happens on the sender's partition (the router re-keys
+                // the stanza to its recipient's partition from there).
+                let key = event.sender.to_bare().as_str().to_owned();
                 let value = match imbus_schemas::encode(&Event::from(event)) {
                     Ok(value) => value,
                     Err(e) => {
@@ -484,14 +675,8 @@ impl Connection {
                 }
             }
             Action::Close { error } => {
-                let reason = match error.as_ref().map(|e| e.condition) {
-                    None => CloseReason::ClientClosed,
-                    Some(StreamErrorCondition::Conflict) => CloseReason::Replaced,
-                    Some(StreamErrorCondition::SystemShutdown) => CloseReason::GatewayShutdown,
-                    Some(_) => CloseReason::StreamError,
-                };
-                let detail = error.map(|e| e.condition.as_str().to_owned());
-                self.close_reason.get_or_insert((reason, detail));
+                self.close_reason
+                    .get_or_insert(close_reason(error.as_ref()));
                 return false;
             }
             Action::ArmTimer(duration) => {
@@ -501,13 +686,218 @@ impl Connection {
         true
     }
 
-    /// Makes this connection the holder of `full_jid`, ending any earlier holder.
-    fn register(&mut self, full_jid: &FullJid) {
-        let entry = Registered {
+    /// This connection's entry in the registry.
+    fn registration(&self) -> Registered {
+        Registered {
             connection: self.id,
             commands: self.commands.clone(),
             slow: self.slow.clone(),
+        }
+    }
+
+    /// Asks the detached session `previd` of this user to hand itself over; its state,
+    /// or `None` when there is no such session to resume.
+    async fn take_over(&mut self, previd: &str, h: u32) -> Option<ResumeState> {
+        let user = self.session.user()?.clone();
+        let target = self
+            .shared
+            .resumable
+            .lock()
+            .get(previd)
+            .filter(|r| r.user == user)
+            .map(|r| r.commands.clone());
+        let Some(target) = target else {
+            tracing::debug!(peer = %self.peer, user = user.as_str(), "no session to resume");
+            return None;
         };
+        let (reply, answer) = oneshot::channel();
+        let handover = Handover {
+            h,
+            to: self.registration(),
+            reply,
+        };
+        if target.send(Command::Resume(handover)).await.is_err() {
+            return None;
+        }
+        let (state, session_id) = tokio::time::timeout(HANDOVER_TIMEOUT, answer)
+            .await
+            .ok()?
+            .ok()??;
+        tracing::debug!(peer = %self.peer, session = session_id.as_str(), jid = state.jid.as_str(), "session resumed");
+        // The session goes on under its id; this connection now records its end.
+        self.session_id = session_id;
+        self.bound = Some(state.jid.clone());
+        Some(state)
+    }
+
+    /// Keeps a session whose connection broke for the resume timeout: deliveries go to
+    /// its queue of unacknowledged stanzas and stanzas in flight are confirmed. `true`
+    /// when a resuming connection took it over (which then records its end); `false`
+    /// when it ended (timeout, shutdown, replaced, queue overflow) and must be finished.
+    async fn detach(
+        &mut self,
+        command_rx: &mut mpsc::Receiver<Command>,
+        ack_rx: &mut mpsc::UnboundedReceiver<Result<u64, LogError>>,
+    ) -> bool {
+        let (Some(id), Some(user)) = (
+            self.session.resumption_id().map(str::to_owned),
+            self.session.user().cloned(),
+        ) else {
+            return false;
+        };
+        let mut shutdown = self.shared.shutdown.clone();
+        if *shutdown.borrow() {
+            return false;
+        }
+        self.conn.shutdown().await;
+        let timeout = self.shared.session.sm_resume_timeout;
+        tracing::debug!(peer = %self.peer, session = self.session_id.as_str(), ?timeout, "connection lost; the session may be resumed");
+        self.shared.resumable.lock().insert(
+            id.clone(),
+            Resumable {
+                user,
+                connection: self.id,
+                commands: self.commands.clone(),
+            },
+        );
+        let expires = tokio::time::Instant::now() + timeout;
+        let handed_over = loop {
+            tokio::select! {
+                command = command_rx.recv() => match command {
+                    Some(Command::Deliver(element)) => {
+                        let actions = self.session.handle(Input::Deliver(element), Instant::now());
+                        if self.detached_actions(actions) {
+                            break false;
+                        }
+                    }
+                    Some(Command::Shutdown(error)) => {
+                        self.close_reason = Some(close_reason(Some(&error)));
+                        break false;
+                    }
+                    Some(Command::Resume(handover)) => {
+                        if self.hand_over(handover, command_rx, ack_rx).await {
+                            break true;
+                        }
+                    }
+                    None => break false,
+                },
+                Some(ack) = ack_rx.recv() => {
+                    let Ok(seq) = ack else { break false };
+                    let actions = self.session.handle(Input::Published { seq }, Instant::now());
+                    if self.detached_actions(actions) {
+                        break false;
+                    }
+                }
+                () = tokio::time::sleep_until(expires) => {
+                    self.close_reason = Some((
+                        CloseReason::ConnectionLost,
+                        Some(format!("not resumed within {} s", timeout.as_secs())),
+                    ));
+                    break false;
+                }
+                _ = shutdown.changed() => {
+                    self.close_reason = Some((CloseReason::GatewayShutdown, None));
+                    break false;
+                }
+            }
+        };
+        let mut resumable = self.shared.resumable.lock();
+        if resumable.get(&id).is_some_and(|r| r.connection == self.id) {
+            resumable.remove(&id);
+        }
+        handed_over
+    }
+
+    /// Performs what a detached session asks for: nothing can be written, so only the
+    /// end of the session matters. `true` when it ended.
+    fn detached_actions(&mut self, actions: Vec<Action>) -> bool {
+        for action in actions {
+            if let Action::Close { error } = action {
+                self.close_reason = Some(close_reason(error.as_ref()));
+                return true;
+            }
+        }
+        self.session.is_closed()
+    }
+
+    /// Hands this detached session to a resuming connection: moves the full JID's
+    /// deliveries to it, folds in what was delivered meanwhile and the log's last
+    /// confirmations, and replies with the state. `false` when it cannot be resumed.
+    async fn hand_over(
+        &mut self,
+        handover: Handover,
+        command_rx: &mut mpsc::Receiver<Command>,
+        ack_rx: &mut mpsc::UnboundedReceiver<Result<u64, LogError>>,
+    ) -> bool {
+        let Handover { h, to, reply } = handover;
+        let acceptable = self
+            .session
+            .resume_state()
+            .is_some_and(|s| (h.wrapping_sub(s.acked) as usize) <= s.unacked.len());
+        let Some(jid) = self.bound.clone().filter(|_| acceptable) else {
+            let _ = reply.send(None);
+            return false;
+        };
+        // Stanzas the log confirms now count as handled, so the client does not send
+        // them again.
+        let give_up = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
+        while self.session.in_flight() > 0 {
+            match tokio::time::timeout_at(give_up, ack_rx.recv()).await {
+                Ok(Some(Ok(seq))) => {
+                    let _ = self
+                        .session
+                        .handle(Input::Published { seq }, Instant::now());
+                }
+                _ => break,
+            }
+        }
+        let previous = {
+            let mut registry = self.shared.registry.lock();
+            match registry.get(jid.as_str()) {
+                Some(r) if r.connection == self.id => {
+                    registry.insert(jid.as_str().to_owned(), to.clone())
+                }
+                _ => None,
+            }
+        };
+        let Some(previous) = previous else {
+            let _ = reply.send(None);
+            return false;
+        };
+        // Deliveries queued before the registry moved (the gateway hands them over under
+        // the registry's lock, so none can follow).
+        while let Ok(command) = command_rx.try_recv() {
+            match command {
+                Command::Deliver(element) => {
+                    let _ = self.session.handle(Input::Deliver(element), Instant::now());
+                }
+                Command::Resume(other) => {
+                    let _ = other.reply.send(None);
+                }
+                Command::Shutdown(_) => {}
+            }
+        }
+        let Some(state) = self.session.resume_state() else {
+            let _ = reply.send(None);
+            return false;
+        };
+        if reply.send(Some((state, self.session_id.clone()))).is_err() {
+            // The resuming connection is gone: take the full JID back.
+            let mut registry = self.shared.registry.lock();
+            if registry
+                .get(jid.as_str())
+                .is_some_and(|r| r.connection == to.connection)
+            {
+                registry.insert(jid.as_str().to_owned(), previous);
+            }
+            return false;
+        }
+        true
+    }
+
+    /// Makes this connection the holder of `full_jid`, ending any earlier holder.
+    fn register(&mut self, full_jid: &FullJid) {
+        let entry = self.registration();
         let previous = self
             .shared
             .registry
@@ -525,7 +915,7 @@ impl Connection {
         }
     }
 
-    async fn append_session(&self, event: SessionEvent) {
+    async fn append_session(&mut self, event: SessionEvent) {
         let jid = event.jid().clone();
         let partition = partition_for_key(
             jid.to_bare().as_str().as_bytes(),
@@ -583,6 +973,41 @@ impl Connection {
         }
         self.conn.shutdown().await;
         tracing::debug!(peer = %self.peer, session = self.session_id.as_str(), "connection closed");
+    }
+}
+
+/// Why a session ended, from the stream error it was closed with (none: the client
+/// closed it).
+fn close_reason(error: Option<&StreamError>) -> (CloseReason, Option<String>) {
+    let reason = match error.map(|e| e.condition) {
+        None => CloseReason::ClientClosed,
+        Some(StreamErrorCondition::Conflict) => CloseReason::Replaced,
+        Some(StreamErrorCondition::SystemShutdown) => CloseReason::GatewayShutdown,
+        Some(_) => CloseReason::StreamError,
+    };
+    (reason, error.map(|e| e.condition.as_str().to_owned()))
+}
+
+/// Records a failed login in the throttle: wrong credentials count against the account
+/// and the address, other client mistakes against the address only; the throttle's own
+/// refusals and aborted exchanges do not count.
+fn record_auth_failure(
+    throttle: &mut Throttle,
+    now: Instant,
+    account: Option<&str>,
+    address: IpAddr,
+    condition: SaslCondition,
+) {
+    match condition {
+        SaslCondition::TemporaryAuthFailure | SaslCondition::Aborted => {}
+        SaslCondition::NotAuthorized
+        | SaslCondition::InvalidAuthzid
+        | SaslCondition::AccountDisabled
+        | SaslCondition::CredentialsExpired => match account {
+            Some(account) => throttle.record_failure(now, account, address),
+            None => throttle.record_address_failure(now, address),
+        },
+        _ => throttle.record_address_failure(now, address),
     }
 }
 

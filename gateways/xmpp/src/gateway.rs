@@ -2,15 +2,22 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{Extensions, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use imbus_core::{Credentials, Event, GatewayId};
 use imbus_log::{
     ConsumerEvent, ConsumerOptions, Log, LogError, Offset, TopicConfig, TopicPartition,
 };
+use imbus_xmpp_auth::{Throttle, ThrottleConfig};
 use imbus_xmpp_c2s::{SessionConfig, Transport};
 use imbus_xmpp_stream::{Element, StreamError};
 use parking_lot::Mutex;
@@ -26,6 +33,12 @@ use crate::tls::{CertSource, Identity};
 pub(crate) const STANZAS: &str = "stanzas";
 /// The changelog of sessions.
 pub(crate) const SESSIONS: &str = "sessions";
+/// The HTTP path of XMPP over WebSocket (RFC 7395).
+pub const WEBSOCKET_PATH: &str = "/xmpp-websocket";
+/// The WebSocket subprotocol of XMPP (RFC 7395 §3.1).
+const WEBSOCKET_PROTOCOL: &str = "xmpp";
+/// WebSocket framing allowance on top of the largest stanza.
+const WEBSOCKET_SLACK: usize = 4096;
 
 /// Reads account credentials for authentication (the server implements it on its view of
 /// the `accounts` topic).
@@ -51,6 +64,9 @@ pub struct ConnectionLimits {
     pub rate_window: Duration,
     /// How long a TLS handshake may take (default 10 s).
     pub tls_handshake_timeout: Duration,
+    /// Login throttling per account and per address (the defaults of
+    /// [`ThrottleConfig`]): an attempt it refuses fails with `temporary-auth-failure`.
+    pub login: ThrottleConfig,
 }
 
 impl Default for ConnectionLimits {
@@ -61,6 +77,7 @@ impl Default for ConnectionLimits {
             connections_per_window: 30,
             rate_window: Duration::from_secs(60),
             tls_handshake_timeout: Duration::from_secs(10),
+            login: ThrottleConfig::default(),
         }
     }
 }
@@ -145,6 +162,9 @@ impl Gateway {
             sessions_partitions: partitions,
             server_end_point: identity.server_end_point(),
             registry: Mutex::new(HashMap::new()),
+            resumable: Mutex::new(HashMap::new()),
+            throttle: Mutex::new(Throttle::new(config.limits.login)),
+            rate: Mutex::new(HashMap::new()),
             shutdown: shutdown_rx,
             alive: alive_tx,
         });
@@ -239,6 +259,23 @@ impl GatewayHandle {
         self.tls_addr
     }
 
+    /// The route of XMPP over WebSocket (RFC 7395) at [`WEBSOCKET_PATH`], to mount on an
+    /// HTTP listener. The `xmpp` subprotocol is required. `secure` says whether the
+    /// WebSocket runs over TLS (terminated by the listener or by a reverse proxy in
+    /// front of it); when the sessions require TLS, insecure WebSockets are refused with
+    /// `policy-violation`. The client's address (for the connection rate limit and the
+    /// login throttle) is taken from the listener's [`ConnectInfo`]; serve the router
+    /// with `into_make_service_with_connect_info::<SocketAddr>()`.
+    pub fn websocket_router(&self, secure: bool) -> Router {
+        let state = WebSocketState {
+            shared: Arc::downgrade(&self._shared),
+            secure,
+        };
+        Router::new()
+            .route(WEBSOCKET_PATH, get(websocket))
+            .with_state(state)
+    }
+
     /// Stops accepting, ends every session with a `system-shutdown` stream error (their
     /// closing is recorded on `sessions`) and waits for the connections to finish.
     pub async fn shutdown(mut self) {
@@ -254,6 +291,56 @@ impl GatewayHandle {
     }
 }
 
+/// What the WebSocket route needs (weakly: the route does not keep a stopped gateway).
+#[derive(Debug, Clone)]
+struct WebSocketState {
+    shared: Weak<Shared>,
+    secure: bool,
+}
+
+/// Upgrades an HTTP request to an XMPP WebSocket connection.
+async fn websocket(
+    State(state): State<WebSocketState>,
+    extensions: Extensions,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let Some(shared) = state.shared.upgrade().filter(|s| !*s.shutdown.borrow()) else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the XMPP gateway is stopping",
+        )
+            .into_response();
+    };
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |info| info.0);
+    let upgrade = upgrade.protocols([WEBSOCKET_PROTOCOL]);
+    if upgrade.selected_protocol().is_none() {
+        return (
+            StatusCode::BAD_REQUEST,
+            "XMPP over WebSocket needs the subprotocol `xmpp` (RFC 7395)",
+        )
+            .into_response();
+    }
+    if !shared.admit(peer.ip()) {
+        tracing::info!(%peer, "WebSocket refused: too many connections from this address");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many connections from this address",
+        )
+            .into_response();
+    }
+    let max = shared
+        .session
+        .max_stanza_bytes
+        .saturating_add(WEBSOCKET_SLACK);
+    let secure = state.secure;
+    upgrade
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| connection::run_websocket(socket, peer, secure, shared))
+}
+
 /// Accepts connections until shutdown, enforcing the per-address rate limit.
 async fn accept_loop(
     listener: TcpListener,
@@ -262,7 +349,6 @@ async fn accept_loop(
     shared: Arc<Shared>,
 ) {
     let mut shutdown = shared.shutdown.clone();
-    let mut rate: HashMap<IpAddr, (Instant, u32)> = HashMap::new();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -276,17 +362,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        let now = Instant::now();
-        let window = shared.limits.rate_window;
-        if rate.len() > 10_000 {
-            rate.retain(|_, (start, _)| now.duration_since(*start) < window);
-        }
-        let entry = rate.entry(peer.ip()).or_insert((now, 0));
-        if now.duration_since(entry.0) >= window {
-            *entry = (now, 0);
-        }
-        entry.1 += 1;
-        if entry.1 > shared.limits.connections_per_window {
+        if !shared.admit(peer.ip()) {
             tracing::info!(%peer, "connection refused: too many connections from this address");
             drop(socket);
             continue;
@@ -358,11 +434,14 @@ async fn deliver_loop(mut consumer: Box<dyn imbus_log::Consumer>, shared: Arc<Sh
     }
 }
 
-/// Hands a stanza to the connection of `full_jid`; a connection whose queue is full is
-/// ended as a slow reader.
+/// Hands a stanza to the connection of `full_jid` (a detached session keeps it for a
+/// resuming client); a connection whose queue is full is ended as a slow reader.
 fn deliver(shared: &Shared, full_jid: &str, element: Element) {
-    let target = shared.registry.lock().get(full_jid).cloned();
-    let Some(target) = target else {
+    // Sent under the registry's lock: a session handed over to a resuming connection
+    // moves its registry entry under the same lock, so no delivery can reach the old
+    // connection after it collected the last ones.
+    let registry = shared.registry.lock();
+    let Some(target) = registry.get(full_jid) else {
         tracing::warn!(
             to = full_jid,
             "delivery for a session not on this gateway; dropped"

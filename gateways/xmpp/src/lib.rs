@@ -14,9 +14,19 @@
 //!   `gateway.<gateway-id>` and writes each `Delivery` to the session of its full JID,
 //!   committing offsets once the stanza was handed to that connection.
 //!
+//! [`GatewayHandle::websocket_router`] serves the same sessions over WebSocket
+//! (RFC 7395, subprotocol `xmpp`) at [`WEBSOCKET_PATH`] on an HTTP listener.
+//!
 //! Each connection has a bounded queue of stanzas to write: a client that does not read
 //! fast enough is disconnected rather than allowed to grow the gateway's memory. New
-//! connections are rate-limited per remote address.
+//! connections are rate-limited per remote address, and failed logins are throttled per
+//! account and per address ([`ConnectionLimits::login`]).
+//!
+//! When the connection of a session with Stream Management resumption (XEP-0198) breaks,
+//! the session stays for the resume timeout: deliveries for it are kept (bounded by the
+//! session's queue of unacknowledged stanzas) and a new connection of the same user that
+//! resumes it gets every stanza it had not acknowledged. Only when the timeout passes is
+//! the session's end recorded on `sessions`.
 //!
 //! The `stanzas` and `sessions` topics must exist (the server creates the system topics
 //! at start); the gateway creates its delivery topic with as many partitions as
@@ -27,9 +37,13 @@
 
 mod connection;
 mod gateway;
+mod stale;
 mod tls;
 
 pub use gateway::{
     ConnectionLimits, CredentialLookup, Gateway, GatewayConfig, GatewayError, GatewayHandle,
+    WEBSOCKET_PATH,
 };
+pub use imbus_xmpp_auth::ThrottleConfig;
+pub use stale::close_stale_sessions;
 pub use tls::CertSource;

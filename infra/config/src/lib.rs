@@ -107,6 +107,47 @@ pub enum LogFormat {
     Json,
 }
 
+/// What happens when a client binds a resource another session holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceConflict {
+    /// The new session takes the resource; the older one ends with a `conflict` error.
+    Replace,
+    /// The new bind is refused.
+    Refuse,
+}
+
+/// Settings of the router (all live).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterSettings {
+    /// Instant messaging between users (`im.enabled`).
+    pub im_enabled: bool,
+    /// Presence sharing (`presence.enabled`).
+    pub presence_enabled: bool,
+    /// Offline storage (`offline.enabled`).
+    pub offline_enabled: bool,
+    /// Offline messages per user (`offline.quota`).
+    pub offline_quota: usize,
+    /// Lock-on-reply idle timeout (`im.lock_idle_timeout`).
+    pub lock_idle_timeout: Duration,
+    /// Answer XEP-0092 version requests (`disco.expose_version`).
+    pub expose_version: bool,
+}
+
+/// Settings of client-to-server XMPP sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct C2sConfig {
+    /// PEM certificate chain and key of the listeners; `None`: self-signed in `data_dir/tls`.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    pub require_tls: bool,
+    pub resource_conflict: ResourceConflict,
+    pub max_stanza_bytes: usize,
+    pub auth_timeout: Duration,
+    /// WebSocket connections arrive through a TLS-terminating reverse proxy.
+    pub websocket_tls_proxy: bool,
+    /// How long a broken Stream Management session may be resumed.
+    pub sm_resume_timeout: Duration,
+}
+
 /// Settings of the log backends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusConfig {
@@ -135,6 +176,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// PBKDF2 iterations of newly stored SCRAM credentials.
     pub scram_iterations: u32,
+    pub c2s: C2sConfig,
+    pub router: RouterSettings,
     pub bus: BusConfig,
     raw: BTreeMap<&'static str, (String, Source)>,
 }
@@ -300,6 +343,29 @@ impl Config {
                 _ => LogFormat::Text,
             },
             scram_iterations: get("auth.scram_iterations")?.int() as u32,
+            c2s: C2sConfig {
+                tls_files: tls_files(
+                    get("tls.cert_file")?.string(),
+                    get("tls.key_file")?.string(),
+                )?,
+                require_tls: get("c2s.require_tls")?.int() != 0,
+                resource_conflict: match get("c2s.resource_conflict")?.string().as_str() {
+                    "refuse" => ResourceConflict::Refuse,
+                    _ => ResourceConflict::Replace,
+                },
+                max_stanza_bytes: get("c2s.max_stanza_bytes")?.int() as usize,
+                auth_timeout: get("c2s.auth_timeout")?.duration(),
+                websocket_tls_proxy: get("c2s.websocket_tls_proxy")?.int() != 0,
+                sm_resume_timeout: get("sm.resume_timeout")?.duration(),
+            },
+            router: RouterSettings {
+                im_enabled: get("im.enabled")?.int() != 0,
+                presence_enabled: get("presence.enabled")?.int() != 0,
+                offline_enabled: get("offline.enabled")?.int() != 0,
+                offline_quota: get("offline.quota")?.int() as usize,
+                lock_idle_timeout: get("im.lock_idle_timeout")?.duration(),
+                expose_version: get("disco.expose_version")?.int() != 0,
+            },
             bus: BusConfig {
                 backend: match get("bus.backend")?.string().as_str() {
                     "kafka" => Backend::Kafka,
@@ -345,6 +411,20 @@ impl Config {
             "conference-{}-{}.{}",
             self.node_id, self.cluster_id, self.domain
         )
+    }
+}
+
+/// The certificate and key files: both or neither.
+fn tls_files(cert: String, key: String) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+    match (cert.is_empty(), key.is_empty()) {
+        (true, true) => Ok(None),
+        (false, false) => Ok(Some((PathBuf::from(cert), PathBuf::from(key)))),
+        (false, true) => Err(ConfigError::Conflict(format!(
+            "`tls.cert_file` is set ({cert}) but `tls.key_file` is not; set both, or neither for a self-signed certificate"
+        ))),
+        (true, false) => Err(ConfigError::Conflict(format!(
+            "`tls.key_file` is set ({key}) but `tls.cert_file` is not; set both, or neither for a self-signed certificate"
+        ))),
     }
 }
 
@@ -476,6 +556,58 @@ mod tests {
             e.contains("imbus.toml") && e.contains("not valid TOML"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn c2s_settings_parse_and_validate() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.c2s.tls_files, None);
+        assert!(c.c2s.require_tls);
+        assert_eq!(c.c2s.resource_conflict, ResourceConflict::Replace);
+        assert_eq!(c.c2s.max_stanza_bytes, 262_144);
+        assert_eq!(c.c2s.auth_timeout, Duration::from_secs(30));
+        assert_eq!(c.c2s.sm_resume_timeout, Duration::from_secs(300));
+
+        let c = Config::load(
+            None,
+            env(&[
+                ("IMBUS_TLS_CERT_FILE", "/etc/imbus/cert.pem"),
+                ("IMBUS_TLS_KEY_FILE", "/etc/imbus/key.pem"),
+                ("IMBUS_C2S_RESOURCE_CONFLICT", "refuse"),
+                ("IMBUS_C2S_AUTH_TIMEOUT", "500ms"),
+                ("IMBUS_SM_RESUME_TIMEOUT", "2m"),
+                ("IMBUS_C2S_REQUIRE_TLS", "false"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.c2s.tls_files,
+            Some(("/etc/imbus/cert.pem".into(), "/etc/imbus/key.pem".into()))
+        );
+        assert_eq!(c.c2s.resource_conflict, ResourceConflict::Refuse);
+        assert_eq!(c.c2s.auth_timeout, Duration::from_millis(500));
+        assert_eq!(c.c2s.sm_resume_timeout, Duration::from_secs(120));
+        assert!(!c.c2s.require_tls);
+
+        let e = Config::load(None, env(&[("IMBUS_TLS_CERT_FILE", "/etc/imbus/cert.pem")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`tls.key_file`") && e.contains("cert.pem"), "{e}");
+        let e = Config::load(None, env(&[("IMBUS_SM_RESUME_TIMEOUT", "forever")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`sm.resume_timeout`") && e.contains("forever") && e.contains("1s to 24h"),
+            "{e}"
+        );
+        let e = Config::load(None, env(&[("IMBUS_C2S_MAX_STANZA_BYTES", "100")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("10000"), "{e}");
+        let e = Config::load(None, env(&[("IMBUS_C2S_RESOURCE_CONFLICT", "kick")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("replace, refuse"), "{e}");
     }
 
     #[test]

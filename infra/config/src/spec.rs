@@ -40,6 +40,14 @@ pub enum Kind {
     /// A short identifier: lower-case letters, digits and '-'.
     Ident,
     Path,
+    /// A path, or empty for none.
+    OptionalPath,
+    /// A duration: a whole number with a unit (`ms`, `s`, `m`, `h`; no unit means seconds),
+    /// within the bounds (milliseconds).
+    Duration {
+        min_ms: u64,
+        max_ms: u64,
+    },
     Ip,
     Choice(&'static [&'static str]),
     Fsync,
@@ -52,6 +60,7 @@ pub enum Kind {
 pub(crate) enum Value {
     Str(String),
     Int(i64),
+    Duration(Duration),
     Ip(IpAddr),
     Fsync(Fsync),
 }
@@ -62,6 +71,7 @@ impl Value {
             Value::Str(s) => s,
             Value::Int(i) => i.to_string(),
             Value::Ip(ip) => ip.to_string(),
+            Value::Duration(d) => format!("{}ms", d.as_millis()),
             Value::Fsync(_) => String::new(),
         }
     }
@@ -69,6 +79,12 @@ impl Value {
         match self {
             Value::Int(i) => i,
             _ => 0,
+        }
+    }
+    pub(crate) fn duration(self) -> Duration {
+        match self {
+            Value::Duration(d) => d,
+            _ => Duration::ZERO,
         }
     }
     pub(crate) fn ip(self) -> IpAddr {
@@ -97,6 +113,12 @@ impl Kind {
             Kind::Domain => "expected a domain name such as example.com: labels of a-z, 0-9 and '-', separated by dots, at most 253 characters".into(),
             Kind::Ident => "expected 1 to 63 characters of a-z, 0-9 and '-'".into(),
             Kind::Path => "expected a non-empty path".into(),
+            Kind::OptionalPath => "expected a path, or an empty value for none".into(),
+            Kind::Duration { min_ms, max_ms } => format!(
+                "expected a duration from {} to {}: a whole number with a unit ms, s, m or h (no unit means seconds), e.g. 30s",
+                show_ms(*min_ms),
+                show_ms(*max_ms)
+            ),
             Kind::Ip => "expected an IP address such as 0.0.0.0, 127.0.0.1 or ::".into(),
             Kind::Choice(options) => format!("expected one of: {}", options.join(", ")),
             Kind::Fsync => "expected always, never or interval:<milliseconds> (1 to 60000)".into(),
@@ -161,6 +183,13 @@ impl Kind {
                     Ok(Value::Str(t.to_owned()))
                 }
             }
+            Kind::OptionalPath => Ok(Value::Str(t.to_owned())),
+            Kind::Duration { min_ms, max_ms } => match parse_duration(t) {
+                Some(d) if (*min_ms..=*max_ms).contains(&(d.as_millis() as u64)) => {
+                    Ok(Value::Duration(d))
+                }
+                _ => bad(),
+            },
             Kind::Ip => t.parse::<IpAddr>().map(Value::Ip).or_else(|_| bad()),
             Kind::Choice(options) => {
                 if options.contains(&t) {
@@ -218,6 +247,34 @@ impl Kind {
                 }
             }
         }
+    }
+}
+
+/// `500ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let n: u64 = number.parse().ok()?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "" | "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+/// A bound of a duration setting, in the largest unit that divides it.
+fn show_ms(ms: u64) -> String {
+    if ms.is_multiple_of(3_600_000) && ms > 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms.is_multiple_of(60_000) && ms > 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
     }
 }
 
@@ -318,6 +375,119 @@ pub static SETTINGS: &[SettingSpec] = &[
         },
         default: "10000",
         help: "PBKDF2 iterations of the SCRAM credentials stored for new and changed passwords (at least 4096).",
+        live: true,
+    },
+    SettingSpec {
+        name: "tls.cert_file",
+        kind: Kind::OptionalPath,
+        default: "",
+        help: "PEM certificate chain (leaf first) of the XMPP listeners. Empty: a self-signed certificate is generated in data_dir/tls on first start (for evaluation only). Set together with tls.key_file.",
+        live: false,
+    },
+    SettingSpec {
+        name: "tls.key_file",
+        kind: Kind::OptionalPath,
+        default: "",
+        help: "PEM private key (PKCS#8, PKCS#1 or SEC1) of tls.cert_file.",
+        live: false,
+    },
+    SettingSpec {
+        name: "c2s.require_tls",
+        kind: Kind::Bool,
+        default: "true",
+        help: "Require TLS before authentication: STARTTLS is mandatory on c2s_port, and unencrypted WebSocket connections are refused.",
+        live: false,
+    },
+    SettingSpec {
+        name: "c2s.resource_conflict",
+        kind: Kind::Choice(&["replace", "refuse"]),
+        default: "replace",
+        help: "When a client binds a resource another session holds: replace ends the older session with a conflict error; refuse refuses the new bind.",
+        live: false,
+    },
+    SettingSpec {
+        name: "c2s.max_stanza_bytes",
+        kind: Kind::Int {
+            min: 10_000,
+            max: 16 << 20,
+        },
+        default: "262144",
+        help: "Largest stanza a client may send, in bytes (advertised with XEP-0478); a larger one closes the stream with policy-violation.",
+        live: false,
+    },
+    SettingSpec {
+        name: "c2s.auth_timeout",
+        kind: Kind::Duration {
+            min_ms: 100,
+            max_ms: 600_000,
+        },
+        default: "30s",
+        help: "Time a new client connection has to authenticate and bind a resource.",
+        live: false,
+    },
+    SettingSpec {
+        name: "c2s.websocket_tls_proxy",
+        kind: Kind::Bool,
+        default: "false",
+        help: "XMPP over WebSocket (/xmpp-websocket on http_port) reaches imbus through a reverse proxy that terminates TLS (wss://): treat those connections as encrypted. Only set this when the HTTP port is not reachable directly.",
+        live: false,
+    },
+    SettingSpec {
+        name: "sm.resume_timeout",
+        kind: Kind::Duration {
+            min_ms: 1000,
+            max_ms: 86_400_000,
+        },
+        default: "300s",
+        help: "How long a client whose connection broke may resume its session (XEP-0198 Stream Management); deliveries for it are kept meanwhile.",
+        live: false,
+    },
+    SettingSpec {
+        name: "im.enabled",
+        kind: Kind::Bool,
+        default: "true",
+        help: "Instant messaging between users. When false, messages are refused with a service-unavailable error saying so.",
+        live: true,
+    },
+    SettingSpec {
+        name: "presence.enabled",
+        kind: Kind::Bool,
+        default: "true",
+        help: "Availability (presence) sharing. When false, presence stanzas are refused with a service-unavailable error saying so; rosters still work.",
+        live: true,
+    },
+    SettingSpec {
+        name: "offline.enabled",
+        kind: Kind::Bool,
+        default: "true",
+        help: "Store messages for users with no available client and deliver them at their next login (XEP-0160). When false, the sender gets service-unavailable.",
+        live: true,
+    },
+    SettingSpec {
+        name: "offline.quota",
+        kind: Kind::Int {
+            min: 1,
+            max: 1_000_000,
+        },
+        default: "1000",
+        help: "Most offline messages stored per user; further messages are refused with resource-constraint.",
+        live: true,
+    },
+    SettingSpec {
+        name: "im.lock_idle_timeout",
+        kind: Kind::Duration {
+            min_ms: 1000,
+            max_ms: 86_400_000,
+        },
+        default: "600s",
+        help: "How long a conversation stays locked to the client that replied when nothing is said (lock-on-reply).",
+        live: true,
+    },
+    SettingSpec {
+        name: "disco.expose_version",
+        kind: Kind::Bool,
+        default: "false",
+        help: "Answer XEP-0092 software version requests with the server's name and version.",
         live: true,
     },
     SettingSpec {

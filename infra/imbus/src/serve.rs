@@ -86,12 +86,18 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let accounts = crate::accounts::Accounts::new(log.clone(), view.clone(), &config);
 
     // The router: where every stanza goes, computed from the log.
-    let domain = imbus_core::BareJid::new(&config.domain)
+    let router_config = imbus_router::RouterConfig::from_config(&live_rx.borrow())
         .with_context(|| format!("domain {:?} is not a valid XMPP domain", config.domain))?;
-    let router_config = imbus_router::RouterConfig::new(domain);
+    let (router_settings_tx, router_settings_rx) = watch::channel(router_config.clone());
+    let router_settings = tokio::spawn(follow_router_settings(
+        live_rx.clone(),
+        router_settings_tx,
+        shutdown_rx.clone(),
+    ));
     let router_task = tokio::spawn(imbus_router::run(
         log.clone(),
         router_config,
+        router_settings_rx,
         shutdown_rx.clone(),
     ));
     // The XMPP client gateway, authenticating against the accounts view. Sessions an
@@ -145,6 +151,7 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         Err(e) => tracing::error!(error = %e, "the router task failed"),
         Ok(Ok(())) => {}
     }
+    let _ = router_settings.await;
     let _ = follower.await;
     for f in account_followers {
         let _ = f.await;
@@ -160,6 +167,28 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         Err(e) => {
             tracing::error!(error = %e, "the log could not be flushed cleanly");
             Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Turns live setting changes into router settings.
+async fn follow_router_settings(
+    mut live: watch::Receiver<Arc<Config>>,
+    router: watch::Sender<imbus_router::RouterConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            changed = live.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+        let config = live.borrow_and_update().clone();
+        if let Some(settings) = imbus_router::RouterConfig::from_config(&config) {
+            router.send_if_modified(|current| {
+                let changed = *current != settings;
+                *current = settings;
+                changed
+            });
         }
     }
 }

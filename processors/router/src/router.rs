@@ -44,7 +44,7 @@ const NS_OFFLINE: &str = "msgoffline";
 const NS_PRIVATE: &str = "jabber:iq:private";
 
 /// Settings of the router.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouterConfig {
     /// The served domain.
     pub domain: BareJid,
@@ -63,6 +63,12 @@ pub struct RouterConfig {
     /// How long a conversation stays locked to the resource that replied when nothing is
     /// said either way (default 600 s).
     pub lock_idle_timeout: std::time::Duration,
+    /// Instant messaging between users (default on); when off, messages are refused with
+    /// `service-unavailable` saying so.
+    pub im_enabled: bool,
+    /// Presence sharing (default on); when off, presence stanzas are refused with
+    /// `service-unavailable` saying so.
+    pub presence_enabled: bool,
 }
 
 impl RouterConfig {
@@ -75,7 +81,23 @@ impl RouterConfig {
             offline_enabled: true,
             offline_quota: 1000,
             lock_idle_timeout: std::time::Duration::from_secs(600),
+            im_enabled: true,
+            presence_enabled: true,
         }
+    }
+
+    /// The settings of a server configuration (`im.*`, `presence.*`, `offline.*`,
+    /// `disco.expose_version`); `None` when its domain is not a valid XMPP domain.
+    pub fn from_config(config: &imbus_config::Config) -> Option<Self> {
+        let mut router = Self::new(BareJid::new(&config.domain).ok()?);
+        let settings = &config.router;
+        router.im_enabled = settings.im_enabled;
+        router.presence_enabled = settings.presence_enabled;
+        router.offline_enabled = settings.offline_enabled;
+        router.offline_quota = settings.offline_quota;
+        router.lock_idle_timeout = settings.lock_idle_timeout;
+        router.version_enabled = settings.expose_version;
+        Some(router)
     }
 }
 
@@ -670,6 +692,22 @@ impl Router {
                 }
                 self.reply(&sender, &session, reply, &mut out);
             }
+            return out.outputs;
+        }
+        let switched_off = match stanza.kind {
+            StanzaKind::Message if !self.config.im_enabled => {
+                Some("instant messaging is disabled on this server")
+            }
+            StanzaKind::Presence if !self.config.presence_enabled => {
+                Some("presence is disabled on this server")
+            }
+            _ => None,
+        };
+        if let Some(text) = switched_off {
+            let e = error(StanzaErrorCondition::ServiceUnavailable)
+                .with_type(StanzaErrorType::Cancel)
+                .with_text(text);
+            self.reply_error(&sender, &session, &element, e, &mut out);
             return out.outputs;
         }
         match stanza.kind {

@@ -36,10 +36,12 @@ pub enum RouterError {
     Encode(String),
 }
 
-/// Runs a router until `shutdown` turns true. The system topics must exist.
+/// Runs a router until `shutdown` turns true, applying setting changes from `settings`
+/// as they come. The system topics must exist.
 pub async fn run(
     log: Arc<dyn Log>,
     config: RouterConfig,
+    mut settings: watch::Receiver<RouterConfig>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), RouterError> {
     let partitions = log.partition_count(STANZAS).await?;
@@ -59,6 +61,11 @@ pub async fn run(
     loop {
         if *shutdown.borrow() {
             break;
+        }
+        if settings.has_changed().unwrap_or(false) {
+            let new = settings.borrow_and_update().clone();
+            tracing::info!(?new, "router settings changed");
+            *router.config_mut() = new;
         }
         let event = tokio::select! {
             event = consumer.poll(Duration::from_secs(1)) => event,

@@ -970,3 +970,38 @@ fn lock_on_reply_routes_to_the_replying_client_until_it_leaves_or_idles() {
     w.run(Input::Outbound(late));
     assert_eq!((count(&mut w, B), count(&mut w, b2)), (1, 1));
 }
+
+#[test]
+fn switched_off_im_and_presence_are_refused_with_an_error() {
+    let mut w = online(&["alice", "bob"], &[A, B]);
+    w.router.config_mut().im_enabled = false;
+    message_from(&mut w, A, "bob@example.com", "hello");
+    let alice = w.take(A);
+    assert!(
+        alice
+            .iter()
+            .any(|x| x.contains("service-unavailable")
+                && x.contains("instant messaging is disabled")),
+        "{alice:?}"
+    );
+    assert!(w.take(B).is_empty());
+    w.router.config_mut().presence_enabled = false;
+    w.send(A, "<presence><show>dnd</show></presence>");
+    let alice = w.take(A);
+    assert!(
+        alice
+            .iter()
+            .any(|x| x.starts_with("<presence") && x.contains("presence is disabled")),
+        "{alice:?}"
+    );
+    // Rosters still work.
+    w.send(
+        A,
+        "<iq type='get' id='r9'><query xmlns='jabber:iq:roster'/></iq>",
+    );
+    assert!(
+        w.take(A)
+            .iter()
+            .any(|x| x.contains("id='r9'") && x.contains("type='result'"))
+    );
+}
