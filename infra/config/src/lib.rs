@@ -119,6 +119,8 @@ pub enum ResourceConflict {
 /// Settings of the router (all live).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouterSettings {
+    /// `imbus serve` runs a router (`router.embedded`).
+    pub embedded: bool,
     /// Instant messaging between users (`im.enabled`).
     pub im_enabled: bool,
     /// Presence sharing (`presence.enabled`).
@@ -359,6 +361,7 @@ impl Config {
                 sm_resume_timeout: get("sm.resume_timeout")?.duration(),
             },
             router: RouterSettings {
+                embedded: get("router.embedded")?.int() != 0,
                 im_enabled: get("im.enabled")?.int() != 0,
                 presence_enabled: get("presence.enabled")?.int() != 0,
                 offline_enabled: get("offline.enabled")?.int() != 0,
@@ -592,7 +595,10 @@ mod tests {
         let e = Config::load(None, env(&[("IMBUS_TLS_CERT_FILE", "/etc/imbus/cert.pem")]))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("`tls.key_file`") && e.contains("cert.pem"), "{e}");
+        assert!(
+            e.contains("`tls.key_file`") && e.contains("cert.pem"),
+            "{e}"
+        );
         let e = Config::load(None, env(&[("IMBUS_SM_RESUME_TIMEOUT", "forever")]))
             .unwrap_err()
             .to_string();

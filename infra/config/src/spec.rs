@@ -252,7 +252,9 @@ impl Kind {
 
 /// `500ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
 fn parse_duration(text: &str) -> Option<Duration> {
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(digits);
     let n: u64 = number.parse().ok()?;
     let ms = match unit.trim() {
@@ -440,6 +442,13 @@ pub static SETTINGS: &[SettingSpec] = &[
         },
         default: "300s",
         help: "How long a client whose connection broke may resume its session (XEP-0198 Stream Management); deliveries for it are kept meanwhile.",
+        live: false,
+    },
+    SettingSpec {
+        name: "router.embedded",
+        kind: Kind::Bool,
+        default: "true",
+        help: "Run the router inside `imbus serve`. Set false on Kafka deployments that run routers as separate `imbus route` processes.",
         live: false,
     },
     SettingSpec {

@@ -25,6 +25,10 @@ pub enum Command {
     /// Run the whole system on this node (gateways, processors and connectors in one
     /// process; on the embedded log, nothing else is needed).
     Serve,
+    /// Run only the router (where every stanza goes), against the configured bus. On
+    /// Kafka, routers can run as their own processes, as many as there are partitions;
+    /// set `router.embedded = false` on the `serve` nodes then.
+    Route,
     /// Inspect and change settings.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -84,6 +88,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = load_config(cli.config.as_deref())?;
     match cli.command {
         Command::Serve => crate::serve::serve(config).await,
+        Command::Route => crate::route::route(config).await,
         Command::Config(cmd) => crate::config_cmd::run(config, cmd).await,
         Command::User(cmd) => crate::user_cmd::run(config, cmd).await,
     }

@@ -12,6 +12,7 @@ mod client;
 mod config_cmd;
 mod live;
 mod metrics;
+mod route;
 mod serve;
 mod telemetry;
 mod user_cmd;

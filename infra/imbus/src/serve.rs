@@ -94,12 +94,17 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         router_settings_tx,
         shutdown_rx.clone(),
     ));
-    let router_task = tokio::spawn(imbus_router::run(
-        log.clone(),
-        router_config,
-        router_settings_rx,
-        shutdown_rx.clone(),
-    ));
+    let router_task = config.router.embedded.then(|| {
+        tokio::spawn(imbus_router::run(
+            log.clone(),
+            router_config,
+            router_settings_rx,
+            shutdown_rx.clone(),
+        ))
+    });
+    if router_task.is_none() {
+        tracing::info!("router.embedded = false: routing is left to `imbus route` processes");
+    }
     // The XMPP client gateway, authenticating against the accounts view. Sessions an
     // earlier run left open (a crash) are closed first.
     let gateway_config = crate::xmpp::gateway_config(&config)?;
@@ -146,10 +151,12 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         Err(e) => tracing::warn!(error = %e, "HTTP listener task failed"),
         Ok(Ok(())) => {}
     }
-    match router_task.await {
-        Ok(Err(e)) => tracing::error!(error = %e, "the router stopped with an error"),
-        Err(e) => tracing::error!(error = %e, "the router task failed"),
-        Ok(Ok(())) => {}
+    if let Some(task) = router_task {
+        match task.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "the router stopped with an error"),
+            Err(e) => tracing::error!(error = %e, "the router task failed"),
+            Ok(Ok(())) => {}
+        }
     }
     let _ = router_settings.await;
     let _ = follower.await;
@@ -172,7 +179,7 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
 }
 
 /// Turns live setting changes into router settings.
-async fn follow_router_settings(
+pub(crate) async fn follow_router_settings(
     mut live: watch::Receiver<Arc<Config>>,
     router: watch::Sender<imbus_router::RouterConfig>,
     mut shutdown: watch::Receiver<bool>,
@@ -218,7 +225,7 @@ async fn apply_live(
 }
 
 /// Waits for SIGTERM or SIGINT (Ctrl-C).
-async fn wait_for_signal() -> &'static str {
+pub(crate) async fn wait_for_signal() -> &'static str {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

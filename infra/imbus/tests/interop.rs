@@ -61,9 +61,17 @@ fn run_script(script: &str, args: &[String], timeout: Duration) -> (bool, String
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/interop")
         .join(script);
+    // The script's own waits end well before the test gives up on it.
+    let script_timeout = timeout
+        .saturating_sub(Duration::from_secs(10))
+        .max(Duration::from_secs(5));
     let mut child = Command::new("python3")
         .arg(&path)
         .args(args)
+        .env(
+            "IMBUS_INTEROP_TIMEOUT",
+            script_timeout.as_secs().to_string(),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -185,4 +193,74 @@ fn offline_messages_survive_a_kill_and_arrive_once_in_order_with_delay() {
     again[5] = "0".to_owned();
     let (ok, output) = run_script("slixmpp_offline.py", &again, Duration::from_secs(60));
     assert!(ok, "offline messages delivered twice:\n{output}");
+}
+
+#[test]
+fn on_kafka_a_separate_router_process_serves_slixmpp_and_can_be_replaced() {
+    require_slixmpp();
+    let broker = imbus_tests::tansu::TansuBroker::start().unwrap_or_else(|e| panic!("{e}"));
+    let env = [
+        ("IMBUS_BUS_BACKEND", "kafka".to_owned()),
+        ("IMBUS_BUS_KAFKA_BOOTSTRAP", broker.bootstrap()),
+        ("IMBUS_BUS_PARTITIONS", "2".to_owned()),
+        ("IMBUS_ROUTER_EMBEDDED", "false".to_owned()),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &env);
+    let start_router = || {
+        let mut cmd = imbus();
+        env_for(&mut cmd, dir.path());
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        cmd.arg("route")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn imbus route")
+    };
+    let mut router = start_router();
+    add_user(dir.path(), "alice@localhost", "Alice-Pw-1");
+    add_user(dir.path(), "bob@localhost", "Bob-Pw-2");
+    let c2s = listener(dir.path(), "c2s");
+    let login = |jid: &str, pw: &str| {
+        vec![
+            c2s.ip().to_string(),
+            c2s.port().to_string(),
+            jid.to_owned(),
+            pw.to_owned(),
+        ]
+    };
+    let mut args = login("alice@localhost/a", "Alice-Pw-1");
+    args.extend(login("bob@localhost/b", "Bob-Pw-2").split_off(2));
+    let (ok, output) = run_script("slixmpp_roster.py", &args, Duration::from_secs(120));
+    assert!(ok, "slixmpp against a separate router on Kafka:\n{output}");
+
+    // Messages sent while no router runs are routed once a new one starts. The router is
+    // stopped with SIGTERM: it leaves the consumer group, so the new one gets the
+    // partitions at once (a SIGKILLed member is only evicted after the broker's session
+    // timeout, which Tansu does not enforce).
+    let status = Command::new("kill")
+        .args(["-TERM", &router.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stopped = router.wait().unwrap();
+    assert!(
+        stopped.success(),
+        "imbus route exits cleanly on SIGTERM: {stopped}"
+    );
+    let mut send = login("alice@localhost/a", "Alice-Pw-1");
+    send.extend(["send", "bob@localhost", "5"].map(str::to_owned));
+    let (ok, output) = run_script("slixmpp_offline.py", &send, Duration::from_secs(60));
+    assert!(ok, "sending without a router:\n{output}");
+    let mut router = start_router();
+    let mut receive = login("bob@localhost/b", "Bob-Pw-2");
+    // Bob may already be online when the new router reaches alice's messages: then they
+    // are delivered directly, without a delay stamp.
+    receive.extend(["receive", "5", "any"].map(str::to_owned));
+    let (ok, output) = run_script("slixmpp_offline.py", &receive, Duration::from_secs(90));
+    let _ = router.kill();
+    let _ = router.wait();
+    drop(server);
+    assert!(ok, "messages sent while the router was down:\n{output}");
 }

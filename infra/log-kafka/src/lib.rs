@@ -73,6 +73,12 @@ const LINGER_MS: &str = "2";
 /// puts half a second on every quiet partition's wake-up; imbus delivers chat messages,
 /// so a fetch returns after at most this long (overridable through `extra`).
 const FETCH_WAIT_MAX_MS: &str = "10";
+/// How long a group member may stay silent before the broker gives its partitions to the
+/// others. librdkafka's default (45 s) leaves a crashed router's users without routing
+/// that long; 10 s (heartbeats every 2 s) bounds the take-over (overridable through
+/// `extra`).
+const SESSION_TIMEOUT_MS: &str = "10000";
+const HEARTBEAT_INTERVAL_MS: &str = "2000";
 
 /// How to reach and talk to the cluster.
 #[derive(Debug, Clone)]
@@ -156,6 +162,8 @@ impl KafkaOptions {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
             .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS)
+            .set("session.timeout.ms", SESSION_TIMEOUT_MS)
+            .set("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS)
             .set("auto.offset.reset", reset);
         self.with_extra(config)
     }
