@@ -115,7 +115,9 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         imbus_gateway_xmpp::Gateway::start(gateway_config, log.clone(), Arc::new(view.clone()))
             .await
             .context("starting the XMPP client gateway")?;
-    let admin = crate::admin::router(token, log.clone(), accounts, base, live_rx);
+    let admin = crate::admin::router(token, log.clone(), accounts, base, live_rx)
+        // XMPP over WebSocket (RFC 7395) at /xmpp-websocket on the same listener.
+        .merge(gateway.websocket_router(config.c2s.websocket_tls_proxy));
     let checks: Vec<Box<dyn HealthCheck>> = vec![Box::new(LogHealth {
         log: log.clone(),
         closed: shutdown_rx.clone(),

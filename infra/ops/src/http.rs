@@ -85,8 +85,13 @@ impl HttpServer {
             .with_state(state)
             .merge(extra);
         let addr = self.local_addr;
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
+        // The peer address reaches handlers as `ConnectInfo` (rate limits of the XMPP
+        // WebSocket endpoint).
+        axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
             .await
             .map_err(|source| OpsError::Bind { addr, source })
     }
