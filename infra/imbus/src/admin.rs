@@ -12,6 +12,7 @@
 //! | `POST /admin/v1/users` (JSON `{"jid", "password"}`) | create an account |
 //! | `PUT /admin/v1/users/{jid}/password` (JSON `{"password"}`) | change a password |
 //! | `DELETE /admin/v1/users/{jid}` | delete an account |
+//! | `POST /admin/v1/announce` (JSON `{"body", "subject"?, "to"?: [jid]}`) | a message from the server to the listed users, or to all |
 
 use std::sync::Arc;
 
@@ -63,6 +64,7 @@ pub fn router(
         .route("/admin/v1/users", get(list_users).post(add_user))
         .route("/admin/v1/users/{jid}", delete(delete_user))
         .route("/admin/v1/users/{jid}/password", put(change_password))
+        .route("/admin/v1/announce", axum::routing::post(announce))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }
@@ -208,6 +210,30 @@ struct NewUser {
 #[derive(serde::Deserialize)]
 struct NewPassword {
     password: String,
+}
+
+async fn announce(
+    State(state): State<AdminState>,
+    Json(announcement): Json<crate::announce::Announcement>,
+) -> Response {
+    let recipients = match crate::announce::recipients(state.accounts.view(), &announcement.to) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("{e:#}")),
+    };
+    match crate::announce::send(
+        state.log.as_ref(),
+        &state.base.domain,
+        &recipients,
+        announcement.subject.as_deref(),
+        &announcement.body,
+    )
+    .await
+    {
+        Ok(id) => {
+            Json(json!({ "id": id.to_string(), "recipients": recipients.len() })).into_response()
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, format!("{e:#}")),
+    }
 }
 
 async fn list_users(State(state): State<AdminState>) -> Response {

@@ -29,6 +29,18 @@ pub enum Command {
     /// Kafka, routers can run as their own processes, as many as there are partitions;
     /// set `router.embedded = false` on the `serve` nodes then.
     Route,
+    /// Send a message from the server to every user, or to the users given with --to;
+    /// offline users get it at their next login.
+    Announce {
+        /// A recipient's bare JID (repeatable); without any, every account.
+        #[arg(long = "to", value_name = "JID")]
+        to: Vec<String>,
+        /// A subject line.
+        #[arg(long)]
+        subject: Option<String>,
+        /// The text.
+        body: String,
+    },
     /// Inspect and change settings.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -89,6 +101,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve => crate::serve::serve(config).await,
         Command::Route => crate::route::route(config).await,
+        Command::Announce { to, subject, body } => {
+            crate::announce::run(config, to, subject, body).await
+        }
         Command::Config(cmd) => crate::config_cmd::run(config, cmd).await,
         Command::User(cmd) => crate::user_cmd::run(config, cmd).await,
     }

@@ -6,6 +6,7 @@
 
 mod accounts;
 mod admin;
+mod announce;
 mod bus;
 mod cli;
 mod client;

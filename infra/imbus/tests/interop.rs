@@ -264,3 +264,47 @@ fn on_kafka_a_separate_router_process_serves_slixmpp_and_can_be_replaced() {
     drop(server);
     assert!(ok, "messages sent while the router was down:\n{output}");
 }
+
+#[test]
+fn an_announcement_reaches_offline_users_at_their_next_login() {
+    require_slixmpp();
+    let dir = tempfile::tempdir().unwrap();
+    let _server = Server::start(dir.path());
+    add_user(dir.path(), "alice@localhost", "Alice-Pw-1");
+    add_user(dir.path(), "bob@localhost", "Bob-Pw-2");
+    let announce = |args: &[&str]| {
+        let mut cmd = imbus();
+        env_for(&mut cmd, dir.path());
+        cmd.arg("announce").args(args).output().unwrap()
+    };
+    let out = announce(&["--to", "nobody@localhost", "hello"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no such account: nobody@localhost"), "{err}");
+    // The slixmpp script checks bodies named offline-<n>.
+    let out = announce(&["--subject", "maintenance", "offline-0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("announced to 2 users"));
+    let c2s = listener(dir.path(), "c2s");
+    for (jid, pw) in [
+        ("alice@localhost/a", "Alice-Pw-1"),
+        ("bob@localhost/b", "Bob-Pw-2"),
+    ] {
+        let args: Vec<String> = [
+            &c2s.ip().to_string(),
+            &c2s.port().to_string(),
+            jid,
+            pw,
+            "receive",
+            "1",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let (ok, output) = run_script("slixmpp_offline.py", &args, Duration::from_secs(60));
+        assert!(ok, "{jid} did not get the announcement:\n{output}");
+    }
+}
