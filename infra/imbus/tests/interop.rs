@@ -308,3 +308,25 @@ fn an_announcement_reaches_offline_users_at_their_next_login() {
         assert!(ok, "{jid} did not get the announcement:\n{output}");
     }
 }
+
+#[test]
+fn slixmpp_resumes_a_dropped_stream_without_losing_a_message() {
+    require_slixmpp();
+    let dir = tempfile::tempdir().unwrap();
+    let _server = Server::start(dir.path());
+    add_user(dir.path(), "alice@localhost", "Alice-Pw-1");
+    add_user(dir.path(), "bob@localhost", "Bob-Pw-2");
+    let c2s = listener(dir.path(), "c2s");
+    let args: Vec<String> = [
+        &c2s.ip().to_string(),
+        &c2s.port().to_string(),
+        "alice@localhost/a",
+        "Alice-Pw-1",
+        "bob@localhost/b",
+        "Bob-Pw-2",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let (ok, output) = run_script("slixmpp_resume.py", &args, Duration::from_secs(60));
+    assert!(ok, "XEP-0198 resumption:\n{output}");
+}
