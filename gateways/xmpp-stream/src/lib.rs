@@ -43,7 +43,7 @@ pub use element::{Attribute, Element, Node, WriteOptions};
 pub use error::{StreamError, StreamErrorCondition};
 pub use parser::{
     DEFAULT_MAX_STANZA_BYTES, Framing, ParserConfig, StreamEvent, StreamOpen, StreamParser,
-    StreamVersion,
+    StreamVersion, parse_stanza,
 };
 pub use stanza::{
     ClassifyError, IqType, MessageType, PresenceType, StanzaError, StanzaErrorCondition,

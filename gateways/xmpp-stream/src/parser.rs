@@ -1135,3 +1135,20 @@ impl StreamParser {
 
 #[cfg(test)]
 mod tests;
+
+/// Parses one stanza serialized on its own (a stanza stored on the log), in the
+/// `jabber:client` namespace, with the client parser's limits and restrictions. `None`
+/// when the text is not exactly one well-formed stanza.
+pub fn parse_stanza(xml: &str) -> Option<crate::Element> {
+    let mut parser = StreamParser::new(ParserConfig::client());
+    let header = "<stream:stream xmlns='jabber:client' \
+        xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>";
+    parser.feed(header.as_bytes()).ok()?;
+    let events = parser.feed(xml.as_bytes()).ok()?;
+    let mut stanzas = events.into_iter().filter_map(|event| match event {
+        StreamEvent::Stanza(element) => Some(element),
+        _ => None,
+    });
+    let stanza = stanzas.next()?;
+    stanzas.next().is_none().then_some(stanza)
+}

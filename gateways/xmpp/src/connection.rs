@@ -22,9 +22,7 @@ use imbus_core::{
 use imbus_log::{Log, LogError, Record, partition_for_key};
 use imbus_xmpp_auth::{Decision, SaslCondition, Throttle};
 use imbus_xmpp_c2s::{Action, BindAnswer, Input, ResumeState, Session, SessionConfig, Transport};
-use imbus_xmpp_stream::{
-    Element, ParserConfig, StanzaKind, StreamError, StreamErrorCondition, StreamEvent, StreamParser,
-};
+use imbus_xmpp_stream::{Element, StanzaKind, StreamError, StreamErrorCondition};
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -124,20 +122,7 @@ const IN_FLIGHT_WAIT: Duration = Duration::from_secs(5);
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
-/// Parses one stanza written as XML (a delivery), in the `jabber:client` namespace.
-pub(crate) fn parse_stanza(xml: &str) -> Option<Element> {
-    let mut parser = StreamParser::new(ParserConfig::client());
-    let header = "<stream:stream xmlns='jabber:client' \
-        xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>";
-    parser.feed(header.as_bytes()).ok()?;
-    let events = parser.feed(xml.as_bytes()).ok()?;
-    let mut stanzas = events.into_iter().filter_map(|event| match event {
-        StreamEvent::Stanza(element) => Some(element),
-        _ => None,
-    });
-    let stanza = stanzas.next()?;
-    stanzas.next().is_none().then_some(stanza)
-}
+pub(crate) use imbus_xmpp_stream::parse_stanza;
 
 /// Bytes read from a TCP connection at a time.
 const READ_CHUNK: usize = 16 * 1024;

@@ -19,8 +19,7 @@ use imbus_core::{
     StanzaReceived, Subscription, Timestamp, UserDataChanged, Uuid,
 };
 use imbus_xmpp_stream::{
-    Element, ParserConfig, StanzaError, StanzaErrorCondition, StanzaErrorType, StreamEvent,
-    StreamParser, error_reply, ns,
+    Element, StanzaError, StanzaErrorCondition, StanzaErrorType, error_reply, ns,
 };
 
 use crate::state::{BLOCKLIST_KEY, Item, Lock, Presence, Session, State, account_of};
@@ -158,20 +157,7 @@ pub fn roster_key(user: &BareJid, contact: &BareJid) -> String {
     format!("{}\u{0}{}", user.as_str(), contact.as_str())
 }
 
-/// Parses one stanza serialized by a gateway or the router.
-pub fn parse_stanza(xml: &str) -> Option<Element> {
-    let mut parser = StreamParser::new(ParserConfig::client());
-    let header = "<stream:stream xmlns='jabber:client' \
-        xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>";
-    parser.feed(header.as_bytes()).ok()?;
-    let events = parser.feed(xml.as_bytes()).ok()?;
-    let mut stanzas = events.into_iter().filter_map(|event| match event {
-        StreamEvent::Stanza(element) => Some(element),
-        _ => None,
-    });
-    let stanza = stanzas.next()?;
-    stanzas.next().is_none().then_some(stanza)
-}
+pub use imbus_xmpp_stream::parse_stanza;
 
 /// The compliance record of an IM (a message with a body) for one recipient.
 fn archive(stanza: &StanzaReceived, recipient: &BareJid, element: &Element, out: &mut Out<'_>) {
@@ -1225,14 +1211,7 @@ impl Router {
                     self.emit_roster(&user, &contact, &item, true, out);
                     out.route(sender, Jid::from(contact.clone()), &stanza);
                     // The new subscriber gets the user's current presence.
-                    if let Some(u) = self.state.users.get(&user) {
-                        for (r, _, p) in u.available() {
-                            if let Ok(full) = user.with_resource_str(r) {
-                                let el = with_to(presence_stanza(p, &full), contact.as_str());
-                                out.route(&full, Jid::from(contact.clone()), &el);
-                            }
-                        }
-                    }
+                    self.share_presence(&user, &Jid::from(contact.clone()), out);
                 } else if !item.approved {
                     // Pre-approval (RFC 6121 §3.4).
                     if item.subscription == Subscription::Remove {
@@ -1552,16 +1531,7 @@ impl Router {
         }
         // Newly blocked contacts see the user go unavailable; unblocked subscribers get
         // the current presence again.
-        let available: Vec<(FullJid, Presence)> = self
-            .state
-            .users
-            .get(&user)
-            .map(|u| {
-                u.available()
-                    .filter_map(|(r, _, p)| user.with_resource_str(r).ok().map(|f| (f, p.clone())))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let available = self.available_presences(&user);
         for target in newly.iter().filter_map(|j| Jid::new(j).ok()) {
             if account_of(&target).is_none() || !self.is_local_domain(&target) {
                 continue;
@@ -1578,10 +1548,29 @@ impl Router {
             if !subscribed {
                 continue;
             }
-            for (full, presence) in &available {
-                let el = with_to(presence_stanza(presence, full), target.as_str());
-                out.route(full, Jid::from(target.clone()), &el);
-            }
+            self.share_presence(&user, &Jid::from(target), out);
+        }
+    }
+
+    /// The available resources of `user` with their presence.
+    fn available_presences(&self, user: &BareJid) -> Vec<(FullJid, Presence)> {
+        self.state
+            .users
+            .get(user)
+            .map(|u| {
+                u.available()
+                    .filter_map(|(r, _, p)| user.with_resource_str(r).ok().map(|f| (f, p.clone())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Sends the current presence of every available resource of `user` to `target`
+    /// (a new subscriber, a prober, an unblocked contact).
+    fn share_presence(&self, user: &BareJid, target: &Jid, out: &mut Out<'_>) {
+        for (full, presence) in self.available_presences(user) {
+            let el = with_to(presence_stanza(&presence, &full), target.as_str());
+            out.route(&full, target.clone(), &el);
         }
     }
 
@@ -2056,22 +2045,7 @@ impl Router {
                 if !allowed {
                     return;
                 }
-                let available: Vec<(FullJid, Presence)> = self
-                    .state
-                    .users
-                    .get(&recipient)
-                    .map(|u| {
-                        u.available()
-                            .filter_map(|(r, _, p)| {
-                                recipient.with_resource_str(r).ok().map(|f| (f, p.clone()))
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                for (full, presence) in available {
-                    let el = with_to(presence_stanza(&presence, &full), from.as_str());
-                    out.route(&full, from.clone(), &el);
-                }
+                self.share_presence(&recipient, &from, out);
             }
             "subscribe" => self.inbound_subscribe(stanza, &recipient, &contact, element, out),
             "subscribed" => {
@@ -2143,22 +2117,7 @@ impl Router {
             self.emit_roster(recipient, contact, &item, true, out);
             let el = presence_of_type("subscribed", recipient.as_str(), contact.as_str());
             out.route(&stanza.sender, contact_jid.clone(), &el);
-            let available: Vec<(FullJid, Presence)> = self
-                .state
-                .users
-                .get(recipient)
-                .map(|u| {
-                    u.available()
-                        .filter_map(|(r, _, p)| {
-                            recipient.with_resource_str(r).ok().map(|f| (f, p.clone()))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            for (full, presence) in available {
-                let el = with_to(presence_stanza(&presence, &full), contact.as_str());
-                out.route(&full, contact_jid.clone(), &el);
-            }
+            self.share_presence(recipient, &contact_jid, out);
             return;
         }
         let mut request = element;
