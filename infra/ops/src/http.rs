@@ -92,8 +92,8 @@ impl HttpServer {
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|source| OpsError::Bind { addr, source })
+        .await
+        .map_err(|source| OpsError::Bind { addr, source })
     }
 }
 
