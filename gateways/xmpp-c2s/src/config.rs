@@ -106,6 +106,14 @@ pub struct SessionConfig {
     /// (default 1000). The gateway should stop reading before this is reached; exceeding
     /// it closes the stream with `resource-constraint`.
     pub max_in_flight: usize,
+    /// In-Band Registration (XEP-0077, default `false`): clients may create accounts
+    /// before authenticating (on an encrypted stream when [`Self::require_tls`]), change
+    /// their password and cancel their account. When off, registration requests are
+    /// answered with `service-unavailable` and the feature is not advertised.
+    pub registration: bool,
+    /// Shortest password accepted by registration and password changes, in characters
+    /// (default 8).
+    pub min_password_chars: usize,
 }
 
 impl SessionConfig {
@@ -126,6 +134,8 @@ impl SessionConfig {
             max_unacked: 500,
             sm_request_every: 10,
             max_in_flight: 1000,
+            registration: false,
+            min_password_chars: 8,
         }
     }
 }

@@ -31,6 +31,11 @@
 //! in a bounded queue handed to a resuming session through [`Session::resume_state`] and
 //! [`Input::Resume`].
 //!
+//! In-Band Registration (XEP-0077), when [`SessionConfig::registration`] is on, lets a
+//! client create its account before authenticating, change its password and cancel its
+//! account; the session validates the request and the gateway performs it
+//! ([`Action::ChangeAccount`], [`Input::AccountChanged`]).
+//!
 //! WebSocket connections (RFC 7395) use the same machine with `<open/>`/`<close/>`
 //! framing: every [`Action::Send`] is then one WebSocket message and every
 //! [`Input::Bytes`] must be one.
@@ -39,7 +44,9 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod config;
+mod register;
 mod session;
 
 pub use config::{ConflictPolicy, SessionConfig, Transport};
+pub use register::{AccountChange, AccountOutcome, NS_REGISTER, NS_REGISTER_FEATURE, Password};
 pub use session::{Action, BindAnswer, Input, ResumeState, Session};

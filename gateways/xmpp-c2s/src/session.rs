@@ -21,6 +21,10 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
 use crate::config::{ConflictPolicy, SessionConfig, Transport};
+use crate::register::{
+    AccountChange, AccountOutcome, Invalid, NS_REGISTER, NS_REGISTER_FEATURE, Password,
+    account_jid, check_password,
+};
 
 /// Namespace of XEP-0440 channel binding type advertisement.
 const SASL_CB: &str = "urn:xmpp:sasl-cb:0";
@@ -49,6 +53,8 @@ pub enum Input<'a> {
     LookupFailed,
     /// The answer to [`Action::BindRequested`].
     Bind(BindAnswer),
+    /// The answer to [`Action::ChangeAccount`].
+    AccountChanged(AccountOutcome),
     /// The answer to [`Action::ResumeRequested`]: the state of the session to resume,
     /// taken with [`Session::resume_state`], or `None` when there is no such session.
     Resume(Option<ResumeState>),
@@ -120,6 +126,11 @@ pub enum Action {
         /// `conflict` stream error.
         replaces: bool,
     },
+    /// The client asks to create its account, change its password or cancel its account
+    /// (XEP-0077): perform the change (for a new account, after checking the
+    /// registration limit of the client's address) and answer with
+    /// [`Input::AccountChanged`]. The request is valid as far as the session can tell.
+    ChangeAccount(AccountChange),
     /// The client asks to resume the Stream Management session `previd`: answer with
     /// [`Input::Resume`].
     ResumeRequested {
@@ -176,6 +187,15 @@ enum Phase {
     TlsPending,
     /// Over.
     Closed,
+}
+
+/// A registration request waiting for [`Input::AccountChanged`].
+#[derive(Debug)]
+struct PendingAccount {
+    /// The request without its payload (the password is not kept), to answer it.
+    request: Element,
+    /// A cancellation: the stream ends once it is done.
+    removal: bool,
 }
 
 #[derive(Debug)]
@@ -282,6 +302,7 @@ pub struct Session {
     jid: Option<FullJid>,
     pending_bind: Option<PendingBind>,
     pending_resume: Option<(String, u32)>,
+    pending_account: Option<PendingAccount>,
     deadline: Option<Instant>,
     inbound: Inbound,
     sm: Option<Sm>,
@@ -320,6 +341,7 @@ impl Session {
             jid: None,
             pending_bind: None,
             pending_resume: None,
+            pending_account: None,
             deadline: None,
             inbound: Inbound::default(),
             sm: None,
@@ -417,6 +439,7 @@ impl Session {
                 }
             }
             Input::Bind(answer) => self.on_bind_answer(answer, &mut out),
+            Input::AccountChanged(outcome) => self.on_account_outcome(outcome, &mut out),
             Input::Resume(state) => self.on_resume_answer(state, &mut out),
             Input::Published { seq } => {
                 if !self.inbound.complete(seq) {
@@ -654,6 +677,9 @@ impl Session {
                     features = features.with(cb);
                 }
                 self.offer = Some(offer);
+                if self.config.registration {
+                    features = features.with(Element::new("register", NS_REGISTER_FEATURE));
+                }
             }
         } else {
             features = features.bind().session_optional();
@@ -680,6 +706,9 @@ impl Session {
             return;
         }
         if self.user.is_none() {
+            if is_register_request(&element) {
+                return self.on_register_unauthenticated(&element, out);
+            }
             return self.fail_with(
                 StreamErrorCondition::NotAuthorized,
                 "authenticate first",
@@ -954,6 +983,14 @@ impl Session {
                 self.reply_error(&stanza, error, out);
             }
             return self.handled_locally(out);
+        }
+        if matches!(kind, StanzaKind::Iq(IqType::Set | IqType::Get))
+            && is_register_request(&stanza)
+            && stanza
+                .attr("to")
+                .is_none_or(|to| to == self.config.domain.as_str())
+        {
+            return self.on_register_authenticated(&stanza, kind, &jid, out);
         }
         if let Some(to) = stanza.attr("to")
             && Jid::new(to).is_err()
@@ -1264,4 +1301,259 @@ impl Session {
             full_jid: state.jid,
         });
     }
+}
+
+/// Whether a first-level element is an IQ with a XEP-0077 query.
+fn is_register_request(element: &Element) -> bool {
+    element.is("iq", ns::JABBER_CLIENT) && element.child("query", NS_REGISTER).is_some()
+}
+
+/// The text of a child of a registration query, if present.
+fn field(query: &Element, name: &str) -> Option<String> {
+    query.child(name, NS_REGISTER).map(Element::text)
+}
+
+impl Session {
+    // ----- In-Band Registration (XEP-0077) -----
+
+    /// The answer to a refused registration request.
+    fn register_invalid(&self, invalid: Invalid) -> StanzaError {
+        let text = match invalid {
+            Invalid::MissingFields => "a user name and a password are required".to_owned(),
+            Invalid::Username => "the user name is not a valid XMPP localpart".to_owned(),
+            Invalid::Password => format!(
+                "the password must have at least {} characters",
+                self.config.min_password_chars.max(1)
+            ),
+        };
+        StanzaError::new(StanzaErrorCondition::NotAcceptable)
+            .with_type(StanzaErrorType::Modify)
+            .with_text(text)
+    }
+
+    /// Sends a registration form: the fields to fill in, or the account's user name when
+    /// it is registered already.
+    fn send_register_form(
+        &mut self,
+        request: &Element,
+        user: Option<&BareJid>,
+        out: &mut Vec<Action>,
+    ) {
+        let mut query = Element::new("query", NS_REGISTER);
+        let instructions = match user {
+            Some(_) => {
+                "You are registered. Send a new password to change it, or remove to cancel the account."
+            }
+            None => "Choose a user name and a password for your new account.",
+        };
+        query.push_child(Element::new("instructions", NS_REGISTER).with_text(instructions));
+        let mut username = Element::new("username", NS_REGISTER);
+        if let Some(user) = user {
+            query.push_child(Element::new("registered", NS_REGISTER));
+            username.push_text(user.node().map(|n| n.as_str()).unwrap_or_default());
+        }
+        query.push_child(username);
+        query.push_child(Element::new("password", NS_REGISTER));
+        let result = register_result(request).with_child(query);
+        self.send_element(&result, out);
+    }
+
+    fn on_register_unauthenticated(&mut self, stanza: &Element, out: &mut Vec<Action>) {
+        let kind = match classify(stanza) {
+            Ok(kind) => kind,
+            Err(ClassifyError::Invalid(error)) => return self.reply_error(stanza, error, out),
+            Err(ClassifyError::NotAStanza) => {
+                return self.fail_with(
+                    StreamErrorCondition::UnsupportedStanzaType,
+                    "not a stanza",
+                    out,
+                );
+            }
+        };
+        let refusal = if !self.config.registration {
+            Some(StanzaError::new(StanzaErrorCondition::ServiceUnavailable))
+        } else if !self.tls && self.config.require_tls {
+            Some(
+                StanzaError::new(StanzaErrorCondition::NotAllowed)
+                    .with_text("negotiate TLS before registering"),
+            )
+        } else if self.sasl.is_some() || self.pending_account.is_some() {
+            Some(
+                StanzaError::new(StanzaErrorCondition::UnexpectedRequest)
+                    .with_type(StanzaErrorType::Wait),
+            )
+        } else {
+            None
+        };
+        if let Some(error) = refusal {
+            return self.reply_error(stanza, error, out);
+        }
+        let Some(query) = stanza.child("query", NS_REGISTER) else {
+            return;
+        };
+        match kind {
+            StanzaKind::Iq(IqType::Get) => self.send_register_form(stanza, None, out),
+            StanzaKind::Iq(IqType::Set) => {
+                if query.child("remove", NS_REGISTER).is_some() {
+                    let error = StanzaError::new(StanzaErrorCondition::NotAuthorized)
+                        .with_text("authenticate to cancel an account");
+                    return self.reply_error(stanza, error, out);
+                }
+                let (Some(username), Some(password)) =
+                    (field(query, "username"), field(query, "password"))
+                else {
+                    let error = self.register_invalid(Invalid::MissingFields);
+                    return self.reply_error(stanza, error, out);
+                };
+                let checked = account_jid(&username, &self.config.domain).and_then(|jid| {
+                    check_password(&password, self.config.min_password_chars).map(|()| jid)
+                });
+                let jid = match checked {
+                    Ok(jid) => jid,
+                    Err(invalid) => {
+                        let error = self.register_invalid(invalid);
+                        return self.reply_error(stanza, error, out);
+                    }
+                };
+                self.pending_account = Some(PendingAccount {
+                    request: stripped(stanza),
+                    removal: false,
+                });
+                out.push(Action::ChangeAccount(AccountChange::Create {
+                    jid,
+                    password: Password::new(password),
+                }));
+            }
+            // Results and errors to the server before authentication are dropped.
+            _ => {}
+        }
+    }
+
+    fn on_register_authenticated(
+        &mut self,
+        stanza: &Element,
+        kind: StanzaKind,
+        jid: &FullJid,
+        out: &mut Vec<Action>,
+    ) {
+        if self.track(true, out).is_none() {
+            return;
+        }
+        self.maybe_ack(out);
+        let refusal = if !self.config.registration {
+            Some(StanzaError::new(StanzaErrorCondition::ServiceUnavailable))
+        } else if self.pending_account.is_some() {
+            Some(
+                StanzaError::new(StanzaErrorCondition::UnexpectedRequest)
+                    .with_type(StanzaErrorType::Wait),
+            )
+        } else {
+            None
+        };
+        if let Some(error) = refusal {
+            return self.reply_error(stanza, error, out);
+        }
+        let Some(query) = stanza.child("query", NS_REGISTER) else {
+            return;
+        };
+        let user = jid.to_bare();
+        if kind == StanzaKind::Iq(IqType::Get) {
+            return self.send_register_form(stanza, Some(&user), out);
+        }
+        let change = if query.child("remove", NS_REGISTER).is_some() {
+            AccountChange::Remove { jid: user }
+        } else {
+            let (Some(username), Some(password)) =
+                (field(query, "username"), field(query, "password"))
+            else {
+                let error = self.register_invalid(Invalid::MissingFields);
+                return self.reply_error(stanza, error, out);
+            };
+            // XEP-0077 §3.3: only the authenticated user's own password can be changed.
+            if account_jid(&username, &self.config.domain).ok().as_ref() != Some(&user) {
+                let error = StanzaError::new(StanzaErrorCondition::NotAuthorized)
+                    .with_text("only your own password can be changed");
+                return self.reply_error(stanza, error, out);
+            }
+            if let Err(invalid) = check_password(&password, self.config.min_password_chars) {
+                let error = self.register_invalid(invalid);
+                return self.reply_error(stanza, error, out);
+            }
+            AccountChange::ChangePassword {
+                jid: user,
+                password: Password::new(password),
+            }
+        };
+        self.pending_account = Some(PendingAccount {
+            request: stripped(stanza),
+            removal: matches!(change, AccountChange::Remove { .. }),
+        });
+        out.push(Action::ChangeAccount(change));
+    }
+
+    fn on_account_outcome(&mut self, outcome: AccountOutcome, out: &mut Vec<Action>) {
+        let Some(pending) = self.pending_account.take() else {
+            tracing::debug!("account change answer for no pending request");
+            return;
+        };
+        let condition = match outcome {
+            AccountOutcome::Done => {
+                self.send_element(&register_result(&pending.request), out);
+                if pending.removal {
+                    // XEP-0077 §3.2: the account is gone, and so is the stream.
+                    self.fail_with(
+                        StreamErrorCondition::NotAuthorized,
+                        "the account was removed",
+                        out,
+                    );
+                }
+                return;
+            }
+            AccountOutcome::Exists => {
+                StanzaError::new(StanzaErrorCondition::Conflict).with_text("the user name is taken")
+            }
+            AccountOutcome::NotFound => StanzaError::new(StanzaErrorCondition::ItemNotFound)
+                .with_text("the account does not exist"),
+            AccountOutcome::NotAcceptable(text) => {
+                StanzaError::new(StanzaErrorCondition::NotAcceptable)
+                    .with_type(StanzaErrorType::Modify)
+                    .with_text(text)
+            }
+            AccountOutcome::RateLimited => {
+                StanzaError::new(StanzaErrorCondition::ResourceConstraint)
+                    .with_type(StanzaErrorType::Wait)
+                    .with_text(
+                        "too many accounts were registered from this address; try again later",
+                    )
+            }
+            AccountOutcome::NotAllowed => StanzaError::new(StanzaErrorCondition::NotAllowed)
+                .with_text("accounts cannot be changed here"),
+            AccountOutcome::Failed => StanzaError::new(StanzaErrorCondition::InternalServerError)
+                .with_type(StanzaErrorType::Wait),
+        };
+        self.reply_error(&pending.request, condition, out);
+    }
+}
+
+/// An empty result to a request: its id, and its `to` as `from`.
+fn register_result(request: &Element) -> Element {
+    let mut result = Element::new("iq", ns::JABBER_CLIENT).with_attr("type", "result");
+    if let Some(id) = request.attr("id") {
+        result.set_attr("id", id);
+    }
+    if let Some(to) = request.attr("to") {
+        result.set_attr("from", to);
+    }
+    result
+}
+
+/// A request without its payload: its id, type and `to`, enough to answer it.
+fn stripped(request: &Element) -> Element {
+    let mut copy = Element::new("iq", ns::JABBER_CLIENT);
+    for name in ["id", "type", "to"] {
+        if let Some(value) = request.attr(name) {
+            copy.set_attr(name, value);
+        }
+    }
+    copy
 }

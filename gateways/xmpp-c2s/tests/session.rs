@@ -10,7 +10,8 @@ use imbus_core::Credentials;
 use imbus_core::jid::{BareJid, DomainPart, FullJid};
 use imbus_xmpp_auth::{AuthConfig, Mechanism, MechanismPolicy, SaslCondition, ServerSecret};
 use imbus_xmpp_c2s::{
-    Action, BindAnswer, ConflictPolicy, Input, ResumeState, Session, SessionConfig, Transport,
+    AccountChange, AccountOutcome, Action, BindAnswer, ConflictPolicy, Input, ResumeState, Session,
+    SessionConfig, Transport,
 };
 use imbus_xmpp_stream::{
     Element, IqType, MessageType, ParserConfig, StanzaKind, StreamErrorCondition, StreamEvent,
@@ -1128,4 +1129,268 @@ fn channel_binding_of_a_direct_tls_connection_enables_plus_mechanisms() {
             .child("starttls", "urn:ietf:params:xml:ns:xmpp-tls")
             .is_none()
     );
+}
+
+// ----- In-Band Registration (XEP-0077) -----
+
+const REGISTER: &str = "jabber:iq:register";
+const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
+const STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+
+fn registration_config() -> SessionConfig {
+    let mut config = config();
+    config.registration = true;
+    config
+}
+
+fn register_set(id: &str, username: &str, password: &str) -> String {
+    format!(
+        "<iq type='set' id='{id}'><query xmlns='{REGISTER}'>\
+         <username>{username}</username><password>{password}</password></query></iq>"
+    )
+}
+
+/// The condition and text of the one error reply to `id` the server sent.
+fn stanza_error(h: &mut Harness, actions: &[Action], id: &str) -> (String, String) {
+    let elements = h.elements(actions);
+    let [reply] = elements.as_slice() else {
+        panic!("expected one reply, got {elements:?}")
+    };
+    assert_eq!(reply.attr("type"), Some("error"), "{reply}");
+    assert_eq!(reply.attr("id"), Some(id), "{reply}");
+    let error = reply.child("error", "jabber:client").unwrap();
+    let condition = error
+        .children()
+        .find(|c| c.namespace() == STANZAS && c.name() != "text")
+        .unwrap()
+        .name()
+        .to_owned();
+    let text = error
+        .child("text", STANZAS)
+        .map(|t| t.text())
+        .unwrap_or_default();
+    (condition, text)
+}
+
+fn account_change(actions: &[Action]) -> AccountChange {
+    match actions {
+        [Action::ChangeAccount(change)] => change.clone(),
+        _ => panic!("expected one account change, got {actions:?}"),
+    }
+}
+
+#[test]
+fn registration_is_off_by_default() {
+    assert!(!config().registration);
+    let mut h = Harness::new(config(), TLS);
+    let features = h.open();
+    assert!(features.child("register", REGISTER_FEATURE).is_none());
+    for xml in [
+        format!("<iq type='get' id='g'><query xmlns='{REGISTER}'/></iq>"),
+        register_set("g", "romeo", "a long password"),
+    ] {
+        let actions = h.feed(&xml);
+        assert_eq!(stanza_error(&mut h, &actions, "g").0, "service-unavailable");
+        assert!(!h.session.is_closed());
+    }
+    // Authentication still works on the same stream, and so does the refusal once bound.
+    let mut client = scram("juliet", PASSWORD);
+    assert!(scram_exchange(&mut h, &mut client).is("success", SASL));
+
+    let mut h = Harness::new(config(), TLS);
+    h.establish("balcony");
+    let actions = h.feed(&register_set("p", "juliet", "a new password"));
+    assert_eq!(stanza_error(&mut h, &actions, "p").0, "service-unavailable");
+    let actions = h.feed(&format!(
+        "<iq type='set' id='r'><query xmlns='{REGISTER}'><remove/></query></iq>"
+    ));
+    assert_eq!(stanza_error(&mut h, &actions, "r").0, "service-unavailable");
+    assert!(!h.session.is_closed());
+}
+
+#[test]
+fn accounts_are_registered_after_tls_and_before_authentication() {
+    let mut h = Harness::new(registration_config(), PLAIN_TCP);
+    let features = h.open();
+    assert!(features.child("register", REGISTER_FEATURE).is_none());
+    // Like authentication, registration needs TLS.
+    let actions = h.feed(&register_set("early", "romeo", "a long password"));
+    let (condition, text) = stanza_error(&mut h, &actions, "early");
+    assert_eq!(condition, "not-allowed");
+    assert!(text.contains("TLS"), "{text}");
+    let actions = h.feed("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    assert_eq!(actions.last(), Some(&Action::StartTls));
+    h.input(Input::TlsEstablished {
+        channel_bindings: vec![],
+    });
+    let features = h.open();
+    assert!(
+        features.child("register", REGISTER_FEATURE).is_some(),
+        "{features}"
+    );
+
+    // The form.
+    let actions = h.feed(&format!(
+        "<iq type='get' id='form'><query xmlns='{REGISTER}'/></iq>"
+    ));
+    let form = h.elements(&actions).remove(0);
+    assert_eq!(form.attr("type"), Some("result"));
+    assert_eq!(form.attr("id"), Some("form"));
+    let query = form.child("query", REGISTER).unwrap();
+    assert!(
+        !query
+            .child("instructions", REGISTER)
+            .unwrap()
+            .text()
+            .is_empty()
+    );
+    assert!(query.child("username", REGISTER).is_some());
+    assert!(query.child("password", REGISTER).is_some());
+    assert!(query.child("registered", REGISTER).is_none());
+
+    // Requests the session refuses itself.
+    for (xml, needle) in [
+        (
+            register_set("bad", "romeo", "short"),
+            "at least 8 characters",
+        ),
+        (register_set("bad", "", "a long password"), "user name"),
+        (
+            register_set("bad", "ro meo", "a long password"),
+            "user name",
+        ),
+        (
+            register_set("bad", "romeo@example.com", "a long password"),
+            "user name",
+        ),
+        (
+            format!(
+                "<iq type='set' id='bad'><query xmlns='{REGISTER}'><username>romeo</username></query></iq>"
+            ),
+            "required",
+        ),
+    ] {
+        let actions = h.feed(&xml);
+        let (condition, text) = stanza_error(&mut h, &actions, "bad");
+        assert_eq!(condition, "not-acceptable", "{xml}");
+        assert!(text.contains(needle), "{xml}: {text}");
+    }
+    let actions = h.feed(&format!(
+        "<iq type='set' id='rm'><query xmlns='{REGISTER}'><remove/></query></iq>"
+    ));
+    assert_eq!(stanza_error(&mut h, &actions, "rm").0, "not-authorized");
+
+    // A valid request: the localpart is normalized, the password never printed.
+    let actions = h.feed(&register_set("new", "Romeo", "a long password"));
+    let change = account_change(&actions);
+    let AccountChange::Create { jid, password } = &change else {
+        panic!("{change:?}")
+    };
+    assert_eq!(jid.as_str(), "romeo@example.com");
+    assert_eq!(password.as_str(), "a long password");
+    assert!(!format!("{actions:?}").contains("a long password"));
+    // One request at a time.
+    let actions = h.feed(&register_set("again", "mercutio", "a long password"));
+    assert_eq!(
+        stanza_error(&mut h, &actions, "again").0,
+        "unexpected-request"
+    );
+    let actions = h.input(Input::AccountChanged(AccountOutcome::Done));
+    let result = h.elements(&actions).remove(0);
+    assert_eq!(result.attr("type"), Some("result"));
+    assert_eq!(result.attr("id"), Some("new"));
+    assert!(!result.to_xml().contains("password"));
+
+    // The gateway's refusals.
+    for (outcome, condition) in [
+        (AccountOutcome::Exists, "conflict"),
+        (AccountOutcome::RateLimited, "resource-constraint"),
+        (AccountOutcome::NotAllowed, "not-allowed"),
+        (
+            AccountOutcome::NotAcceptable("too weak".to_owned()),
+            "not-acceptable",
+        ),
+        (AccountOutcome::Failed, "internal-server-error"),
+    ] {
+        account_change(&h.feed(&register_set("n2", "mercutio", "a long password")));
+        let actions = h.input(Input::AccountChanged(outcome));
+        assert_eq!(stanza_error(&mut h, &actions, "n2").0, condition);
+    }
+    assert!(!h.session.is_closed());
+
+    // The client then logs in on the same stream.
+    let mut client = scram("juliet", PASSWORD);
+    assert!(scram_exchange(&mut h, &mut client).is("success", SASL));
+}
+
+#[test]
+fn a_bound_user_changes_its_password_and_cancels_its_account() {
+    let mut h = Harness::new(registration_config(), TLS);
+    h.establish("balcony");
+
+    let actions = h.feed(&format!(
+        "<iq type='get' id='form' to='example.com'><query xmlns='{REGISTER}'/></iq>"
+    ));
+    let form = h.elements(&actions).remove(0);
+    assert_eq!(form.attr("type"), Some("result"));
+    assert_eq!(form.attr("from"), Some("example.com"));
+    let query = form.child("query", REGISTER).unwrap();
+    assert!(query.child("registered", REGISTER).is_some());
+    assert_eq!(query.child("username", REGISTER).unwrap().text(), "juliet");
+
+    // Someone else's password, or a short one.
+    let actions = h.feed(&register_set("other", "romeo", "a long password"));
+    assert_eq!(stanza_error(&mut h, &actions, "other").0, "not-authorized");
+    let actions = h.feed(&register_set("short", "juliet", "1234"));
+    assert_eq!(stanza_error(&mut h, &actions, "short").0, "not-acceptable");
+
+    // The password change.
+    let actions = h.feed(&register_set("pw", "Juliet", "a new password"));
+    let AccountChange::ChangePassword { jid, password } = account_change(&actions) else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(jid, juliet());
+    assert_eq!(password.as_str(), "a new password");
+    let actions = h.input(Input::AccountChanged(AccountOutcome::Done));
+    let result = h.elements(&actions).remove(0);
+    assert_eq!(
+        (result.attr("type"), result.attr("id")),
+        (Some("result"), Some("pw"))
+    );
+    assert!(!h.session.is_closed());
+
+    // A cancellation that fails leaves the stream open.
+    let remove = format!("<iq type='set' id='rm'><query xmlns='{REGISTER}'><remove/></query></iq>");
+    assert_eq!(
+        account_change(&h.feed(&remove)),
+        AccountChange::Remove { jid: juliet() }
+    );
+    let actions = h.input(Input::AccountChanged(AccountOutcome::NotFound));
+    assert_eq!(stanza_error(&mut h, &actions, "rm").0, "item-not-found");
+    assert!(!h.session.is_closed());
+
+    // A cancellation that succeeds is answered, then the stream ends.
+    account_change(&h.feed(&remove));
+    let actions = h.input(Input::AccountChanged(AccountOutcome::Done));
+    let text = sent_text(&actions);
+    assert!(text.starts_with("<iq"), "{text}");
+    assert!(
+        text.contains("type='result'") || text.contains("type=\"result\""),
+        "{text}"
+    );
+    assert_eq!(
+        stream_error_of(&actions),
+        StreamErrorCondition::NotAuthorized
+    );
+    assert!(h.session.is_closed());
+}
+
+#[test]
+fn registration_queries_to_other_entities_are_published() {
+    let mut h = Harness::new(registration_config(), TLS);
+    h.establish("balcony");
+    let (_, stanza, _) = published(&h.feed(&format!(
+        "<iq type='get' id='svc' to='gateway.example.net'><query xmlns='{REGISTER}'/></iq>"
+    )));
+    assert_eq!(stanza.attr("to"), Some("gateway.example.net"));
 }

@@ -51,6 +51,8 @@ pub(crate) struct Shared {
     pub(crate) throttle: Mutex<Throttle>,
     /// New connections per address in the current window (TCP and WebSocket).
     pub(crate) rate: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    /// In-Band Registration: the registrar and the attempts per address.
+    pub(crate) registrations: crate::registration::Registrations,
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Held by every connection task, so shutdown can wait for them.
     pub(crate) alive: mpsc::Sender<()>,
@@ -602,6 +604,17 @@ impl Connection {
                 });
                 self.bound = Some(full_jid);
                 self.append_session(event).await;
+            }
+            Action::ChangeAccount(change) => {
+                let outcome = self
+                    .shared
+                    .registrations
+                    .perform(self.peer.ip(), change)
+                    .await;
+                pending.extend(
+                    self.session
+                        .handle(Input::AccountChanged(outcome), Instant::now()),
+                );
             }
             Action::ResumeRequested { previd, h } => {
                 let state = self.take_over(&previd, h).await;

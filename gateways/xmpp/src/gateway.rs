@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::connection::{self, Command, Shared};
+use crate::registration::{Registration, Registrations};
 use crate::tls::{CertSource, Identity};
 
 /// The topic of inbound stanzas.
@@ -142,6 +143,17 @@ impl Gateway {
         log: Arc<dyn Log>,
         credentials: Arc<dyn CredentialLookup>,
     ) -> Result<GatewayHandle, GatewayError> {
+        Self::start_with_registration(config, log, credentials, None).await
+    }
+
+    /// Like [`Gateway::start`], with In-Band Registration (XEP-0077) performed by
+    /// `registration` (without it, registration requests are answered `not-allowed`).
+    pub async fn start_with_registration(
+        config: GatewayConfig,
+        log: Arc<dyn Log>,
+        credentials: Arc<dyn CredentialLookup>,
+        registration: Option<Registration>,
+    ) -> Result<GatewayHandle, GatewayError> {
         let identity = Identity::load(&config.cert, &config.domain)?;
         let starttls = TlsAcceptor::from(identity.server_config(&[])?);
         let direct = TlsAcceptor::from(identity.server_config(&[b"xmpp-client"])?);
@@ -165,6 +177,7 @@ impl Gateway {
             resumable: Mutex::new(HashMap::new()),
             throttle: Mutex::new(Throttle::new(config.limits.login)),
             rate: Mutex::new(HashMap::new()),
+            registrations: Registrations::new(registration),
             shutdown: shutdown_rx,
             alive: alive_tx,
         });

@@ -37,6 +37,7 @@
 
 mod connection;
 mod gateway;
+mod registration;
 mod stale;
 mod tls;
 
@@ -45,5 +46,6 @@ pub use gateway::{
     WEBSOCKET_PATH,
 };
 pub use imbus_xmpp_auth::ThrottleConfig;
+pub use registration::{AccountFuture, AccountRegistrar, Registration};
 pub use stale::close_stale_sessions;
 pub use tls::CertSource;
