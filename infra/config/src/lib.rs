@@ -146,6 +146,10 @@ pub struct C2sConfig {
     pub auth_timeout: Duration,
     /// WebSocket connections arrive through a TLS-terminating reverse proxy.
     pub websocket_tls_proxy: bool,
+    /// In-Band Registration (XEP-0077) is offered (`c2s.registration`).
+    pub registration: bool,
+    /// Account creations tried per IP address and hour (`c2s.registration_per_hour`).
+    pub registration_per_hour: u32,
     /// How long a broken Stream Management session may be resumed.
     pub sm_resume_timeout: Duration,
 }
@@ -358,6 +362,8 @@ impl Config {
                 max_stanza_bytes: get("c2s.max_stanza_bytes")?.int() as usize,
                 auth_timeout: get("c2s.auth_timeout")?.duration(),
                 websocket_tls_proxy: get("c2s.websocket_tls_proxy")?.int() != 0,
+                registration: get("c2s.registration")?.int() != 0,
+                registration_per_hour: get("c2s.registration_per_hour")?.int() as u32,
                 sm_resume_timeout: get("sm.resume_timeout")?.duration(),
             },
             router: RouterSettings {
@@ -559,6 +565,27 @@ mod tests {
             e.contains("imbus.toml") && e.contains("not valid TOML"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn registration_is_off_by_default_and_limited_per_address() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert!(!c.c2s.registration);
+        assert_eq!(c.c2s.registration_per_hour, 5);
+        let c = Config::load(
+            None,
+            env(&[
+                ("IMBUS_C2S_REGISTRATION", "true"),
+                ("IMBUS_C2S_REGISTRATION_PER_HOUR", "20"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.c2s.registration);
+        assert_eq!(c.c2s.registration_per_hour, 20);
+        let e = Config::load(None, env(&[("IMBUS_C2S_REGISTRATION_PER_HOUR", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c2s.registration_per_hour"), "{e}");
     }
 
     #[test]

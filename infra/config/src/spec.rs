@@ -435,6 +435,23 @@ pub static SETTINGS: &[SettingSpec] = &[
         live: false,
     },
     SettingSpec {
+        name: "c2s.registration",
+        kind: Kind::Bool,
+        default: "false",
+        help: "In-Band Registration (XEP-0077): clients may create their own account over an encrypted stream before logging in, change their password and delete their account. Off: accounts are made with `imbus user` or the admin API only.",
+        live: false,
+    },
+    SettingSpec {
+        name: "c2s.registration_per_hour",
+        kind: Kind::Int {
+            min: 1,
+            max: 1_000_000,
+        },
+        default: "5",
+        help: "Accounts one IP address may try to create per hour through In-Band Registration; further attempts are refused with resource-constraint.",
+        live: false,
+    },
+    SettingSpec {
         name: "sm.resume_timeout",
         kind: Kind::Duration {
             min_ms: 1000,
