@@ -111,10 +111,15 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     imbus_gateway_xmpp::close_stale_sessions(log.as_ref(), &gateway_config.gateway_id)
         .await
         .context("closing the sessions of the previous run")?;
-    let gateway =
-        imbus_gateway_xmpp::Gateway::start(gateway_config, log.clone(), Arc::new(view.clone()))
-            .await
-            .context("starting the XMPP client gateway")?;
+    let registration = crate::xmpp::registration(&config, &accounts);
+    let gateway = imbus_gateway_xmpp::Gateway::start_with_registration(
+        gateway_config,
+        log.clone(),
+        Arc::new(view.clone()),
+        registration,
+    )
+    .await
+    .context("starting the XMPP client gateway")?;
     let admin = crate::admin::router(token, log.clone(), accounts, base, live_rx)
         // XMPP over WebSocket (RFC 7395) at /xmpp-websocket on the same listener.
         .merge(gateway.websocket_router(config.c2s.websocket_tls_proxy));

@@ -1,5 +1,6 @@
 //! The XMPP client gateway of `imbus serve`: its settings from the configuration, the
-//! server secret, and the accounts view as its credential lookup.
+//! server secret, the accounts view as its credential lookup, and the accounts as the
+//! registrar of In-Band Registration.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,12 +10,15 @@ use anyhow::Context;
 use imbus_config::{Config, ResourceConflict};
 use imbus_core::jid::DomainPart;
 use imbus_core::{Credentials, GatewayId};
-use imbus_gateway_xmpp::{CertSource, ConnectionLimits, CredentialLookup, GatewayConfig};
+use imbus_gateway_xmpp::{
+    AccountFuture, AccountRegistrar, CertSource, ConnectionLimits, CredentialLookup, GatewayConfig,
+    Registration,
+};
 use imbus_xmpp_auth::{AuthConfig, MIN_SECRET_LEN, ServerSecret};
-use imbus_xmpp_c2s::{ConflictPolicy, SessionConfig};
+use imbus_xmpp_c2s::{AccountChange, AccountOutcome, ConflictPolicy, SessionConfig};
 use rand::RngCore;
 
-use crate::accounts::AccountsView;
+use crate::accounts::{AccountError, Accounts, AccountsView};
 
 /// The file holding the server secret, in the data directory.
 const SECRET_FILE: &str = "auth.secret";
@@ -23,6 +27,67 @@ impl CredentialLookup for AccountsView {
     fn lookup(&self, bare_jid: &str) -> Option<Credentials> {
         self.get(bare_jid).map(|account| account.state.credentials)
     }
+}
+
+/// Who account changes made by clients themselves are recorded as made by.
+const REGISTRATION_BY: &str = "in-band registration";
+
+/// In-Band Registration against the accounts: credentials are derived from the password
+/// (with `auth.scram_iterations`) and only they are stored.
+#[derive(Debug, Clone)]
+pub struct Registrar {
+    accounts: Accounts,
+    iterations: u32,
+}
+
+impl AccountRegistrar for Registrar {
+    fn change(&self, change: AccountChange) -> AccountFuture {
+        let registrar = self.clone();
+        Box::pin(async move {
+            let accounts = &registrar.accounts;
+            let iterations = registrar.iterations;
+            let result = match change {
+                AccountChange::Create { jid, password } => {
+                    accounts
+                        .add(jid.as_str(), password.as_str(), iterations, REGISTRATION_BY)
+                        .await
+                }
+                AccountChange::ChangePassword { jid, password } => {
+                    accounts
+                        .passwd(jid.as_str(), password.as_str(), iterations, REGISTRATION_BY)
+                        .await
+                }
+                AccountChange::Remove { jid } => {
+                    accounts.delete(jid.as_str(), REGISTRATION_BY).await
+                }
+            };
+            match result {
+                Ok(_) => AccountOutcome::Done,
+                Err(AccountError::Exists(_)) => AccountOutcome::Exists,
+                Err(AccountError::NotFound(_)) => AccountOutcome::NotFound,
+                Err(
+                    e @ (AccountError::InvalidJid { .. }
+                    | AccountError::WrongDomain { .. }
+                    | AccountError::Password(_)),
+                ) => AccountOutcome::NotAcceptable(e.to_string()),
+                Err(e @ AccountError::Log(_)) => {
+                    tracing::error!(error = %e, "an in-band account change was not stored");
+                    AccountOutcome::Failed
+                }
+            }
+        })
+    }
+}
+
+/// The gateway's In-Band Registration, when `c2s.registration` is on.
+pub fn registration(config: &Config, accounts: &Accounts) -> Option<Registration> {
+    config.c2s.registration.then(|| Registration {
+        registrar: Arc::new(Registrar {
+            accounts: accounts.clone(),
+            iterations: config.scram_iterations,
+        }),
+        per_hour: config.c2s.registration_per_hour,
+    })
 }
 
 /// This node's gateway id: `gw<node_id>` (its delivery topic is `deliver.gw<node_id>`).
@@ -49,6 +114,7 @@ pub fn gateway_config(config: &Config) -> anyhow::Result<GatewayConfig> {
         ResourceConflict::Refuse => ConflictPolicy::Refuse,
     };
     session.sm_resume_timeout = c2s.sm_resume_timeout;
+    session.registration = c2s.registration;
     let cert = match &c2s.tls_files {
         Some((cert, key)) => CertSource::Pem {
             cert: cert.clone(),
@@ -205,6 +271,7 @@ mod tests {
         assert_eq!(gateway.session.sm_resume_timeout.as_secs(), 60);
         assert_eq!(gateway.session.max_stanza_bytes, 262_144);
         assert!(gateway.session.require_tls);
+        assert!(!gateway.session.registration);
         assert_eq!(gateway.c2s_addr.unwrap().port(), 5222);
         assert_eq!(gateway.tls_addr.unwrap().port(), 5223);
     }
