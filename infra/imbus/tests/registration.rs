@@ -1,0 +1,180 @@
+//! In-Band Registration (XEP-0077) against a real `imbus serve`, driven by slixmpp over
+//! STARTTLS (`tests/interop/slixmpp_register.py`): off by default; when on, accounts are
+//! created before login, limited per address, passwords changed and accounts cancelled,
+//! and no password reaches the data directory.
+//!
+//! Needs `python3` with `slixmpp` (`tests/run` installs it: `pip install slixmpp`).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Server;
+
+/// The address of a listener named in the run file.
+fn listener(data_dir: &Path, name: &str) -> SocketAddr {
+    let bytes = std::fs::read(data_dir.join("run").join("imbus.json")).expect("run file");
+    let info: serde_json::Value = serde_json::from_slice(&bytes).expect("run file is JSON");
+    info["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l[0].as_str() == Some(name))
+        .and_then(|l| l[1].as_str())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} listener in the run file: {info}"))
+}
+
+fn require_slixmpp() {
+    let ok = Command::new("python3")
+        .args(["-c", "import slixmpp"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "this test drives slixmpp and it is not installed: run `pip install slixmpp` \
+         (tests/run does it)"
+    );
+}
+
+/// Runs the registration script's steps against the server's STARTTLS listener and
+/// returns the outcome line of each step (`<step> <jid> -> <outcome>`).
+fn run_steps(data_dir: &Path, steps: &[&str]) -> Vec<String> {
+    let c2s = listener(data_dir, "c2s");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/slixmpp_register.py");
+    let mut child = Command::new("python3")
+        .arg(&path)
+        .arg(c2s.ip().to_string())
+        .arg(c2s.port().to_string())
+        .args(steps)
+        .env("IMBUS_INTEROP_TIMEOUT", "10")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn python3");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait for the script").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("script output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<String> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("STEP "))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        out.status.success() && lines.len() == steps.len(),
+        "the registration script failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lines
+}
+
+/// Whether any file under `dir` contains `needle`.
+fn any_file_contains(dir: &Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|entry| {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            any_file_contains(&path, needle)
+        } else {
+            std::fs::read(&path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+        }
+    })
+}
+
+#[test]
+fn registration_is_refused_when_not_enabled() {
+    require_slixmpp();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let lines = run_steps(
+        dir.path(),
+        &[
+            "register:alice@localhost:Alice-Pw-123",
+            "login:alice@localhost:Alice-Pw-123",
+        ],
+    );
+    drop(server);
+    assert_eq!(
+        lines,
+        [
+            "register alice@localhost -> advertised=no refused:service-unavailable",
+            "login alice@localhost -> auth-failed",
+        ]
+    );
+}
+
+#[test]
+fn clients_register_change_their_password_and_cancel_their_account() {
+    require_slixmpp();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            ("IMBUS_C2S_REGISTRATION", "true".to_owned()),
+            ("IMBUS_C2S_REGISTRATION_PER_HOUR", "3".to_owned()),
+        ],
+    );
+    let lines = run_steps(
+        dir.path(),
+        &[
+            // Registered, then logged in with the new account (attempt 1 of 3).
+            "register:alice@localhost:Alice-Pw-123",
+            // Taken (attempt 2).
+            "register:alice@localhost:Other-Pw-123",
+            // Refused by the server before counting: bad user name, short password.
+            "register:eve@localhost:Eve-Pw-1234:bad user",
+            "register:bob@localhost:short",
+            // Attempt 3, then the address is over its limit.
+            "register:carol@localhost:Carol-Pw-123",
+            "register:dave@localhost:Dave-Pw-1234",
+            "login:dave@localhost:Dave-Pw-1234",
+            // Password change: the old password stops working.
+            "passwd:alice@localhost:Alice-Pw-123:Alice-New-456",
+            "login:alice@localhost:Alice-Pw-123",
+            "login:alice@localhost:Alice-New-456",
+            // Cancellation: the account is gone.
+            "cancel:carol@localhost:Carol-Pw-123",
+            "login:carol@localhost:Carol-Pw-123",
+        ],
+    );
+    let data_dir = server.data_dir.clone();
+    drop(server);
+    assert_eq!(
+        lines,
+        [
+            "register alice@localhost -> advertised=yes session",
+            "register alice@localhost -> advertised=yes refused:conflict",
+            "register eve@localhost -> advertised=yes refused:not-acceptable",
+            "register bob@localhost -> advertised=yes refused:not-acceptable",
+            "register carol@localhost -> advertised=yes session",
+            "register dave@localhost -> advertised=yes refused:resource-constraint",
+            "login dave@localhost -> auth-failed",
+            "passwd alice@localhost -> changed",
+            "login alice@localhost -> auth-failed",
+            "login alice@localhost -> session",
+            "cancel carol@localhost -> cancelled",
+            "login carol@localhost -> auth-failed",
+        ]
+    );
+    // Only derived credentials are stored.
+    for password in ["Alice-Pw-123", "Alice-New-456", "Carol-Pw-123"] {
+        assert!(
+            !any_file_contains(&data_dir, password.as_bytes()),
+            "{password} was written to the data directory"
+        );
+    }
+}
