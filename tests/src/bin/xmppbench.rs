@@ -232,7 +232,10 @@ impl Bench {
         let mut tcp = self.connect().await?;
         let mut reader = Reader::new();
         send(&mut tcp, &self.header()).await?;
-        let features = reader.element(&mut tcp, self.step).await?;
+        let features = reader
+            .element(&mut tcp, self.step)
+            .await
+            .context("waiting for the first features")?;
         if features.child("starttls", ns::XMPP_TLS).is_none() {
             bail!("the server offers no STARTTLS: {features}");
         }
@@ -241,7 +244,10 @@ impl Bench {
             "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>",
         )
         .await?;
-        let proceed = reader.element(&mut tcp, self.step).await?;
+        let proceed = reader
+            .element(&mut tcp, self.step)
+            .await
+            .context("waiting for STARTTLS proceed")?;
         if !proceed.is("proceed", ns::XMPP_TLS) {
             bail!("STARTTLS refused: {proceed}");
         }
@@ -251,7 +257,10 @@ impl Bench {
             .context("TLS handshake timed out")??;
         reader.parser.reset();
         send(&mut tls, &self.header()).await?;
-        let features = reader.element(&mut tls, self.step).await?;
+        let features = reader
+            .element(&mut tls, self.step)
+            .await
+            .context("waiting for the features after TLS")?;
         let offered = features
             .child("mechanisms", ns::XMPP_SASL)
             .is_some_and(|m| m.children().any(|c| c.text().trim() == "SCRAM-SHA-1"));
@@ -262,7 +271,10 @@ impl Bench {
         self.scram_sha1(&mut tls, &mut reader, &username).await?;
         reader.parser.reset();
         send(&mut tls, &self.header()).await?;
-        reader.element(&mut tls, self.step).await?;
+        reader
+            .element(&mut tls, self.step)
+            .await
+            .context("waiting for the features after SASL")?;
         send(
             &mut tls,
             &format!(
@@ -271,7 +283,10 @@ impl Bench {
             ),
         )
         .await?;
-        let bound = reader.element(&mut tls, self.step).await?;
+        let bound = reader
+            .element(&mut tls, self.step)
+            .await
+            .context("waiting for the bind result")?;
         if bound.attr("type") != Some("result") {
             bail!("bind failed: {bound}");
         }
@@ -296,7 +311,10 @@ impl Bench {
             ),
         )
         .await?;
-        let challenge = reader.element(tls, self.step).await?;
+        let challenge = reader
+            .element(tls, self.step)
+            .await
+            .context("waiting for the SCRAM challenge")?;
         if !challenge.is("challenge", ns::XMPP_SASL) {
             bail!("SCRAM refused: {challenge}");
         }
@@ -348,7 +366,10 @@ impl Bench {
             ),
         )
         .await?;
-        let outcome = reader.element(tls, self.step).await?;
+        let outcome = reader
+            .element(tls, self.step)
+            .await
+            .context("waiting for the SCRAM outcome")?;
         if !outcome.is("success", ns::XMPP_SASL) {
             bail!("authentication of {username} failed: {outcome}");
         }
@@ -418,7 +439,7 @@ async fn logins(bench: Arc<Bench>, concurrency: usize, duration: Duration) -> an
                     }
                     Err(e) => {
                         errors.fetch_add(1, Ordering::Relaxed);
-                        first_error.get_or_insert_with(|| e.to_string());
+                        first_error.get_or_insert_with(|| format!("{e:#}"));
                     }
                 }
             }
@@ -472,7 +493,7 @@ async fn idle(
             let login = bench
                 .login(bench.user(i), &format!("idle{i}"))
                 .await
-                .map_err(|e| e.to_string());
+                .map_err(|e| format!("{e:#}"));
             drop(permit);
             let (mut tls, reader) = match login {
                 Ok(pair) => pair,
@@ -651,7 +672,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                             Err(e) => {
                                 failures += 1;
                                 if failures == 1 {
-                                    eprintln!("warm-up login of {}{user}: {e}", bench.prefix);
+                                    eprintln!("warm-up login of {}{user}: {e:#}", bench.prefix);
                                 }
                             }
                         }
