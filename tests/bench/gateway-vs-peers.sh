@@ -209,7 +209,7 @@ measure() { # name port pid
   "${BENCH[@]}" --server "127.0.0.1:$port" idle --connections "$IDLE" --ramp 64 >"$out" 2>&1 &
   local bench=$!
   PIDS+=("$bench")
-  until grep -q READY "$out"; do
+  until grep -qs READY "$out"; do
     if ! kill -0 "$bench" 2>/dev/null; then cat "$out" >&2; return 1; fi
     sleep 0.5
   done
