@@ -10,8 +10,9 @@
 # addresses, KEEP=1 keeps the work directory.
 #
 # The three servers run side by side (imbus 25222, Prosody 35222, ejabberd 45222, all on
-# 127.0.0.1, one self-signed P-256 certificate, listen backlog 1024 as imbus's), each with
-# its own configuration written
+# 127.0.0.1, one self-signed P-256 certificate; listen backlog 1024 for Prosody and
+# ejabberd, imbus's gateway listens with tokio's 128), each with its own configuration
+# written
 # into a temporary directory; they are measured one after the other with xmppbench
 # (tests/src/bin/xmppbench.rs): first IDLE authenticated idle connections (server RSS from
 # /proc/<pid>/status before and after, divided by IDLE), then DURATION seconds of full
