@@ -18,7 +18,20 @@
 //! PBKDF2. `--source-ips K` spreads connections over K loopback source addresses
 //! (127.10.x.y), against per-address connection rate limits and ephemeral port exhaustion.
 //!
+//! - `messages`: `--pairs` sender/receiver pairs (accounts 1…2N) exchange chat messages
+//!   at stepped open-loop rates; per step: delivered msg/s, loss, order, latency
+//!   p50/p99/p99.9 from the due time carried in the body, and the server's CPU time per
+//!   message (`--server-pid`); stops at saturation and runs a last step at half the highest
+//!   sustained rate.
+//! - `offline`: senders store messages for receivers that are offline, then the receivers
+//!   log in; store and drain rates, loss and order.
+//! - `presence`: users follow each other in a ring of `--contacts` subscriptions (set up
+//!   over the protocol) and broadcast presence changes at an open-loop rate; deliveries/s
+//!   and latency.
+//!
 //! `cargo run --release -p imbus-tests --bin xmppbench -- --help`
+
+mod load;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -45,7 +58,9 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 #[derive(Debug, Parser)]
-#[command(about = "Logins/s and idle connections against any XMPP server's client port")]
+#[command(
+    about = "Load and benchmark client for any XMPP server's client port: logins, idle connections, messages, offline, presence"
+)]
 struct Args {
     /// The server's STARTTLS client port.
     #[arg(long, default_value = "127.0.0.1:5222")]
@@ -95,6 +110,67 @@ enum Mode {
         /// Hold for this many seconds, then close (default: until SIGINT/SIGTERM).
         #[arg(long)]
         hold: Option<u64>,
+    },
+    /// One-to-one chat between connected pairs at stepped open-loop rates.
+    Messages {
+        /// Sender/receiver pairs (accounts 1…2N).
+        #[arg(long, default_value_t = 50)]
+        pairs: usize,
+        /// Offered rates (messages/s over all pairs), stepped in this order.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "1000,2000,5000,10000,20000,40000,80000"
+        )]
+        rates: Vec<u64>,
+        /// Seconds of sending per step.
+        #[arg(long, default_value_t = 10)]
+        step_seconds: u64,
+        /// Seconds to wait for stragglers after a step.
+        #[arg(long, default_value_t = 5)]
+        drain_seconds: u64,
+        /// Address the receiver's full JID instead of its bare JID.
+        #[arg(long)]
+        full_jid: bool,
+        /// Run every rate even after the server saturated.
+        #[arg(long)]
+        all_rates: bool,
+        /// Do not run the extra step at half the highest sustained rate.
+        #[arg(long)]
+        no_half: bool,
+        /// Server process ids (repeatable) whose CPU time is charged to the messages.
+        #[arg(long = "server-pid")]
+        server_pids: Vec<u32>,
+    },
+    /// Offline messages: store for offline receivers, then drain at their login.
+    Offline {
+        /// Sender/receiver pairs (accounts 1…2N).
+        #[arg(long, default_value_t = 50)]
+        pairs: usize,
+        /// Messages per pair.
+        #[arg(long, default_value_t = 100)]
+        per_pair: u64,
+    },
+    /// Presence fan-out to subscribed contacts.
+    Presence {
+        /// Connected users (accounts 1…N).
+        #[arg(long, default_value_t = 100)]
+        online: usize,
+        /// Contacts following each user.
+        #[arg(long, default_value_t = 20)]
+        contacts: usize,
+        /// Presence changes per second over all users.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+        /// Seconds of presence changes.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Seconds to wait for stragglers.
+        #[arg(long, default_value_t = 5)]
+        drain_seconds: u64,
+        /// Server process ids (repeatable) whose CPU time is charged to the deliveries.
+        #[arg(long = "server-pid")]
+        server_pids: Vec<u32>,
     },
 }
 
@@ -698,6 +774,53 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ramp,
             hold,
         } => idle(bench, connections, ramp, hold).await,
+        Mode::Messages {
+            pairs,
+            rates,
+            step_seconds,
+            drain_seconds,
+            full_jid,
+            all_rates,
+            no_half,
+            server_pids,
+        } => {
+            load::messages(
+                bench,
+                load::MessagesOptions {
+                    pairs,
+                    rates,
+                    step_seconds,
+                    drain_seconds,
+                    bare: !full_jid,
+                    all_rates,
+                    half: !no_half,
+                    server_pids,
+                },
+            )
+            .await
+        }
+        Mode::Offline { pairs, per_pair } => load::offline(bench, pairs, per_pair).await,
+        Mode::Presence {
+            online,
+            contacts,
+            rate,
+            seconds,
+            drain_seconds,
+            server_pids,
+        } => {
+            load::presence(
+                bench,
+                load::PresenceOptions {
+                    users: online,
+                    contacts,
+                    rate,
+                    seconds,
+                    drain_seconds,
+                    server_pids,
+                },
+            )
+            .await
+        }
     }
 }
 
