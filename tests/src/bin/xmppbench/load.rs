@@ -852,7 +852,8 @@ mod tests {
     fn scan_keeps_a_tail_that_may_start_a_marker() {
         let (found, keep_from) = scan(b"<presence/>imbus");
         assert!(found.is_empty());
-        assert_eq!(&b"<presence/>imbus"[keep_from..], b"imbus");
+        let tail = &b"<presence/>imbus"[keep_from..];
+        assert!(tail.ends_with(b"imbus") && tail.len() < MARKER.len(), "{tail:?}");
     }
 
     #[test]
