@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
@@ -92,13 +92,16 @@ pub(crate) struct Registered {
     pub(crate) commands: mpsc::Sender<Command>,
     /// Notified when the connection must end because it cannot keep up.
     pub(crate) slow: Arc<Notify>,
+    /// Bytes of stanzas queued for the connection and not yet taken by it.
+    pub(crate) queued_bytes: Arc<AtomicUsize>,
 }
 
 /// What the gateway asks a connection task to do.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Write this stanza to the client.
-    Deliver(Element),
+    /// Write this stanza to the client; the number is its size as queued (counted
+    /// against `ConnectionLimits::outbound_queue_bytes` until the connection takes it).
+    Deliver(Element, usize),
     /// End the session with this stream error.
     Shutdown(StreamError),
     /// Hand this detached session over to a resuming connection.
@@ -283,6 +286,8 @@ struct Connection {
     session: Session,
     commands: mpsc::Sender<Command>,
     slow: Arc<Notify>,
+    /// Bytes of stanzas the gateway queued for this connection and it has not taken yet.
+    queued_bytes: Arc<AtomicUsize>,
     appends: mpsc::Sender<Append>,
     bound: Option<FullJid>,
     deadline: Option<tokio::time::Instant>,
@@ -357,6 +362,7 @@ async fn drive(
         shared,
         commands,
         slow: Arc::new(Notify::new()),
+        queued_bytes: Arc::new(AtomicUsize::new(0)),
         appends,
         bound: None,
         deadline: None,
@@ -461,7 +467,8 @@ impl Connection {
                         Some((CloseReason::ConnectionLost, error.map(|e| e.to_string())));
                     return self.end();
                 }
-                Wake::Command(Command::Deliver(element)) => {
+                Wake::Command(Command::Deliver(element, bytes)) => {
+                    self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                     self.session.handle(Input::Deliver(element), now)
                 }
                 Wake::Command(Command::Shutdown(error)) => {
@@ -690,6 +697,7 @@ impl Connection {
             connection: self.id,
             commands: self.commands.clone(),
             slow: self.slow.clone(),
+            queued_bytes: self.queued_bytes.clone(),
         }
     }
 
@@ -762,7 +770,8 @@ impl Connection {
         let handed_over = loop {
             tokio::select! {
                 command = command_rx.recv() => match command {
-                    Some(Command::Deliver(element)) => {
+                    Some(Command::Deliver(element, bytes)) => {
+                        self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                         let actions = self.session.handle(Input::Deliver(element), Instant::now());
                         if self.detached_actions(actions) {
                             break false;
@@ -866,7 +875,8 @@ impl Connection {
         // the registry's lock, so none can follow).
         while let Ok(command) = command_rx.try_recv() {
             match command {
-                Command::Deliver(element) => {
+                Command::Deliver(element, bytes) => {
+                    self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                     let _ = self.session.handle(Input::Deliver(element), Instant::now());
                 }
                 Command::Resume(other) => {

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -53,8 +54,14 @@ pub trait CredentialLookup: Send + Sync + fmt::Debug {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// Stanzas queued for one connection before it is considered a slow reader and
-    /// disconnected (default 256).
+    /// disconnected (default 10,000: above the default offline quota, so that the
+    /// offline messages handed over at once at login fit).
     pub outbound_queue: usize,
+    /// Bytes of stanzas queued for one connection before it is considered a slow reader
+    /// and disconnected (default 8 MiB). With [`Self::outbound_queue`] this bounds the
+    /// memory a client that does not read can hold; the queue's memory is taken only
+    /// while stanzas wait in it.
+    pub outbound_queue_bytes: usize,
     /// How long one write to a client may take before the connection is dropped
     /// (default 30 s).
     pub write_timeout: Duration,
@@ -73,7 +80,8 @@ pub struct ConnectionLimits {
 impl Default for ConnectionLimits {
     fn default() -> Self {
         Self {
-            outbound_queue: 256,
+            outbound_queue: 10_000,
+            outbound_queue_bytes: 8 << 20,
             write_timeout: Duration::from_secs(30),
             connections_per_window: 30,
             rate_window: Duration::from_secs(60),
@@ -433,7 +441,7 @@ async fn deliver_loop(mut consumer: Box<dyn imbus_log::Consumer>, shared: Arc<Sh
                 );
                 continue;
             };
-            deliver(&shared, delivery.to.as_str(), element);
+            deliver(&shared, delivery.to.as_str(), element, delivery.xml.len());
         }
         if !next.is_empty() {
             let offsets: Vec<_> = next.into_iter().collect();
@@ -449,7 +457,7 @@ async fn deliver_loop(mut consumer: Box<dyn imbus_log::Consumer>, shared: Arc<Sh
 
 /// Hands a stanza to the connection of `full_jid` (a detached session keeps it for a
 /// resuming client); a connection whose queue is full is ended as a slow reader.
-fn deliver(shared: &Shared, full_jid: &str, element: Element) {
+fn deliver(shared: &Shared, full_jid: &str, element: Element, bytes: usize) {
     // Sent under the registry's lock: a session handed over to a resuming connection
     // moves its registry entry under the same lock, so no delivery can reach the old
     // connection after it collected the last ones.
@@ -461,13 +469,26 @@ fn deliver(shared: &Shared, full_jid: &str, element: Element) {
         );
         return;
     };
-    match target.commands.try_send(Command::Deliver(element)) {
+    let queued = target.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+    if queued.saturating_add(bytes) > shared.limits.outbound_queue_bytes {
+        target.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        tracing::warn!(
+            to = full_jid,
+            queued,
+            "client reads too slowly (queued bytes over the limit); disconnecting it"
+        );
+        target.slow.notify_one();
+        return;
+    }
+    match target.commands.try_send(Command::Deliver(element, bytes)) {
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Full(_)) => {
+            target.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             tracing::warn!(to = full_jid, "client reads too slowly; disconnecting it");
             target.slow.notify_one();
         }
         Err(mpsc::error::TrySendError::Closed(_)) => {
+            target.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             tracing::warn!(to = full_jid, "delivery for a closing session; dropped");
         }
     }

@@ -853,7 +853,10 @@ mod tests {
         let (found, keep_from) = scan(b"<presence/>imbus");
         assert!(found.is_empty());
         let tail = &b"<presence/>imbus"[keep_from..];
-        assert!(tail.ends_with(b"imbus") && tail.len() < MARKER.len(), "{tail:?}");
+        assert!(
+            tail.ends_with(b"imbus") && tail.len() < MARKER.len(),
+            "{tail:?}"
+        );
     }
 
     #[test]
