@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use imbus_log::{
     ConsumedRecord, Consumer, ConsumerEvent, ConsumerOptions, Log, LogError, Offset, Partition,
-    Position, Record, StartAt, TopicConfig, TopicPartition, partition_for_key,
+    Position, Record, StartAt, Submission, TopicConfig, TopicPartition, partition_for_key,
 };
 use tokio::time::Instant;
 
@@ -1376,6 +1376,117 @@ pub async fn error_cases(factory: &dyn LogFactory) {
     ok(log.shutdown().await, "shutdown");
 }
 
+/// Submitted records (`Log::submit`) are written in submission order within each
+/// partition — also across calls whose acknowledgements were not awaited in between —
+/// to the partition given or the one their key hashes to, across topics, and are all
+/// readable once the acknowledgements resolve. A submission to an unknown topic is
+/// refused as a whole.
+pub async fn submit_keeps_order(factory: &dyn LogFactory) {
+    let backend = factory.name().to_owned();
+    let log = factory.open().await;
+    let first = unique_name("submit-a");
+    let second = unique_name("submit-b");
+    for topic in [&first, &second] {
+        ok(
+            log.create_topic(&TopicConfig::new(topic, 3)).await,
+            "create topic",
+        );
+    }
+    // 20 calls, none awaited before the next: keyed records to `first`, records for
+    // partition 2 of `second`.
+    let mut acks = Vec::new();
+    for call in 0..20 {
+        let mut batch = Vec::new();
+        for i in 0..10 {
+            let n = call * 10 + i;
+            batch.push(Submission::keyed(
+                first.clone(),
+                Record::new(format!("user-{}", n % 7), format!("{n}")),
+            ));
+            batch.push(Submission::to_partition(
+                second.clone(),
+                2,
+                Record::new(format!("any-{n}"), format!("{n}")),
+            ));
+        }
+        acks.push(ok(log.submit(batch).await, "submit"));
+    }
+    for ack in acks {
+        ok(ack.await, "submission acknowledged");
+    }
+    // Per key partition of `first`: values ascend; every value is there once.
+    let mut seen = BTreeSet::new();
+    for partition in 0..3 {
+        let records = read_to_end(log.as_ref(), &first, partition, StartAt::Earliest).await;
+        let mut last = -1_i64;
+        for record in records {
+            let key = record.key.clone().unwrap_or_default();
+            assert_eq!(
+                partition_for_key(&key, 3),
+                partition,
+                "[{backend}] a keyed submission lands on its key's partition"
+            );
+            let value: i64 = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default())
+                .parse()
+                .unwrap_or(-1);
+            assert!(
+                value > last,
+                "[{backend}] order kept in {first}/{partition}: {value} after {last}"
+            );
+            last = value;
+            seen.insert(value);
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        200,
+        "[{backend}] every keyed submission is readable"
+    );
+    let records = read_to_end(log.as_ref(), &second, 2, StartAt::Earliest).await;
+    let values: Vec<i64> = records
+        .iter()
+        .map(|r| {
+            String::from_utf8_lossy(r.value.as_deref().unwrap_or_default())
+                .parse()
+                .unwrap_or(-1)
+        })
+        .collect();
+    assert_eq!(
+        values,
+        (0..200).collect::<Vec<_>>(),
+        "[{backend}] records for a given partition, in submission order"
+    );
+    // An unknown topic: refused, and nothing of that call is written.
+    let before = ok(log.watermarks(&second, 0).await, "watermarks").high;
+    let refused = log
+        .submit(vec![
+            Submission::to_partition(second.clone(), 0, Record::new("k", "v")),
+            Submission::keyed(unique_name("no-such-topic"), Record::new("k", "v")),
+        ])
+        .await;
+    match refused {
+        Err(LogError::UnknownTopic(_)) => {}
+        Err(other) if backend == "kafka" => {
+            // A broker may describe a missing topic differently; it must still refuse.
+            let _ = other;
+        }
+        Err(other) => panic!("[{backend}] unexpected error for an unknown topic: {other}"),
+        Ok(ack) => {
+            assert!(
+                ack.await.is_err(),
+                "[{backend}] a submission to an unknown topic must fail"
+            );
+        }
+    }
+    if backend != "kafka" {
+        assert_eq!(
+            ok(log.watermarks(&second, 0).await, "watermarks").high,
+            before,
+            "[{backend}] nothing of a refused submission is written"
+        );
+    }
+}
+
 /// Generates one `#[tokio::test]` per contract. `$factory` is an async expression that
 /// yields a [`LogFactory`].
 #[macro_export]
@@ -1385,7 +1496,7 @@ macro_rules! contract_tests {
             per_partition_order, key_placement, watermarks, resume_after_crash,
             group_split_and_takeover, compacted_fold, replay_from_timestamp, reader_wakeup,
             durability_across_restart, create_topic_idempotence, error_cases,
-            consumer_start_and_seek);
+            consumer_start_and_seek, submit_keeps_order);
     };
     (@tests $factory:expr; $($contract:ident),* $(,)?) => {
         $(

@@ -116,8 +116,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use imbus_log::{
-    Consumer, ConsumerOptions, Log, LogError, Offset, Partition, PartitionReader, Position, Record,
-    StartAt, TimestampMs, TopicConfig, TopicPartition, Watermarks,
+    Acknowledgement, Consumer, ConsumerOptions, Log, LogError, Offset, Partition, PartitionReader,
+    Position, Record, StartAt, Submission, TimestampMs, TopicConfig, TopicPartition, Watermarks,
 };
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
@@ -649,6 +649,49 @@ impl Log for EmbeddedLog {
             items.push((part, record));
         }
         self.inner.append_items(items).await
+    }
+
+    async fn submit(&self, records: Vec<Submission>) -> Result<Acknowledgement, LogError> {
+        if self.inner.is_closed() {
+            return Err(LogError::Closed);
+        }
+        if records.is_empty() {
+            return Ok(Box::pin(std::future::ready(Ok(()))));
+        }
+        let mut items = Vec::with_capacity(records.len());
+        for Submission {
+            topic,
+            partition,
+            record,
+        } in records
+        {
+            self.inner.check_record(&record)?;
+            let part = match partition {
+                Some(p) => self.inner.partition(&topic, p)?,
+                None => {
+                    let t = self.inner.topic(&topic)?;
+                    let p = match &record.key {
+                        Some(k) => imbus_log::partition_for_key(k, t.partition_count()),
+                        None => 0,
+                    };
+                    t.partitions
+                        .get(usize::try_from(p).unwrap_or(0))
+                        .cloned()
+                        .ok_or_else(|| LogError::UnknownPartition {
+                            topic: topic.clone(),
+                            partition: p,
+                        })?
+                }
+            };
+            items.push((part, record));
+        }
+        // One request: the writer thread writes the records in this order, after every
+        // request submitted before and before every one submitted after.
+        let (reply, rx) = oneshot::channel();
+        self.inner.writer.submit(Request::Append { items, reply })?;
+        Ok(Box::pin(async move {
+            rx.await.map_err(|_| LogError::Closed)?.map(|_| ())
+        }))
     }
 
     async fn watermarks(&self, topic: &str, partition: Partition) -> Result<Watermarks, LogError> {

@@ -45,9 +45,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use imbus_log::{
-    Cleanup, Consumer, ConsumerOptions, Log, LogError, Offset, Partition, PartitionReader,
-    Position, Record, StartAt, TimestampMs, TopicConfig, TopicPartition, Watermarks,
-    partition_for_key,
+    Acknowledgement, Cleanup, Consumer, ConsumerOptions, Log, LogError, Offset, Partition,
+    PartitionReader, Position, Record, StartAt, Submission, TimestampMs, TopicConfig,
+    TopicPartition, Watermarks, partition_for_key,
 };
 use parking_lot::Mutex;
 use rdkafka::ClientConfig;
@@ -607,6 +607,57 @@ impl Log for KafkaLog {
             Some(error) => Err(error),
             None => Ok(positions),
         }
+    }
+
+    async fn submit(&self, records: Vec<Submission>) -> Result<Acknowledgement, LogError> {
+        self.check_open()?;
+        // Refuse an oversized record before any record is sent.
+        let limit = self.inner.options.message_max_bytes();
+        if let Some(size) = records
+            .iter()
+            .map(|s| record_size(&s.record))
+            .find(|size| *size > limit)
+        {
+            return Err(LogError::RecordTooLarge { size, limit });
+        }
+        // Enqueue in order (the idempotent producer keeps that order per partition); the
+        // acknowledgement waits for every delivery report.
+        let mut deliveries = Vec::with_capacity(records.len());
+        for submission in &records {
+            let partition = match submission.partition {
+                Some(p) => {
+                    self.check_partition(&submission.topic, p).await?;
+                    p
+                }
+                None => {
+                    let partitions = self.partitions_of(&submission.topic).await?;
+                    submission
+                        .record
+                        .key
+                        .as_ref()
+                        .map_or(0, |key| partition_for_key(key, partitions))
+                }
+            };
+            deliveries.push((
+                submission.topic.clone(),
+                record_size(&submission.record),
+                self.enqueue(&submission.topic, partition, &submission.record)
+                    .await?,
+            ));
+        }
+        let log = self.clone();
+        Ok(Box::pin(async move {
+            let mut first_error = None;
+            for (topic, size, delivery) in deliveries {
+                if let Err(error) = log.delivered(&topic, size, delivery).await {
+                    first_error.get_or_insert(error);
+                }
+            }
+            match first_error {
+                Some(error) => Err(error),
+                None => Ok(()),
+            }
+        }))
     }
 
     async fn watermarks(&self, topic: &str, partition: Partition) -> Result<Watermarks, LogError> {

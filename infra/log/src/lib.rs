@@ -30,6 +30,8 @@
 #![forbid(unsafe_code)]
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -316,6 +318,41 @@ pub enum LogError {
     Timeout(String),
 }
 
+/// One record for [`Log::submit`].
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// The topic.
+    pub topic: String,
+    /// The partition, or `None` for the partition the record's key hashes to (murmur2;
+    /// partition 0 without a key).
+    pub partition: Option<Partition>,
+    /// The record.
+    pub record: Record,
+}
+
+impl Submission {
+    /// A record for the partition its key hashes to.
+    pub fn keyed(topic: impl Into<String>, record: Record) -> Self {
+        Self {
+            topic: topic.into(),
+            partition: None,
+            record,
+        }
+    }
+
+    /// A record for a given partition.
+    pub fn to_partition(topic: impl Into<String>, partition: Partition, record: Record) -> Self {
+        Self {
+            topic: topic.into(),
+            partition: Some(partition),
+            record,
+        }
+    }
+}
+
+/// Resolves when every record of a [`Log::submit`] call is acknowledged.
+pub type Acknowledgement = Pin<Box<dyn Future<Output = Result<(), LogError>> + Send>>;
+
 /// The log: topics, appends, readers and consumer groups.
 #[async_trait]
 pub trait Log: Send + Sync + fmt::Debug {
@@ -347,6 +384,14 @@ pub trait Log: Send + Sync + fmt::Debug {
         topic: &str,
         records: Vec<Record>,
     ) -> Result<Vec<Position>, LogError>;
+
+    /// Hands records to the log in order and returns as soon as they are submitted, with
+    /// a future that resolves once all of them are acknowledged (durable). Within each
+    /// partition they are written in the order given, before any record the same caller
+    /// submits later, so a processor can go on with its next input while its outputs are
+    /// made durable, and commit its input offsets when the acknowledgement arrives. An
+    /// error before submission means none of the records was submitted.
+    async fn submit(&self, records: Vec<Submission>) -> Result<Acknowledgement, LogError>;
 
     /// The retained offset range of a partition.
     async fn watermarks(&self, topic: &str, partition: Partition) -> Result<Watermarks, LogError>;
