@@ -5,16 +5,20 @@
 //! derived ids so their consumers can recognise a repeat).
 
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
 use imbus_config::topics::{
     ACCOUNTS, COMPLIANCE, DELIVER_PREFIX, OFFLINE, ROSTERS, ROUTED, SESSIONS, STANZAS, USERDATA,
 };
 use imbus_core::{BareJid, Event, RosterChanged, SessionEvent, Timestamp, UserDataChanged};
 use imbus_log::{
-    ConsumedRecord, ConsumerEvent, ConsumerOptions, Log, LogError, Offset, Partition, Record,
-    StartAt, TopicPartition, partition_for_key,
+    Acknowledgement, ConsumedRecord, Consumer, ConsumerEvent, ConsumerOptions, Log, LogError,
+    Offset, Partition, Record, StartAt, Submission, TopicPartition, partition_for_key,
 };
 use tokio::sync::watch;
 
@@ -58,6 +62,9 @@ pub async fn run(
     // later ones were applied when they were written.
     let mut marks: HashMap<Partition, Offset> = HashMap::new();
     tracing::info!(partitions, "router started");
+    let mut pipeline = Pipeline::default();
+    // Whether the last poll found nothing: then acknowledged inputs are committed at once.
+    let mut idle = true;
     loop {
         if *shutdown.borrow() {
             break;
@@ -67,10 +74,27 @@ pub async fn run(
             tracing::info!(?new, "router settings changed");
             *router.config_mut() = new;
         }
+        // Acknowledged batches are settled between polls (a poll is never cancelled for
+        // them: a consumer may have moved its position when a cancelled poll is dropped).
+        pipeline.settle(consumer.as_mut(), idle).await?;
+        let wait = if pipeline.in_flight.is_empty() {
+            Duration::from_secs(1)
+        } else {
+            // Come back soon to commit what is being acknowledged.
+            Duration::from_millis(5)
+        };
         let event = tokio::select! {
-            event = consumer.poll(Duration::from_secs(1)) => event,
+            event = consumer.poll(wait) => event,
             _ = shutdown.changed() => continue,
         };
+        idle = matches!(&event, Ok(ConsumerEvent::Records(records)) if records.is_empty());
+        if matches!(
+            event,
+            Ok(ConsumerEvent::Assigned(_) | ConsumerEvent::Revoked(_))
+        ) {
+            // Settle what was processed under the old assignment first.
+            pipeline.drain(consumer.as_mut()).await?;
+        }
         match event {
             Ok(ConsumerEvent::Assigned(tps)) => {
                 let new: BTreeSet<Partition> = tps
@@ -110,9 +134,8 @@ pub async fn run(
                         outputs.extend(router.handle(input, now));
                     }
                 }
-                write(log.as_ref(), partitions, outputs).await?;
-                let offsets: Vec<_> = next.into_iter().collect();
-                consumer.commit(&offsets).await?;
+                let acknowledgement = submit_outputs(log.as_ref(), partitions, outputs).await?;
+                pipeline.push(acknowledgement, next);
             }
             Err(LogError::Closed) => break,
             Err(e) => {
@@ -121,11 +144,116 @@ pub async fn run(
             }
         }
     }
+    pipeline.drain(consumer.as_mut()).await?;
     if let Err(e) = consumer.close().await {
         tracing::debug!(error = %e, "closing the router consumer");
     }
     tracing::info!("router stopped");
     Ok(())
+}
+
+/// Batches whose outputs were submitted and not yet acknowledged: more than this and the
+/// router stops consuming until the log catches up.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// While batches keep coming, input offsets are committed at most this often (a crash
+/// redoes what was not committed; outputs carry derived ids so a repeat is recognised).
+const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+
+type Acked =
+    Pin<Box<dyn Future<Output = Result<HashMap<TopicPartition, Offset>, LogError>> + Send>>;
+
+/// The router's output pipeline: a batch's outputs are submitted to the log in order and
+/// the router goes on with the next batch while they are made durable; the inputs of a
+/// batch are committed only after its outputs are acknowledged, oldest first.
+#[derive(Default)]
+struct Pipeline {
+    in_flight: FuturesOrdered<Acked>,
+    /// Acknowledged and not yet committed: the next offset per input partition.
+    ready: HashMap<TopicPartition, Offset>,
+    last_commit: Option<std::time::Instant>,
+}
+
+impl Pipeline {
+    fn push(
+        &mut self,
+        acknowledgement: Option<Acknowledgement>,
+        next: HashMap<TopicPartition, Offset>,
+    ) {
+        self.in_flight.push_back(Box::pin(async move {
+            if let Some(acknowledgement) = acknowledgement {
+                acknowledgement.await?;
+            }
+            Ok(next)
+        }));
+    }
+
+    fn acknowledged(&mut self, next: HashMap<TopicPartition, Offset>) {
+        for (tp, offset) in next {
+            let slot = self.ready.entry(tp).or_insert(offset);
+            *slot = (*slot).max(offset);
+        }
+    }
+
+    /// Takes the acknowledgements that arrived, waiting for the oldest batch only while
+    /// too many are in flight, and commits when due, or at once when the router is idle
+    /// and nothing is left in flight.
+    async fn settle(&mut self, consumer: &mut dyn Consumer, idle: bool) -> Result<(), LogError> {
+        while self.in_flight.len() >= MAX_IN_FLIGHT {
+            match self.in_flight.next().await {
+                Some(acked) => self.acknowledged(acked?),
+                None => break,
+            }
+        }
+        while let Some(Some(acked)) = self.in_flight.next().now_or_never() {
+            self.acknowledged(acked?);
+        }
+        if (idle && self.in_flight.is_empty()) || self.commit_due() {
+            self.commit(consumer).await?;
+        }
+        Ok(())
+    }
+
+    fn commit_due(&self) -> bool {
+        self.last_commit
+            .is_none_or(|at| at.elapsed() >= COMMIT_INTERVAL)
+    }
+
+    /// Commits what was acknowledged, for the partitions the consumer still holds (the
+    /// new owner of another one redoes its uncommitted inputs).
+    async fn commit(&mut self, consumer: &mut dyn Consumer) -> Result<(), LogError> {
+        if self.ready.is_empty() {
+            return Ok(());
+        }
+        let assigned: BTreeSet<TopicPartition> = consumer.assignment().into_iter().collect();
+        let offsets: Vec<_> = self
+            .ready
+            .drain()
+            .filter(|(tp, _)| assigned.contains(tp))
+            .collect();
+        self.last_commit = Some(std::time::Instant::now());
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        consumer.commit(&offsets).await
+    }
+
+    /// Waits for every batch in flight and commits.
+    async fn drain(&mut self, consumer: &mut dyn Consumer) -> Result<(), LogError> {
+        while let Some(acked) = self.in_flight.next().await {
+            self.acknowledged(acked?);
+        }
+        self.commit(consumer).await
+    }
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("in_flight", &self.in_flight.len())
+            .field("ready", &self.ready)
+            .finish()
+    }
 }
 
 /// Turns a consumed record into a router input; changelog records that are state only
@@ -303,10 +431,15 @@ fn encode(event: Event) -> Result<Vec<u8>, RouterError> {
     imbus_schemas::encode(&event).map_err(|e| RouterError::Encode(e.to_string()))
 }
 
-/// Appends the outputs of a batch; returns once the log acknowledged all of them.
-async fn write(log: &dyn Log, partitions: i32, outputs: Vec<Output>) -> Result<(), RouterError> {
+/// Submits the outputs of a batch to the log, in order; returns once they are submitted,
+/// with the acknowledgement to wait for before the batch's inputs may be committed.
+async fn submit_outputs(
+    log: &dyn Log,
+    partitions: i32,
+    outputs: Vec<Output>,
+) -> Result<Option<Acknowledgement>, RouterError> {
     if outputs.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let mut routed = Vec::new();
     let mut compliance = Vec::new();
@@ -375,20 +508,30 @@ async fn write(log: &dyn Log, partitions: i32, outputs: Vec<Output>) -> Result<(
             }
         }
     }
-    // State changes first: once a delivery is visible its cause is on the changelogs.
-    for (topic, partition, record) in keyed {
-        log.append_to(topic, partition, record).await?;
-    }
-    // Compliance records before the deliveries: an IM a client has seen is archived.
-    if !compliance.is_empty() {
-        log.append_batch(COMPLIANCE, compliance).await?;
-    }
-    if !routed.is_empty() {
-        log.append_batch(ROUTED, routed).await?;
-    }
+    // Written in this order: state changes first (once a delivery is visible its cause
+    // is on the changelogs), compliance records before the deliveries (an IM a client
+    // has seen is archived), then forwarded stanzas and deliveries.
+    let mut submissions: Vec<Submission> = keyed
+        .into_iter()
+        .map(|(topic, partition, record)| Submission::to_partition(topic, partition, record))
+        .collect();
+    submissions.extend(
+        compliance
+            .into_iter()
+            .map(|record| Submission::keyed(COMPLIANCE, record)),
+    );
+    submissions.extend(
+        routed
+            .into_iter()
+            .map(|record| Submission::keyed(ROUTED, record)),
+    );
     for (topic, records) in deliveries {
-        match log.append_batch(&topic, records).await {
-            Ok(_) => {}
+        match log.partition_count(&topic).await {
+            Ok(_) => submissions.extend(
+                records
+                    .into_iter()
+                    .map(|record| Submission::keyed(topic.clone(), record)),
+            ),
             Err(LogError::UnknownTopic(_)) => {
                 tracing::warn!(
                     topic,
@@ -398,7 +541,10 @@ async fn write(log: &dyn Log, partitions: i32, outputs: Vec<Output>) -> Result<(
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(())
+    if submissions.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(log.submit(submissions).await?))
 }
 
 fn is_void(change: &RosterChanged) -> bool {
