@@ -159,10 +159,10 @@ impl Sink {
                             Err(e) => self.unhealthy(&e, None),
                         }
                     }
-                    self.update_lag(consumer.as_ref(), false).await;
+                    self.update_lag(consumer.as_mut(), false).await;
                 }
                 ConsumerEvent::Records(records) => {
-                    let Some(offsets) = self.archive(consumer.as_ref(), &records).await? else {
+                    let Some(offsets) = self.archive(consumer.as_mut(), &records).await? else {
                         break;
                     };
                     last_db_contact = Instant::now();
@@ -182,11 +182,11 @@ impl Sink {
                         Err(e) => return Err(e.into()),
                     }
                     self.metrics.set_oldest_pending(None);
-                    self.update_lag(consumer.as_ref(), true).await;
+                    self.update_lag(consumer.as_mut(), true).await;
                 }
                 ConsumerEvent::Assigned(tps) => {
                     tracing::info!(partitions = ?tps, "compliance sink assigned partitions");
-                    self.update_lag(consumer.as_ref(), true).await;
+                    self.update_lag(consumer.as_mut(), true).await;
                 }
                 ConsumerEvent::Revoked(tps) => {
                     tracing::info!(partitions = ?tps, "compliance sink lost partitions");
@@ -253,7 +253,7 @@ impl Sink {
     /// down before the batch was done (nothing is committed then).
     async fn archive(
         &mut self,
-        consumer: &dyn Consumer,
+        consumer: &mut dyn Consumer,
         records: &[ConsumedRecord],
     ) -> Result<Option<Vec<(TopicPartition, Offset)>>, SinkError> {
         self.metrics
@@ -366,7 +366,7 @@ impl Sink {
 
     /// Measures the lag (records on the topic past the group's committed offsets), at
     /// most once a second unless `now`.
-    async fn update_lag(&mut self, consumer: &dyn Consumer, now: bool) {
+    async fn update_lag(&mut self, consumer: &mut dyn Consumer, now: bool) {
         if !now
             && self
                 .last_lag_update
