@@ -29,6 +29,10 @@ pub enum Command {
     /// Kafka, routers can run as their own processes, as many as there are partitions;
     /// set `router.embedded = false` on the `serve` nodes then.
     Route,
+    /// Run a connector alone, against the configured bus (set `<connector>.embedded =
+    /// false` on the `serve` nodes then).
+    #[command(subcommand)]
+    Connect(ConnectCommand),
     /// Send a message from the server to every user, or to the users given with --to;
     /// offline users get it at their next login.
     Announce {
@@ -47,6 +51,14 @@ pub enum Command {
     /// Manage user accounts (on the running server, or on the log when it is stopped).
     #[command(subcommand)]
     User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectCommand {
+    /// The compliance sink: archives every IM of the compliance topic into the database
+    /// of `compliance.database_url` (consumer group compliance-sink); serves /metrics and
+    /// /healthz on http_bind:http_port.
+    Compliance,
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +113,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve => crate::serve::serve(config).await,
         Command::Route => crate::route::route(config).await,
+        Command::Connect(ConnectCommand::Compliance) => crate::connect::compliance(config).await,
         Command::Announce { to, subject, body } => {
             crate::announce::run(config, to, subject, body).await
         }

@@ -11,6 +11,7 @@ mod bus;
 mod cli;
 mod client;
 mod config_cmd;
+mod connect;
 mod live;
 mod metrics;
 mod route;
