@@ -53,6 +53,7 @@
 pub mod db;
 pub mod dead;
 pub mod metrics;
+pub mod replay;
 pub mod row;
 pub mod settings;
 pub mod sink;

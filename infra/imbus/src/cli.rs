@@ -33,6 +33,9 @@ pub enum Command {
     /// false` on the `serve` nodes then).
     #[command(subcommand)]
     Connect(ConnectCommand),
+    /// Replay a topic into an external system.
+    #[command(subcommand)]
+    Replay(ReplayCommand),
     /// Send a message from the server to every user, or to the users given with --to;
     /// offline users get it at their next login.
     Announce {
@@ -59,6 +62,25 @@ pub enum ConnectCommand {
     /// of `compliance.database_url` (consumer group compliance-sink); serves /metrics and
     /// /healthz on http_bind:http_port.
     Compliance,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReplayCommand {
+    /// Write the compliance records of a time range (message time, RFC 3339) into a
+    /// database, idempotently: rows already there are left alone. Prints progress and a
+    /// summary (read / written / already present). On the embedded log, stop the server
+    /// first.
+    Compliance {
+        /// Start of the range, included (e.g. 2026-12-01T00:00:00Z).
+        #[arg(long)]
+        from: String,
+        /// End of the range, excluded.
+        #[arg(long)]
+        to: String,
+        /// The database URL (postgres://, mysql://, mariadb:// or sqlite:).
+        #[arg(long, value_name = "DATABASE_URL")]
+        into: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,6 +136,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve => crate::serve::serve(config).await,
         Command::Route => crate::route::route(config).await,
         Command::Connect(ConnectCommand::Compliance) => crate::connect::compliance(config).await,
+        Command::Replay(ReplayCommand::Compliance { from, to, into }) => {
+            crate::connect::replay_compliance(config, &from, &to, &into).await
+        }
         Command::Announce { to, subject, body } => {
             crate::announce::run(config, to, subject, body).await
         }

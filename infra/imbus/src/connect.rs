@@ -174,3 +174,64 @@ pub async fn compliance(config: Config) -> anyhow::Result<ExitCode> {
         ExitCode::FAILURE
     })
 }
+
+/// `imbus replay compliance`: writes the compliance records of a time range into a
+/// database, idempotently, printing progress to standard error and a summary.
+pub async fn replay_compliance(
+    config: Config,
+    from: &str,
+    to: &str,
+    into: &str,
+) -> anyhow::Result<ExitCode> {
+    use imbus_connector_compliance::replay::{parse_time, replay};
+    let from_micros = parse_time(from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
+    let to_micros = parse_time(to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+    if to_micros <= from_micros {
+        anyhow::bail!("--to ({to}) must be after --from ({from})");
+    }
+    let db = Database::open(into, config.compliance.pool_size).context("--into")?;
+    let log = crate::bus::open(&config).await?;
+    crate::bus::create_system_topics(log.as_ref(), &config).await?;
+    let settings = SinkSettings::from_config(&config);
+    eprintln!(
+        "replaying compliance records from {from} to {to} into {}",
+        redact_url(into)
+    );
+    let mut last_reported = 0;
+    let result = replay(
+        log.as_ref(),
+        &db,
+        from_micros,
+        to_micros,
+        &settings,
+        |partition, s| {
+            if s.read >= last_reported + 10_000 {
+                last_reported = s.read;
+                eprintln!(
+                    "partition {partition}: read {}, written {}, already present {}",
+                    s.read, s.written, s.already_present
+                );
+            }
+        },
+        |r| {
+            eprintln!(
+                "not archived: partition {} offset {}: {}",
+                r.partition, r.offset, r.reason
+            )
+        },
+    )
+    .await;
+    db.close().await;
+    let flushed = log.shutdown().await;
+    let summary = result.context("replay failed")?;
+    flushed.context("the log could not be closed cleanly")?;
+    println!(
+        "read {}, written {}, already present {}, skipped by the settings {}, not archived {}",
+        summary.read, summary.written, summary.already_present, summary.skipped, summary.refused
+    );
+    Ok(if summary.refused == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -194,4 +194,35 @@ fn serve_archives_every_im_into_sqlite_once_across_a_kill() {
     assert!(server.terminate().success());
     // After a clean stop, still exactly one row per IM and recipient.
     assert_eq!(rt.block_on(archived(&db)), expected);
+
+    // `imbus replay compliance` rebuilds the same archive in a new database, and a second
+    // replay adds nothing.
+    let copy = dir.path().join("replayed.sqlite");
+    let replay = |expect: &str| {
+        let mut cmd = imbus();
+        env_for(&mut cmd, dir.path());
+        let out = cmd
+            .args([
+                "replay",
+                "compliance",
+                "--from",
+                "2000-01-01T00:00:00Z",
+                "--to",
+                "2100-01-01T00:00:00Z",
+                "--into",
+                &format!("sqlite://{}?mode=rwc", copy.display()),
+            ])
+            .output()
+            .expect("run imbus replay compliance");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && stdout.contains(expect),
+            "imbus replay compliance: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    replay("written 16, already present 0,");
+    assert_eq!(rt.block_on(archived(&copy)), expected);
+    replay("written 0, already present 16,");
+    assert_eq!(rt.block_on(archived(&copy)), expected);
 }
