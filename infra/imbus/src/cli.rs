@@ -36,6 +36,9 @@ pub enum Command {
     /// Replay a topic into an external system.
     #[command(subcommand)]
     Replay(ReplayCommand),
+    /// Look at what is archived for compliance.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Send a message from the server to every user, or to the users given with --to;
     /// offline users get it at their next login.
     Announce {
@@ -80,6 +83,24 @@ pub enum ReplayCommand {
         /// The database URL (postgres://, mysql://, mariadb:// or sqlite:).
         #[arg(long, value_name = "DATABASE_URL")]
         into: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Follow the compliance topic, printing one JSON object per record (new records
+    /// only, unless --from or --from-beginning). On the embedded log, stop the server
+    /// first.
+    Tail {
+        /// Start with the records logged at or after this time (RFC 3339).
+        #[arg(long)]
+        from: Option<String>,
+        /// Start with the oldest record kept.
+        #[arg(long)]
+        from_beginning: bool,
+        /// Stop after this many records.
+        #[arg(long)]
+        limit: Option<u64>,
     },
 }
 
@@ -136,6 +157,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve => crate::serve::serve(config).await,
         Command::Route => crate::route::route(config).await,
         Command::Connect(ConnectCommand::Compliance) => crate::connect::compliance(config).await,
+        Command::Audit(AuditCommand::Tail {
+            from,
+            from_beginning,
+            limit,
+        }) => crate::audit::tail(config, from, from_beginning, limit).await,
         Command::Replay(ReplayCommand::Compliance { from, to, into }) => {
             crate::connect::replay_compliance(config, &from, &to, &into).await
         }

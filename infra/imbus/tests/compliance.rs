@@ -225,4 +225,31 @@ fn serve_archives_every_im_into_sqlite_once_across_a_kill() {
     assert_eq!(rt.block_on(archived(&copy)), expected);
     replay("written 0, already present 16,");
     assert_eq!(rt.block_on(archived(&copy)), expected);
+
+    // `imbus audit tail` prints every record as JSON.
+    let mut cmd = imbus();
+    env_for(&mut cmd, dir.path());
+    let out = cmd
+        .args(["audit", "tail", "--from-beginning", "--limit", "16"])
+        .output()
+        .expect("run imbus audit tail");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut tailed: Vec<(String, String, String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("one JSON object per line");
+            let s = |k: &str| {
+                v[k].as_str()
+                    .unwrap_or_else(|| panic!("{k} in {l}"))
+                    .to_owned()
+            };
+            (s("recipient"), s("sender"), s("type"), s("body"))
+        })
+        .collect();
+    tailed.sort();
+    assert_eq!(tailed, expected);
 }
