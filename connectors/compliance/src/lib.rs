@@ -52,6 +52,7 @@
 
 pub mod db;
 pub mod dead;
+pub mod export;
 pub mod metrics;
 pub mod replay;
 pub mod row;

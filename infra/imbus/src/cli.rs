@@ -102,6 +102,24 @@ pub enum AuditCommand {
         #[arg(long)]
         limit: Option<u64>,
     },
+    /// Export from the compliance database every message a user received or sent in a
+    /// time range, oldest first.
+    Export {
+        /// The user's bare JID.
+        #[arg(long)]
+        user: String,
+        /// Start of the range, included (RFC 3339, e.g. 2026-12-01T00:00:00Z).
+        #[arg(long)]
+        from: String,
+        /// End of the range, excluded.
+        #[arg(long)]
+        to: String,
+        #[arg(long, value_enum, default_value = "csv")]
+        format: crate::audit::ExportFormat,
+        /// The database URL; default: the configured compliance database.
+        #[arg(long, value_name = "DATABASE_URL")]
+        database: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,6 +180,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             from_beginning,
             limit,
         }) => crate::audit::tail(config, from, from_beginning, limit).await,
+        Command::Audit(AuditCommand::Export {
+            user,
+            from,
+            to,
+            format,
+            database,
+        }) => crate::audit::export(config, &user, &from, &to, format, database).await,
         Command::Replay(ReplayCommand::Compliance { from, to, into }) => {
             crate::connect::replay_compliance(config, &from, &to, &into).await
         }

@@ -252,4 +252,43 @@ fn serve_archives_every_im_into_sqlite_once_across_a_kill() {
         .collect();
     tailed.sort();
     assert_eq!(tailed, expected);
+
+    // `imbus audit export`: bob received twelve and sent four.
+    for (format, lines) in [("csv", 17), ("jsonl", 16)] {
+        let mut cmd = imbus();
+        env_for(&mut cmd, dir.path());
+        let out = cmd
+            .args([
+                "audit",
+                "export",
+                "--user",
+                "bob@localhost",
+                "--from",
+                "2000-01-01T00:00:00Z",
+                "--to",
+                "2100-01-01T00:00:00Z",
+                "--format",
+                format,
+            ])
+            .output()
+            .expect("run imbus audit export");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(stdout.lines().count(), lines, "{stdout}");
+        if format == "csv" {
+            assert!(stdout.starts_with("table,record_id,"), "{stdout}");
+        } else {
+            for l in stdout.lines() {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                assert!(
+                    v["to_jid"] == "bob@localhost" || v["from_jid"] == "bob@localhost/b",
+                    "{l}"
+                );
+            }
+        }
+    }
 }
