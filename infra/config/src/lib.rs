@@ -135,6 +135,27 @@ pub struct RouterSettings {
     pub expose_version: bool,
 }
 
+/// Settings of the compliance sink (`compliance.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComplianceConfig {
+    /// Archive IMs into the compliance database (`compliance.enabled`).
+    pub enabled: bool,
+    /// `imbus serve` runs the sink (`compliance.embedded`).
+    pub embedded: bool,
+    /// The database URL; empty: SQLite file `data_dir/compliance.sqlite`.
+    pub database_url: String,
+    /// Archive messages received by local users (live).
+    pub archive_inbound: bool,
+    /// Archive messages sent by local users to other clusters or domains (live).
+    pub archive_outbound: bool,
+    /// Message types archived: some of `chat`, `normal`, `groupchat`, `headline` (live).
+    pub kinds: Vec<String>,
+    /// Database connections.
+    pub pool_size: u32,
+    /// Database check interval while idle (live).
+    pub heartbeat_interval: Duration,
+}
+
 /// Settings of client-to-server XMPP sessions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct C2sConfig {
@@ -184,6 +205,7 @@ pub struct Config {
     pub scram_iterations: u32,
     pub c2s: C2sConfig,
     pub router: RouterSettings,
+    pub compliance: ComplianceConfig,
     pub bus: BusConfig,
     raw: BTreeMap<&'static str, (String, Source)>,
 }
@@ -374,6 +396,20 @@ impl Config {
                 offline_quota: get("offline.quota")?.int() as usize,
                 lock_idle_timeout: get("im.lock_idle_timeout")?.duration(),
                 expose_version: get("disco.expose_version")?.int() != 0,
+            },
+            compliance: ComplianceConfig {
+                enabled: get("compliance.enabled")?.int() != 0,
+                embedded: get("compliance.embedded")?.int() != 0,
+                database_url: get("compliance.database_url")?.string(),
+                archive_inbound: get("compliance.archive_inbound")?.int() != 0,
+                archive_outbound: get("compliance.archive_outbound")?.int() != 0,
+                kinds: get("compliance.kinds")?
+                    .string()
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect(),
+                pool_size: get("compliance.pool_size")?.int() as u32,
+                heartbeat_interval: get("compliance.heartbeat_interval")?.duration(),
             },
             bus: BusConfig {
                 backend: match get("bus.backend")?.string().as_str() {
@@ -641,6 +677,65 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("replace, refuse"), "{e}");
+    }
+
+    #[test]
+    fn compliance_settings_parse_and_validate() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert!(c.compliance.enabled && c.compliance.embedded);
+        assert_eq!(c.compliance.database_url, "");
+        assert!(c.compliance.archive_inbound && !c.compliance.archive_outbound);
+        assert_eq!(
+            c.compliance.kinds,
+            ["chat", "normal", "groupchat", "headline"]
+        );
+        assert_eq!(c.compliance.pool_size, 5);
+        assert_eq!(c.compliance.heartbeat_interval, Duration::from_secs(30));
+
+        let c = Config::load(
+            None,
+            env(&[
+                ("IMBUS_COMPLIANCE_KINDS", " chat , groupchat"),
+                (
+                    "IMBUS_COMPLIANCE_DATABASE_URL",
+                    "postgres://archiver:secret@db:5432/im",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.compliance.kinds, ["chat", "groupchat"]);
+        assert_eq!(
+            c.compliance.database_url,
+            "postgres://archiver:secret@db:5432/im"
+        );
+
+        for bad in ["", "chat,chat", "chat,sms"] {
+            let e = Config::load(None, env(&[("IMBUS_COMPLIANCE_KINDS", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("`compliance.kinds`") && e.contains("headline"),
+                "{e}"
+            );
+        }
+        let e = Config::load(
+            None,
+            env(&[("IMBUS_COMPLIANCE_DATABASE_URL", "oracle://db/im")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`compliance.database_url`") && e.contains("mysql://"),
+            "{e}"
+        );
+        let live = c
+            .with_override(&c, "compliance.archive_outbound", Some("true"))
+            .unwrap();
+        assert!(live.compliance.archive_outbound);
+        assert!(
+            c.with_override(&c, "compliance.database_url", Some("sqlite:x"))
+                .is_err()
+        );
     }
 
     #[test]

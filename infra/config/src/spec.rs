@@ -55,6 +55,11 @@ pub enum Kind {
     LogFilter,
     /// A non-empty comma-separated list of `host:port`.
     HostPorts,
+    /// A non-empty comma-separated list of distinct options.
+    ChoiceList(&'static [&'static str]),
+    /// A database URL (`postgres://`, `postgresql://`, `mysql://`, `mariadb://` or
+    /// `sqlite:`), or empty for the default.
+    DatabaseUrl,
 }
 
 pub(crate) enum Value {
@@ -127,6 +132,11 @@ impl Kind {
                 LEVELS.join(", ")
             ),
             Kind::HostPorts => "expected a comma-separated list of host:port".into(),
+            Kind::ChoiceList(options) => format!(
+                "expected a comma-separated list of distinct values among: {}",
+                options.join(", ")
+            ),
+            Kind::DatabaseUrl => "expected a database URL starting with postgres://, postgresql://, mysql://, mariadb:// or sqlite:, or an empty value for the default".into(),
         }
     }
 
@@ -240,6 +250,31 @@ impl Kind {
                         }
                         None => false,
                     });
+                if ok {
+                    Ok(Value::Str(t.to_owned()))
+                } else {
+                    bad()
+                }
+            }
+            Kind::ChoiceList(options) => {
+                let items: Vec<&str> = t.split(',').map(str::trim).collect();
+                let distinct = items
+                    .iter()
+                    .enumerate()
+                    .all(|(i, item)| !items[..i].contains(item));
+                if !t.is_empty() && distinct && items.iter().all(|i| options.contains(i)) {
+                    Ok(Value::Str(items.join(",")))
+                } else {
+                    bad()
+                }
+            }
+            Kind::DatabaseUrl => {
+                let schemes = ["postgres://", "postgresql://", "mysql://", "mariadb://"];
+                let ok = t.is_empty()
+                    || (t.starts_with("sqlite:") && t.len() > "sqlite:".len())
+                    || schemes
+                        .iter()
+                        .any(|s| t.starts_with(s) && t.len() > s.len());
                 if ok {
                     Ok(Value::Str(t.to_owned()))
                 } else {
@@ -514,6 +549,65 @@ pub static SETTINGS: &[SettingSpec] = &[
         kind: Kind::Bool,
         default: "false",
         help: "Answer XEP-0092 software version requests with the server's name and version.",
+        live: true,
+    },
+    SettingSpec {
+        name: "compliance.enabled",
+        kind: Kind::Bool,
+        default: "true",
+        help: "Archive every IM (one row per recipient) into the compliance database: the sink follows the compliance topic (consumer group compliance-sink).",
+        live: false,
+    },
+    SettingSpec {
+        name: "compliance.embedded",
+        kind: Kind::Bool,
+        default: "true",
+        help: "Run the compliance sink inside `imbus serve`. Set false to run it as its own process with `imbus connect compliance`.",
+        live: false,
+    },
+    SettingSpec {
+        name: "compliance.database_url",
+        kind: Kind::DatabaseUrl,
+        default: "",
+        help: "The compliance database: postgres://user:password@host:5432/db, mysql://user:password@host:3306/db (MySQL or MariaDB) or sqlite:/path/file. Empty: SQLite file data_dir/compliance.sqlite. Tables are created and upgraded at connection.",
+        live: false,
+    },
+    SettingSpec {
+        name: "compliance.archive_inbound",
+        kind: Kind::Bool,
+        default: "true",
+        help: "Archive messages received by local users.",
+        live: true,
+    },
+    SettingSpec {
+        name: "compliance.archive_outbound",
+        kind: Kind::Bool,
+        default: "false",
+        help: "Also archive messages local users send to other clusters or domains (recommended for intercluster and federated deployments, or each archive holds half of those conversations).",
+        live: true,
+    },
+    SettingSpec {
+        name: "compliance.kinds",
+        kind: Kind::ChoiceList(&["chat", "normal", "groupchat", "headline"]),
+        default: "chat,normal,groupchat,headline",
+        help: "Message types archived, comma-separated: chat, normal, groupchat, headline.",
+        live: true,
+    },
+    SettingSpec {
+        name: "compliance.pool_size",
+        kind: Kind::Int { min: 1, max: 100 },
+        default: "5",
+        help: "Connections the compliance sink keeps open to its database.",
+        live: false,
+    },
+    SettingSpec {
+        name: "compliance.heartbeat_interval",
+        kind: Kind::Duration {
+            min_ms: 1000,
+            max_ms: 3_600_000,
+        },
+        default: "30s",
+        help: "How often the compliance sink checks its database while there is nothing to write (a failure raises the alarm metric imbus_compliance_sink_up = 0).",
         live: true,
     },
     SettingSpec {

@@ -23,6 +23,9 @@ pub const ACCOUNTS: &str = "accounts";
 pub const ROSTERS: &str = "rosters";
 /// One record per recipient per IM (key: recipient bare JID).
 pub const COMPLIANCE: &str = "compliance";
+/// Compliance records the compliance sink could not archive (key: recipient bare JID):
+/// the original record's value unchanged, the reason in the record's headers.
+pub const COMPLIANCE_DEAD: &str = "compliance.dead";
 /// Live settings (key: setting name). Compacted, one partition (total order of changes).
 pub const CONFIG: &str = "config";
 /// XML stored on an account's behalf: vCard (XEP-0054), private XML storage (XEP-0049),
@@ -83,6 +86,12 @@ pub const SYSTEM_TOPICS: &[TopicLayout] = &[
     },
     TopicLayout {
         name: COMPLIANCE,
+        compacted: false,
+        partitions: None,
+        retention: None,
+    },
+    TopicLayout {
+        name: COMPLIANCE_DEAD,
         compacted: false,
         partitions: None,
         retention: None,

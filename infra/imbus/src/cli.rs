@@ -29,6 +29,16 @@ pub enum Command {
     /// Kafka, routers can run as their own processes, as many as there are partitions;
     /// set `router.embedded = false` on the `serve` nodes then.
     Route,
+    /// Run a connector alone, against the configured bus (set `<connector>.embedded =
+    /// false` on the `serve` nodes then).
+    #[command(subcommand)]
+    Connect(ConnectCommand),
+    /// Replay a topic into an external system.
+    #[command(subcommand)]
+    Replay(ReplayCommand),
+    /// Look at what is archived for compliance.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Send a message from the server to every user, or to the users given with --to;
     /// offline users get it at their next login.
     Announce {
@@ -47,6 +57,69 @@ pub enum Command {
     /// Manage user accounts (on the running server, or on the log when it is stopped).
     #[command(subcommand)]
     User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectCommand {
+    /// The compliance sink: archives every IM of the compliance topic into the database
+    /// of `compliance.database_url` (consumer group compliance-sink); serves /metrics and
+    /// /healthz on http_bind:http_port.
+    Compliance,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReplayCommand {
+    /// Write the compliance records of a time range (message time, RFC 3339) into a
+    /// database, idempotently: rows already there are left alone. Prints progress and a
+    /// summary (read / written / already present). On the embedded log, stop the server
+    /// first.
+    Compliance {
+        /// Start of the range, included (e.g. 2026-12-01T00:00:00Z).
+        #[arg(long)]
+        from: String,
+        /// End of the range, excluded.
+        #[arg(long)]
+        to: String,
+        /// The database URL (postgres://, mysql://, mariadb:// or sqlite:).
+        #[arg(long, value_name = "DATABASE_URL")]
+        into: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Follow the compliance topic, printing one JSON object per record (new records
+    /// only, unless --from or --from-beginning). On the embedded log, stop the server
+    /// first.
+    Tail {
+        /// Start with the records logged at or after this time (RFC 3339).
+        #[arg(long)]
+        from: Option<String>,
+        /// Start with the oldest record kept.
+        #[arg(long)]
+        from_beginning: bool,
+        /// Stop after this many records.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+    /// Export from the compliance database every message a user received or sent in a
+    /// time range, oldest first.
+    Export {
+        /// The user's bare JID.
+        #[arg(long)]
+        user: String,
+        /// Start of the range, included (RFC 3339, e.g. 2026-12-01T00:00:00Z).
+        #[arg(long)]
+        from: String,
+        /// End of the range, excluded.
+        #[arg(long)]
+        to: String,
+        #[arg(long, value_enum, default_value = "csv")]
+        format: crate::audit::ExportFormat,
+        /// The database URL; default: the configured compliance database.
+        #[arg(long, value_name = "DATABASE_URL")]
+        database: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +174,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve => crate::serve::serve(config).await,
         Command::Route => crate::route::route(config).await,
+        Command::Connect(ConnectCommand::Compliance) => crate::connect::compliance(config).await,
+        Command::Audit(AuditCommand::Tail {
+            from,
+            from_beginning,
+            limit,
+        }) => crate::audit::tail(config, from, from_beginning, limit).await,
+        Command::Audit(AuditCommand::Export {
+            user,
+            from,
+            to,
+            format,
+            database,
+        }) => crate::audit::export(config, &user, &from, &to, format, database).await,
+        Command::Replay(ReplayCommand::Compliance { from, to, into }) => {
+            crate::connect::replay_compliance(config, &from, &to, &into).await
+        }
         Command::Announce { to, subject, body } => {
             crate::announce::run(config, to, subject, body).await
         }

@@ -7,10 +7,12 @@
 mod accounts;
 mod admin;
 mod announce;
+mod audit;
 mod bus;
 mod cli;
 mod client;
 mod config_cmd;
+mod connect;
 mod live;
 mod metrics;
 mod route;

@@ -105,6 +105,23 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     if router_task.is_none() {
         tracing::info!("router.embedded = false: routing is left to `imbus route` processes");
     }
+    // The compliance sink: every IM archived into the compliance database.
+    let compliance = if config.compliance.enabled && config.compliance.embedded {
+        Some(crate::connect::ComplianceSink::start(
+            log.clone(),
+            &config,
+            live_rx.clone(),
+            shutdown_rx.clone(),
+            &registry,
+        )?)
+    } else {
+        if config.compliance.enabled {
+            tracing::info!(
+                "compliance.embedded = false: archiving is left to `imbus connect compliance` processes"
+            );
+        }
+        None
+    };
     // The XMPP client gateway, authenticating against the accounts view. Sessions an
     // earlier run left open (a crash) are closed first.
     let gateway_config = crate::xmpp::gateway_config(&config)?;
@@ -164,6 +181,9 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             Err(e) => tracing::error!(error = %e, "the router task failed"),
             Ok(Ok(())) => {}
         }
+    }
+    if let Some(sink) = compliance {
+        sink.join().await;
     }
     let _ = router_settings.await;
     let _ = follower.await;

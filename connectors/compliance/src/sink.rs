@@ -1,0 +1,405 @@
+//! The consume loop: a member of the consumer group `compliance-sink` on the
+//! `compliance` topic. For every batch it writes the rows in one database transaction,
+//! sends what cannot be archived to `compliance.dead`, and only then commits the offsets.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use imbus_config::topics::{COMPLIANCE, COMPLIANCE_DEAD};
+use imbus_core::Event;
+use imbus_log::{
+    ConsumedRecord, Consumer, ConsumerEvent, ConsumerOptions, Log, LogError, Offset, Record,
+    StartAt, TopicPartition,
+};
+use tokio::sync::watch;
+
+use crate::db::{Database, DbError, Written};
+use crate::dead::dead_letter;
+use crate::metrics::SinkMetrics;
+use crate::row::{Decision, Row, decide};
+use crate::settings::SinkSettings;
+
+/// The consumer group of compliance sinks.
+pub const GROUP: &str = "compliance-sink";
+
+/// Why the sink stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("log: {0}")]
+    Log(#[from] LogError),
+    #[error("compliance database: {0}")]
+    Database(DbError),
+    /// [`SinkOptions::stop_after_database_commit`] asked the sink to stop.
+    #[error("stopped at the crash point after a database commit")]
+    CrashPoint,
+}
+
+/// A test hook: called after each batch's database commit, before its offsets are
+/// committed; returning true stops the sink there, as a process dying at that point.
+pub type CrashPoint = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// How the sink runs.
+#[derive(Clone)]
+pub struct SinkOptions {
+    /// The consumer group ([`GROUP`]).
+    pub group: String,
+    /// The most records written in one transaction.
+    pub max_batch: usize,
+    /// First wait after a database failure; doubled on each further failure…
+    pub backoff_initial: Duration,
+    /// …up to this.
+    pub backoff_max: Duration,
+    /// See [`CrashPoint`].
+    pub stop_after_database_commit: Option<CrashPoint>,
+}
+
+impl Default for SinkOptions {
+    fn default() -> Self {
+        Self {
+            group: GROUP.to_owned(),
+            max_batch: 500,
+            backoff_initial: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            stop_after_database_commit: None,
+        }
+    }
+}
+
+impl fmt::Debug for SinkOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SinkOptions")
+            .field("group", &self.group)
+            .field("max_batch", &self.max_batch)
+            .field("backoff_initial", &self.backoff_initial)
+            .field("backoff_max", &self.backoff_max)
+            .field(
+                "stop_after_database_commit",
+                &self.stop_after_database_commit.is_some(),
+            )
+            .finish()
+    }
+}
+
+/// The sink's state while running.
+struct Sink {
+    log: Arc<dyn Log>,
+    db: Database,
+    /// The database URL without password, for logs.
+    database: String,
+    metrics: SinkMetrics,
+    settings: watch::Receiver<SinkSettings>,
+    shutdown: watch::Receiver<bool>,
+    options: SinkOptions,
+    /// Whether the last database attempt failed (to log the recovery once).
+    failing: bool,
+    last_lag_update: Option<Instant>,
+}
+
+/// Runs the sink until `shutdown` turns true: creates or upgrades the archive tables
+/// (waiting for the database as long as needed), then archives the `compliance` topic
+/// from the group's committed offsets. The system topics must exist.
+pub async fn run(
+    log: Arc<dyn Log>,
+    db: Database,
+    database: String,
+    metrics: SinkMetrics,
+    settings: watch::Receiver<SinkSettings>,
+    shutdown: watch::Receiver<bool>,
+    options: SinkOptions,
+) -> Result<(), SinkError> {
+    let mut sink = Sink {
+        log,
+        db,
+        database,
+        metrics,
+        settings,
+        shutdown,
+        options,
+        failing: false,
+        last_lag_update: None,
+    };
+    let result = sink.run().await;
+    sink.db.close().await;
+    result
+}
+
+impl Sink {
+    async fn run(&mut self) -> Result<(), SinkError> {
+        self.metrics.set_up(false);
+        if !self.prepare_schema().await {
+            return Ok(());
+        }
+        let mut consumer = self
+            .log
+            .consumer(ConsumerOptions {
+                start_if_uncommitted: StartAt::Earliest,
+                max_batch: self.options.max_batch.max(1),
+                ..ConsumerOptions::new(self.options.group.clone(), &[COMPLIANCE])
+            })
+            .await?;
+        tracing::info!(database = %self.database, group = %self.options.group, "compliance sink running");
+        let mut last_db_contact = Instant::now();
+        loop {
+            if *self.shutdown.borrow() {
+                break;
+            }
+            let event = tokio::select! {
+                event = consumer.poll(Duration::from_secs(1)) => event?,
+                _ = self.shutdown.changed() => continue,
+            };
+            match event {
+                ConsumerEvent::Records(records) if records.is_empty() => {
+                    let heartbeat = self.settings.borrow().heartbeat_interval;
+                    if last_db_contact.elapsed() >= heartbeat {
+                        last_db_contact = Instant::now();
+                        match self.db.ping().await {
+                            Ok(()) => self.healthy(),
+                            Err(e) => self.unhealthy(&e, None),
+                        }
+                    }
+                    self.update_lag(consumer.as_mut(), false).await;
+                }
+                ConsumerEvent::Records(records) => {
+                    let Some(offsets) = self.archive(consumer.as_mut(), &records).await? else {
+                        break;
+                    };
+                    last_db_contact = Instant::now();
+                    if let Some(crash) = &self.options.stop_after_database_commit
+                        && crash()
+                    {
+                        // As a process dying here: no offset commit, no clean leave.
+                        drop(consumer);
+                        return Err(SinkError::CrashPoint);
+                    }
+                    match consumer.commit(&offsets).await {
+                        Ok(()) => {}
+                        Err(LogError::NotAssigned(tp)) => tracing::warn!(
+                            partition = %tp,
+                            "partition reassigned before its offsets were committed; its new owner archives those records again (idempotent)"
+                        ),
+                        Err(e) => return Err(e.into()),
+                    }
+                    self.metrics.set_oldest_pending(None);
+                    self.update_lag(consumer.as_mut(), true).await;
+                }
+                ConsumerEvent::Assigned(tps) => {
+                    tracing::info!(partitions = ?tps, "compliance sink assigned partitions");
+                    self.update_lag(consumer.as_mut(), true).await;
+                }
+                ConsumerEvent::Revoked(tps) => {
+                    tracing::info!(partitions = ?tps, "compliance sink lost partitions");
+                }
+            }
+        }
+        consumer.close().await?;
+        tracing::info!("compliance sink stopped");
+        Ok(())
+    }
+
+    /// Creates or upgrades the tables, retrying while the database is unavailable.
+    /// False when shut down first.
+    async fn prepare_schema(&mut self) -> bool {
+        let mut backoff = self.options.backoff_initial;
+        loop {
+            match self.db.migrate().await {
+                Ok(()) => {
+                    self.healthy();
+                    return true;
+                }
+                Err(e) => {
+                    self.unhealthy(&e, Some(backoff));
+                    if !self.pause(&mut backoff).await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    fn healthy(&mut self) {
+        if self.failing {
+            tracing::info!(database = %self.database, "compliance database reachable again; archiving resumes");
+            self.failing = false;
+        }
+        self.metrics.set_up(true);
+    }
+
+    fn unhealthy(&mut self, error: &DbError, retry_in: Option<Duration>) {
+        self.failing = true;
+        self.metrics.set_up(false);
+        self.metrics.db_error();
+        tracing::error!(
+            database = %self.database,
+            error = %error,
+            retry_in_ms = retry_in.map(|d| d.as_millis() as u64),
+            "compliance database unavailable; archiving paused (IMs are still delivered and kept on the compliance topic)"
+        );
+    }
+
+    /// Waits `backoff` (then doubles it, capped). False when shut down meanwhile.
+    async fn pause(&mut self, backoff: &mut Duration) -> bool {
+        let wait = *backoff;
+        *backoff = (*backoff * 2).min(self.options.backoff_max);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => !*self.shutdown.borrow(),
+            _ = self.shutdown.changed() => false,
+        }
+    }
+
+    /// Archives one batch: rows to the database (one transaction), records that cannot be
+    /// archived to `compliance.dead`. Returns the offsets to commit, or `None` when shut
+    /// down before the batch was done (nothing is committed then).
+    async fn archive(
+        &mut self,
+        consumer: &mut dyn Consumer,
+        records: &[ConsumedRecord],
+    ) -> Result<Option<Vec<(TopicPartition, Offset)>>, SinkError> {
+        self.metrics
+            .set_oldest_pending(records.iter().map(|r| r.timestamp).min());
+        let settings = self.settings.borrow().clone();
+        let mut rows: Vec<(usize, Row)> = Vec::new();
+        let mut dead: Vec<Record> = Vec::new();
+        for (i, record) in records.iter().enumerate() {
+            match decide_record(record, &settings) {
+                Decision::Archive(row) => rows.push((i, *row)),
+                Decision::Skip(_) => self.metrics.skipped(),
+                Decision::Reject(reason) => {
+                    tracing::warn!(
+                        partition = record.partition,
+                        offset = record.offset,
+                        reason,
+                        "compliance record cannot be archived; sent to {COMPLIANCE_DEAD}"
+                    );
+                    dead.push(dead_letter(record, &reason));
+                }
+            }
+        }
+
+        let mut backoff = self.options.backoff_initial;
+        loop {
+            let all: Vec<&Row> = rows.iter().map(|(_, r)| r).collect();
+            let outcome = match self.db.write(&all).await {
+                Ok(written) => Ok((written, Vec::new())),
+                Err(DbError::Rejected(reason)) => {
+                    tracing::warn!(database = %self.database, error = %reason, rows = all.len(), "the compliance database refused a batch; writing its rows one by one to find the rejected ones");
+                    self.write_one_by_one(&rows).await
+                }
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok((written, rejected)) => {
+                    self.healthy();
+                    self.metrics.written(&written);
+                    for (i, reason) in rejected {
+                        let record = &records[i];
+                        tracing::warn!(database = %self.database, partition = record.partition, offset = record.offset, reason, "the compliance database refused a record; sent to {COMPLIANCE_DEAD}");
+                        dead.push(dead_letter(
+                            record,
+                            &format!("refused by the database: {reason}"),
+                        ));
+                    }
+                    break;
+                }
+                Err(e) => {
+                    self.unhealthy(&e, Some(backoff));
+                    // The lag keeps growing during an outage; keep measuring it.
+                    self.update_lag(consumer, false).await;
+                    if !self.pause(&mut backoff).await {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+
+        if !dead.is_empty() {
+            let count = dead.len();
+            let mut backoff = self.options.backoff_initial;
+            loop {
+                match self.log.append_batch(COMPLIANCE_DEAD, dead.clone()).await {
+                    Ok(_) => break,
+                    Err(LogError::Closed) => return Err(LogError::Closed.into()),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot append to {COMPLIANCE_DEAD}; retrying");
+                        if !self.pause(&mut backoff).await {
+                            return Ok(None);
+                        }
+                    }
+                }
+            }
+            for _ in 0..count {
+                self.metrics.dead_letter();
+            }
+        }
+
+        let mut next: BTreeMap<TopicPartition, Offset> = BTreeMap::new();
+        for r in records {
+            let entry = next.entry(r.topic_partition()).or_insert(r.offset + 1);
+            *entry = (*entry).max(r.offset + 1);
+        }
+        Ok(Some(next.into_iter().collect()))
+    }
+
+    /// Writes rows one per transaction, returning the rejected ones (by record index) with
+    /// the database's reason. A transient failure aborts (the caller retries the batch;
+    /// rows already written are recognised).
+    async fn write_one_by_one(
+        &self,
+        rows: &[(usize, Row)],
+    ) -> Result<(Written, Vec<(usize, String)>), DbError> {
+        let mut total = Written::default();
+        let mut rejected = Vec::new();
+        for (i, row) in rows {
+            match self.db.write(&[row]).await {
+                Ok(w) => {
+                    total.jm += w.jm;
+                    total.tc_msgarchive += w.tc_msgarchive;
+                    total.already_present += w.already_present;
+                }
+                Err(DbError::Rejected(reason)) => rejected.push((*i, reason)),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((total, rejected))
+    }
+
+    /// Measures the lag (records on the topic past the group's committed offsets), at
+    /// most once a second unless `now`.
+    async fn update_lag(&mut self, consumer: &mut dyn Consumer, now: bool) {
+        if !now
+            && self
+                .last_lag_update
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last_lag_update = Some(Instant::now());
+        let mut lag = 0;
+        for tp in consumer.assignment() {
+            let Ok(marks) = self.log.watermarks(&tp.topic, tp.partition).await else {
+                return;
+            };
+            let Ok(committed) = self.log.committed(&self.options.group, &tp).await else {
+                return;
+            };
+            lag += marks.high - committed.unwrap_or(marks.low).max(marks.low);
+        }
+        self.metrics.set_lag_records(lag);
+    }
+}
+
+/// What to do with one record of the `compliance` topic.
+fn decide_record(record: &ConsumedRecord, settings: &SinkSettings) -> Decision {
+    let Some(value) = &record.value else {
+        return Decision::Reject("record without a value".to_owned());
+    };
+    match imbus_schemas::decode(value) {
+        Ok(Event::Compliance(c)) => decide(&c, settings),
+        Ok(other) => Decision::Reject(format!(
+            "not a ComplianceRecord but a {} event",
+            imbus_schemas::EventSchema::of(&other).name()
+        )),
+        Err(e) => Decision::Reject(format!("cannot decode: {e}")),
+    }
+}

@@ -1,0 +1,237 @@
+//! The compliance sink in the binary: embedded in `imbus serve` (the default), or alone
+//! with `imbus connect compliance` (`compliance.embedded = false` on the `serve` nodes),
+//! against the configured bus. Several `imbus connect compliance` processes on Kafka split
+//! the partitions of the `compliance` topic (consumer group `compliance-sink`).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use imbus_config::Config;
+use imbus_connector_compliance::{
+    Database, SinkError, SinkMetrics, SinkOptions, SinkSettings, database_url, redact_url,
+};
+use imbus_ops::HttpServer;
+use prometheus::Registry;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A running compliance sink.
+pub struct ComplianceSink {
+    task: JoinHandle<Result<(), SinkError>>,
+    settings: JoinHandle<()>,
+}
+
+impl ComplianceSink {
+    /// Starts the sink on `log` with the database of the configuration, its metrics in
+    /// `registry`, following live setting changes. An invalid database URL is an error
+    /// now; an unreachable database only delays archiving (the sink waits for it).
+    pub fn start(
+        log: Arc<dyn imbus_log::Log>,
+        config: &Config,
+        live: watch::Receiver<Arc<Config>>,
+        shutdown: watch::Receiver<bool>,
+        registry: &Registry,
+    ) -> anyhow::Result<ComplianceSink> {
+        let url = database_url(config);
+        let database = redact_url(&url);
+        let db =
+            Database::open(&url, config.compliance.pool_size).context("compliance.database_url")?;
+        let metrics = SinkMetrics::new(&database)?;
+        metrics.register(registry)?;
+        let initial = SinkSettings::from_config(&live.borrow());
+        let (settings_tx, settings_rx) = watch::channel(initial);
+        let settings = tokio::spawn(follow_settings(live, settings_tx, shutdown.clone()));
+        tracing::info!(database = %database, "compliance sink starting");
+        let task = tokio::spawn(imbus_connector_compliance::run(
+            log,
+            db,
+            database,
+            metrics,
+            settings_rx,
+            shutdown,
+            SinkOptions::default(),
+        ));
+        Ok(ComplianceSink { task, settings })
+    }
+
+    /// Waits for the sink to stop (after shutdown); true when it stopped cleanly.
+    pub async fn join(self) -> bool {
+        let clean = match self.task.await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the compliance sink stopped with an error");
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the compliance sink task failed");
+                false
+            }
+        };
+        let _ = self.settings.await;
+        clean
+    }
+
+    /// Whether the sink stopped (on its own, before a shutdown: an error).
+    fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// Turns live setting changes into sink settings.
+async fn follow_settings(
+    mut live: watch::Receiver<Arc<Config>>,
+    sink: watch::Sender<SinkSettings>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            changed = live.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+        let settings = SinkSettings::from_config(&live.borrow_and_update());
+        sink.send_if_modified(|current| {
+            let changed = *current != settings;
+            if changed {
+                tracing::info!(?settings, "compliance settings changed");
+            }
+            *current = settings;
+            changed
+        });
+    }
+}
+
+/// `imbus connect compliance`: the sink alone until SIGTERM/SIGINT, with `/metrics` and
+/// `/healthz` on `http_bind:http_port`.
+pub async fn compliance(config: Config) -> anyhow::Result<ExitCode> {
+    let log_control = crate::telemetry::init(&config)?;
+    if !config.compliance.enabled {
+        anyhow::bail!(
+            "compliance.enabled is false: there is nothing to archive; set it to true to run the compliance sink"
+        );
+    }
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {} (data_dir)",
+            config.data_dir.display()
+        )
+    })?;
+    let (log, embedded) = crate::bus::open_with_embedded(&config).await?;
+    crate::bus::create_system_topics(log.as_ref(), &config).await?;
+    let (fold, next) = crate::live::load(log.as_ref(), config.clone()).await?;
+    let effective = Arc::new(fold.current().clone());
+    if effective.log_level != config.log_level {
+        log_control.set_filter(&effective.log_level);
+    }
+    let (live_tx, live_rx) = watch::channel(effective);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let follower = tokio::spawn(crate::live::follow(
+        log.clone(),
+        fold,
+        next,
+        live_tx,
+        shutdown_rx.clone(),
+    ));
+    let registry = crate::metrics::registry(log.backend(), embedded)?;
+    let sink = ComplianceSink::start(
+        log.clone(),
+        &config,
+        live_rx,
+        shutdown_rx.clone(),
+        &registry,
+    )?;
+    let http_addr = SocketAddr::new(config.http_bind, config.http_port);
+    let http = HttpServer::bind(http_addr)
+        .await
+        .with_context(|| format!("http_bind/http_port {http_addr}"))?;
+    tracing::info!(backend = log.backend(), http = %http.local_addr(), "compliance sink running");
+    let mut http_shutdown = shutdown_rx.clone();
+    let http_task =
+        tokio::spawn(
+            http.serve(registry, Vec::new(), axum::Router::new(), async move {
+                let _ = http_shutdown.changed().await;
+            }),
+        );
+
+    let mut watchdog = tokio::time::interval(std::time::Duration::from_secs(1));
+    tokio::select! {
+        signal = crate::serve::wait_for_signal() => tracing::info!(signal, "shutting down"),
+        _ = async { loop { watchdog.tick().await; if sink.is_finished() { break } } } => {}
+    }
+    let _ = shutdown_tx.send(true);
+    let clean = sink.join().await;
+    let _ = http_task.await;
+    let _ = follower.await;
+    let flushed = log.shutdown().await;
+    if let Err(e) = flushed {
+        tracing::error!(error = %e, "the log could not be flushed cleanly");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `imbus replay compliance`: writes the compliance records of a time range into a
+/// database, idempotently, printing progress to standard error and a summary.
+pub async fn replay_compliance(
+    config: Config,
+    from: &str,
+    to: &str,
+    into: &str,
+) -> anyhow::Result<ExitCode> {
+    use imbus_connector_compliance::replay::{parse_time, replay};
+    let from_micros = parse_time(from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
+    let to_micros = parse_time(to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+    if to_micros <= from_micros {
+        anyhow::bail!("--to ({to}) must be after --from ({from})");
+    }
+    let db = Database::open(into, config.compliance.pool_size).context("--into")?;
+    let log = crate::bus::open(&config).await?;
+    crate::bus::create_system_topics(log.as_ref(), &config).await?;
+    let settings = SinkSettings::from_config(&config);
+    eprintln!(
+        "replaying compliance records from {from} to {to} into {}",
+        redact_url(into)
+    );
+    let mut last_reported = 0;
+    let result = replay(
+        log.as_ref(),
+        &db,
+        from_micros,
+        to_micros,
+        &settings,
+        |partition, s| {
+            if s.read >= last_reported + 10_000 {
+                last_reported = s.read;
+                eprintln!(
+                    "partition {partition}: read {}, written {}, already present {}",
+                    s.read, s.written, s.already_present
+                );
+            }
+        },
+        |r| {
+            eprintln!(
+                "not archived: partition {} offset {}: {}",
+                r.partition, r.offset, r.reason
+            )
+        },
+    )
+    .await;
+    db.close().await;
+    let flushed = log.shutdown().await;
+    let summary = result.context("replay failed")?;
+    flushed.context("the log could not be closed cleanly")?;
+    println!(
+        "read {}, written {}, already present {}, skipped by the settings {}, not archived {}",
+        summary.read, summary.written, summary.already_present, summary.skipped, summary.refused
+    );
+    Ok(if summary.refused == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
