@@ -135,6 +135,17 @@ pub struct RouterSettings {
     pub expose_version: bool,
 }
 
+/// Settings of the message archive (XEP-0313).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MamSettings {
+    /// Messages are archived and archive queries answered (`mam.enabled`).
+    pub enabled: bool,
+    /// `imbus serve` runs the archive processor (`mam.embedded`).
+    pub embedded: bool,
+    /// How long the archive topic keeps messages; `None` forever (`mam.retention`).
+    pub retention: Option<Duration>,
+}
+
 /// Settings of client-to-server XMPP sessions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct C2sConfig {
@@ -184,6 +195,7 @@ pub struct Config {
     pub scram_iterations: u32,
     pub c2s: C2sConfig,
     pub router: RouterSettings,
+    pub mam: MamSettings,
     pub bus: BusConfig,
     raw: BTreeMap<&'static str, (String, Source)>,
 }
@@ -374,6 +386,11 @@ impl Config {
                 offline_quota: get("offline.quota")?.int() as usize,
                 lock_idle_timeout: get("im.lock_idle_timeout")?.duration(),
                 expose_version: get("disco.expose_version")?.int() != 0,
+            },
+            mam: MamSettings {
+                enabled: get("mam.enabled")?.int() != 0,
+                embedded: get("mam.embedded")?.int() != 0,
+                retention: Some(get("mam.retention")?.duration()).filter(|d| !d.is_zero()),
             },
             bus: BusConfig {
                 backend: match get("bus.backend")?.string().as_str() {
@@ -641,6 +658,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("replace, refuse"), "{e}");
+    }
+
+    #[test]
+    fn mam_is_on_by_default_and_keeps_a_year() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert!(c.mam.enabled && c.mam.embedded);
+        assert_eq!(c.mam.retention, Some(Duration::from_secs(365 * 24 * 3600)));
+        let c = Config::load(
+            None,
+            env(&[("IMBUS_MAM_RETENTION", "0"), ("IMBUS_MAM_EMBEDDED", "false")]),
+        )
+        .unwrap();
+        assert_eq!(c.mam.retention, None);
+        assert!(!c.mam.embedded);
+        let e = Config::load(None, env(&[("IMBUS_MAM_RETENTION", "a year")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`mam.retention`") && e.contains("a year"), "{e}");
     }
 
     #[test]
