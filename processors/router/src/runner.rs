@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use imbus_config::topics::{
-    ACCOUNTS, COMPLIANCE, DELIVER_PREFIX, OFFLINE, ROSTERS, ROUTED, SESSIONS, STANZAS, USERDATA,
+    ACCOUNTS, ARCHIVE, COMPLIANCE, DELIVER_PREFIX, OFFLINE, ROSTERS, ROUTED, SESSIONS, STANZAS,
+    USERDATA,
 };
 use imbus_core::{BareJid, Event, RosterChanged, SessionEvent, Timestamp, UserDataChanged};
 use imbus_log::{
@@ -310,6 +311,7 @@ async fn write(log: &dyn Log, partitions: i32, outputs: Vec<Output>) -> Result<(
     }
     let mut routed = Vec::new();
     let mut compliance = Vec::new();
+    let mut archive = Vec::new();
     let mut deliveries: HashMap<String, Vec<Record>> = HashMap::new();
     let mut keyed: Vec<(&'static str, Partition, Record)> = Vec::new();
     for output in outputs {
@@ -369,6 +371,14 @@ async fn write(log: &dyn Log, partitions: i32, outputs: Vec<Output>) -> Result<(
                     Record::new(key, encode(Event::Offline(event))?),
                 ));
             }
+            Output::Archive(entry) => {
+                let key = entry.owner.as_str().to_owned();
+                archive.push(Record::new(key, encode(Event::Archived(entry))?));
+            }
+            Output::ArchiveQuery(query) => {
+                let key = query.owner().as_str().to_owned();
+                archive.push(Record::new(key, encode(Event::StanzaReceived(query))?));
+            }
             Output::SessionGone(jid) => {
                 let partition = partition_for_key(jid.to_bare().as_str().as_bytes(), partitions);
                 keyed.push((SESSIONS, partition, Record::tombstone(presence_key(&jid))));
@@ -382,6 +392,11 @@ async fn write(log: &dyn Log, partitions: i32, outputs: Vec<Output>) -> Result<(
     // Compliance records before the deliveries: an IM a client has seen is archived.
     if !compliance.is_empty() {
         log.append_batch(COMPLIANCE, compliance).await?;
+    }
+    // Archive entries and queries in output order: a query follows every entry written
+    // before it on the owner's partition.
+    if !archive.is_empty() {
+        log.append_batch(ARCHIVE, archive).await?;
     }
     if !routed.is_empty() {
         log.append_batch(ROUTED, routed).await?;
