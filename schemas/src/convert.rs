@@ -3,10 +3,10 @@
 
 use apache_avro::types::Value;
 use imbus_core::{
-    AccountDeleted, ArchivedMessage, AccountEvent, AccountState, Availability, ClientFeatures, CloseReason,
-    ComplianceRecord, ConfigChanged, ConfigKey, Credentials, Delivery, Direction, Event, GatewayId,
-    MessageType, OfflineDelivered, OfflineEvent, OfflineExpired, OfflineStored, Origin,
-    RosterChanged, ScramCredentials, ScramHash, SessionClosed, SessionEvent, SessionId,
+    AccountDeleted, AccountEvent, AccountState, ArchivedMessage, Availability, ClientFeatures,
+    CloseReason, ComplianceRecord, ConfigChanged, ConfigKey, Credentials, Delivery, Direction,
+    Event, GatewayId, MessageType, OfflineDelivered, OfflineEvent, OfflineExpired, OfflineStored,
+    Origin, RosterChanged, ScramCredentials, ScramHash, SessionClosed, SessionEvent, SessionId,
     SessionPresence, SessionState, StanzaKind, StanzaReceived, Subscription, UserDataChanged,
 };
 

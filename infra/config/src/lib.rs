@@ -667,7 +667,10 @@ mod tests {
         assert_eq!(c.mam.retention, Some(Duration::from_secs(365 * 24 * 3600)));
         let c = Config::load(
             None,
-            env(&[("IMBUS_MAM_RETENTION", "0"), ("IMBUS_MAM_EMBEDDED", "false")]),
+            env(&[
+                ("IMBUS_MAM_RETENTION", "0"),
+                ("IMBUS_MAM_EMBEDDED", "false"),
+            ]),
         )
         .unwrap();
         assert_eq!(c.mam.retention, None);

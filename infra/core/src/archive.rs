@@ -54,6 +54,9 @@ mod tests {
         assert_eq!(a, ArchivedMessage::derive_id(&event, &alice, &bob));
         assert_ne!(a, ArchivedMessage::derive_id(&event, &bob, &alice));
         assert_ne!(a, ArchivedMessage::derive_id(&event, &alice, &carol));
-        assert_ne!(a, ArchivedMessage::derive_id(&Uuid::from_u128(43), &alice, &bob));
+        assert_ne!(
+            a,
+            ArchivedMessage::derive_id(&Uuid::from_u128(43), &alice, &bob)
+        );
     }
 }

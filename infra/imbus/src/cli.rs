@@ -29,6 +29,9 @@ pub enum Command {
     /// Kafka, routers can run as their own processes, as many as there are partitions;
     /// set `router.embedded = false` on the `serve` nodes then.
     Route,
+    /// Run only the message archive processor (answers XEP-0313 archive queries) against
+    /// the configured bus; set `mam.embedded = false` on the `serve` nodes then.
+    Archive,
     /// Send a message from the server to every user, or to the users given with --to;
     /// offline users get it at their next login.
     Announce {
@@ -101,6 +104,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve => crate::serve::serve(config).await,
         Command::Route => crate::route::route(config).await,
+        Command::Archive => crate::archive::archive(config).await,
         Command::Announce { to, subject, body } => {
             crate::announce::run(config, to, subject, body).await
         }

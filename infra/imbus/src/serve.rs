@@ -105,6 +105,9 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     if router_task.is_none() {
         tracing::info!("router.embedded = false: routing is left to `imbus route` processes");
     }
+    // The message archive processor (XEP-0313): answers archive queries from the log.
+    let archive_task = (config.mam.enabled && config.mam.embedded)
+        .then(|| tokio::spawn(imbus_archive::run(log.clone(), shutdown_rx.clone())));
     // The XMPP client gateway, authenticating against the accounts view. Sessions an
     // earlier run left open (a crash) are closed first.
     let gateway_config = crate::xmpp::gateway_config(&config)?;
@@ -162,6 +165,15 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         match task.await {
             Ok(Err(e)) => tracing::error!(error = %e, "the router stopped with an error"),
             Err(e) => tracing::error!(error = %e, "the router task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+    if let Some(task) = archive_task {
+        match task.await {
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the archive processor stopped with an error")
+            }
+            Err(e) => tracing::error!(error = %e, "the archive processor task failed"),
             Ok(Ok(())) => {}
         }
     }
