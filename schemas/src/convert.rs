@@ -3,10 +3,10 @@
 
 use apache_avro::types::Value;
 use imbus_core::{
-    AccountDeleted, AccountEvent, AccountState, Availability, ClientFeatures, CloseReason,
-    ComplianceRecord, ConfigChanged, ConfigKey, Credentials, Delivery, Direction, Event, GatewayId,
-    MessageType, OfflineDelivered, OfflineEvent, OfflineExpired, OfflineStored, Origin,
-    RosterChanged, ScramCredentials, ScramHash, SessionClosed, SessionEvent, SessionId,
+    AccountDeleted, AccountEvent, AccountState, ArchivedMessage, Availability, ClientFeatures,
+    CloseReason, ComplianceRecord, ConfigChanged, ConfigKey, Credentials, Delivery, Direction,
+    Event, GatewayId, MessageType, OfflineDelivered, OfflineEvent, OfflineExpired, OfflineStored,
+    Origin, RosterChanged, ScramCredentials, ScramHash, SessionClosed, SessionEvent, SessionId,
     SessionPresence, SessionState, StanzaKind, StanzaReceived, Subscription, UserDataChanged,
 };
 
@@ -139,6 +139,7 @@ pub(crate) fn to_value(event: &Event) -> Value {
         Event::Compliance(e) => compliance_record(e),
         Event::ConfigChanged(e) => config_changed(e),
         Event::UserData(e) => user_data_changed(e),
+        Event::Archived(e) => archived_message(e),
     }
 }
 
@@ -357,6 +358,18 @@ fn user_data_changed(e: &UserDataChanged) -> Value {
     ])
 }
 
+fn archived_message(e: &ArchivedMessage) -> Value {
+    record(vec![
+        ("archive_id", uuid(e.archive_id)),
+        ("event_id", uuid(e.event_id)),
+        ("owner", string(e.owner.as_str())),
+        ("with", string(e.with.as_str())),
+        ("direction", symbol(direction_symbol(e.direction))),
+        ("timestamp", timestamp(e.timestamp)),
+        ("xml", string(&e.xml)),
+    ])
+}
+
 // ---------------------------------------------------------------------------------------
 // Avro -> domain
 
@@ -373,6 +386,7 @@ pub(crate) fn from_value(kind: EventSchema, value: Value) -> Result<Event, Schem
         EventSchema::ComplianceRecord => Event::Compliance(read_compliance_record(&mut f)?),
         EventSchema::ConfigChanged => Event::ConfigChanged(read_config_changed(&mut f)?),
         EventSchema::UserDataChanged => Event::UserData(read_user_data_changed(&mut f)?),
+        EventSchema::ArchivedMessage => Event::Archived(read_archived_message(&mut f)?),
     })
 }
 
@@ -572,5 +586,17 @@ fn read_user_data_changed(f: &mut Fields) -> Result<UserDataChanged, SchemaError
         namespace: f.string("namespace")?,
         xml: f.opt_string("xml")?,
         at: f.timestamp("at")?,
+    })
+}
+
+fn read_archived_message(f: &mut Fields) -> Result<ArchivedMessage, SchemaError> {
+    Ok(ArchivedMessage {
+        archive_id: f.uuid("archive_id")?,
+        event_id: f.uuid("event_id")?,
+        owner: f.bare_jid("owner")?,
+        with: f.jid("with")?,
+        direction: enum_field(f, "direction", direction_from)?,
+        timestamp: f.timestamp("timestamp")?,
+        xml: f.string("xml")?,
     })
 }

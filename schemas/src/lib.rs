@@ -71,11 +71,12 @@ pub enum EventSchema {
     ComplianceRecord,
     ConfigChanged,
     UserDataChanged,
+    ArchivedMessage,
 }
 
 impl EventSchema {
     /// Every event schema.
-    pub const ALL: [EventSchema; 9] = [
+    pub const ALL: [EventSchema; 10] = [
         EventSchema::StanzaReceived,
         EventSchema::SessionEvent,
         EventSchema::Delivery,
@@ -85,6 +86,7 @@ impl EventSchema {
         EventSchema::ComplianceRecord,
         EventSchema::ConfigChanged,
         EventSchema::UserDataChanged,
+        EventSchema::ArchivedMessage,
     ];
 
     /// The schema's name, which is also the name of its `.avsc` file.
@@ -99,6 +101,7 @@ impl EventSchema {
             EventSchema::ComplianceRecord => "ComplianceRecord",
             EventSchema::ConfigChanged => "ConfigChanged",
             EventSchema::UserDataChanged => "UserDataChanged",
+            EventSchema::ArchivedMessage => "ArchivedMessage",
         }
     }
 
@@ -119,6 +122,7 @@ impl EventSchema {
             Event::Compliance(_) => EventSchema::ComplianceRecord,
             Event::ConfigChanged(_) => EventSchema::ConfigChanged,
             Event::UserData(_) => EventSchema::UserDataChanged,
+            Event::Archived(_) => EventSchema::ArchivedMessage,
         }
     }
 

@@ -154,6 +154,15 @@ pub struct ComplianceConfig {
     pub pool_size: u32,
     /// Database check interval while idle (live).
     pub heartbeat_interval: Duration,
+/// Settings of the message archive (XEP-0313).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MamSettings {
+    /// Messages are archived and archive queries answered (`mam.enabled`).
+    pub enabled: bool,
+    /// `imbus serve` runs the archive processor (`mam.embedded`).
+    pub embedded: bool,
+    /// How long the archive topic keeps messages; `None` forever (`mam.retention`).
+    pub retention: Option<Duration>,
 }
 
 /// Settings of client-to-server XMPP sessions.
@@ -206,6 +215,7 @@ pub struct Config {
     pub c2s: C2sConfig,
     pub router: RouterSettings,
     pub compliance: ComplianceConfig,
+    pub mam: MamSettings,
     pub bus: BusConfig,
     raw: BTreeMap<&'static str, (String, Source)>,
 }
@@ -410,6 +420,10 @@ impl Config {
                     .collect(),
                 pool_size: get("compliance.pool_size")?.int() as u32,
                 heartbeat_interval: get("compliance.heartbeat_interval")?.duration(),
+            mam: MamSettings {
+                enabled: get("mam.enabled")?.int() != 0,
+                embedded: get("mam.embedded")?.int() != 0,
+                retention: Some(get("mam.retention")?.duration()).filter(|d| !d.is_zero()),
             },
             bus: BusConfig {
                 backend: match get("bus.backend")?.string().as_str() {
@@ -736,6 +750,24 @@ mod tests {
             c.with_override(&c, "compliance.database_url", Some("sqlite:x"))
                 .is_err()
         );
+    fn mam_is_on_by_default_and_keeps_a_year() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert!(c.mam.enabled && c.mam.embedded);
+        assert_eq!(c.mam.retention, Some(Duration::from_secs(365 * 24 * 3600)));
+        let c = Config::load(
+            None,
+            env(&[
+                ("IMBUS_MAM_RETENTION", "0"),
+                ("IMBUS_MAM_EMBEDDED", "false"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.mam.retention, None);
+        assert!(!c.mam.embedded);
+        let e = Config::load(None, env(&[("IMBUS_MAM_RETENTION", "a year")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`mam.retention`") && e.contains("a year"), "{e}");
     }
 
     #[test]

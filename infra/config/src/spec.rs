@@ -609,6 +609,28 @@ pub static SETTINGS: &[SettingSpec] = &[
         default: "30s",
         help: "How often the compliance sink checks its database while there is nothing to write (a failure raises the alarm metric imbus_compliance_sink_up = 0).",
         live: true,
+        name: "mam.enabled",
+        kind: Kind::Bool,
+        default: "true",
+        help: "Message Archive Management (XEP-0313): one-to-one messages are archived per user on the archive topic and clients can query their archive. When false, nothing is archived and archive queries get service-unavailable.",
+        live: false,
+    },
+    SettingSpec {
+        name: "mam.embedded",
+        kind: Kind::Bool,
+        default: "true",
+        help: "Run the archive processor (answers XEP-0313 queries) inside `imbus serve`. Set false on deployments that run it as separate `imbus archive` processes.",
+        live: false,
+    },
+    SettingSpec {
+        name: "mam.retention",
+        kind: Kind::Duration {
+            min_ms: 0,
+            max_ms: 876_000 * 3_600_000,
+        },
+        default: "8760h",
+        help: "How long archived messages are kept (default 8760h, 365 days; whole log segments are removed once older). 0 keeps them forever.",
+        live: false,
     },
     SettingSpec {
         name: "bus.backend",

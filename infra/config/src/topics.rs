@@ -32,6 +32,11 @@ pub const CONFIG: &str = "config";
 /// block list (XEP-0191) (key: user bare JID + `\u{0}` + the element's XML namespace;
 /// partition: the user's bare JID). Compacted.
 pub const USERDATA: &str = "userdata";
+/// Users' message archives (XEP-0313): `ArchivedMessage` records and the archive queries
+/// the router forwards (`StanzaReceived`), both keyed by the owner's bare JID, so one
+/// partition holds a user's archive and its queries in log order. Delete policy; its
+/// retention is the `mam.retention` setting.
+pub const ARCHIVE: &str = "archive";
 
 /// The prefix of the per-gateway delivery topics: `deliver.<gateway-id>`.
 pub const DELIVER_PREFIX: &str = "deliver.";
@@ -107,6 +112,13 @@ pub const SYSTEM_TOPICS: &[TopicLayout] = &[
         compacted: true,
         partitions: None,
         retention: None,
+    },
+    TopicLayout {
+        name: ARCHIVE,
+        compacted: false,
+        partitions: None,
+        // The default of `mam.retention`; processes create it with the configured value.
+        retention: Some(Duration::from_secs(365 * 24 * 3600)),
     },
 ];
 

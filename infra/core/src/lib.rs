@@ -17,6 +17,7 @@
 //! | [`ComplianceRecord`] | `compliance` | the router and rooms, one per recipient per IM |
 //! | [`ConfigChanged`] | `config` | administration, for live setting changes |
 //! | [`UserDataChanged`] | `userdata` | the router, for XML stored on an account's behalf (vCard, private storage, block list) |
+//! | [`ArchivedMessage`] | `archive` | the router, one per message and archive owner (XEP-0313 message archive) |
 //!
 //! Values are validated when they are built: a [`GatewayId`], [`SessionId`], [`ConfigKey`]
 //! or [`ScramCredentials`] cannot hold an invalid value, and JIDs are the RFC 7622 types of
@@ -27,6 +28,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod account;
+mod archive;
 mod compliance;
 mod config;
 mod delivery;
@@ -42,6 +44,7 @@ mod userdata;
 pub use account::{
     AccountDeleted, AccountEvent, AccountState, Credentials, ScramCredentials, ScramHash,
 };
+pub use archive::ArchivedMessage;
 pub use compliance::{ComplianceRecord, Direction, MessageType, Origin};
 pub use config::{ConfigChanged, ConfigKey};
 pub use delivery::Delivery;
@@ -82,6 +85,8 @@ pub enum Event {
     /// XML the server stores on an account's behalf (vCard, private storage, block list)
     /// was set or removed.
     UserData(UserDataChanged),
+    /// A message in one user's message archive (XEP-0313).
+    Archived(ArchivedMessage),
 }
 
 macro_rules! event_from {
@@ -104,6 +109,7 @@ event_from!(
     Compliance(ComplianceRecord),
     ConfigChanged(ConfigChanged),
     UserData(UserDataChanged),
+    Archived(ArchivedMessage),
 );
 
 #[cfg(test)]

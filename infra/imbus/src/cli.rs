@@ -39,6 +39,9 @@ pub enum Command {
     /// Look at what is archived for compliance.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Run only the message archive processor (answers XEP-0313 archive queries) against
+    /// the configured bus; set `mam.embedded = false` on the `serve` nodes then.
+    Archive,
     /// Send a message from the server to every user, or to the users given with --to;
     /// offline users get it at their next login.
     Announce {
@@ -190,6 +193,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(ReplayCommand::Compliance { from, to, into }) => {
             crate::connect::replay_compliance(config, &from, &to, &into).await
         }
+        Command::Archive => crate::archive::archive(config).await,
         Command::Announce { to, subject, body } => {
             crate::announce::run(config, to, subject, body).await
         }

@@ -7,6 +7,7 @@
 mod accounts;
 mod admin;
 mod announce;
+mod archive;
 mod audit;
 mod bus;
 mod cli;

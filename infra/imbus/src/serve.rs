@@ -122,6 +122,9 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         }
         None
     };
+    // The message archive processor (XEP-0313): answers archive queries from the log.
+    let archive_task = (config.mam.enabled && config.mam.embedded)
+        .then(|| tokio::spawn(imbus_archive::run(log.clone(), shutdown_rx.clone())));
     // The XMPP client gateway, authenticating against the accounts view. Sessions an
     // earlier run left open (a crash) are closed first.
     let gateway_config = crate::xmpp::gateway_config(&config)?;
@@ -184,6 +187,15 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     }
     if let Some(sink) = compliance {
         sink.join().await;
+    }
+    if let Some(task) = archive_task {
+        match task.await {
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the archive processor stopped with an error")
+            }
+            Err(e) => tracing::error!(error = %e, "the archive processor task failed"),
+            Ok(Ok(())) => {}
+        }
     }
     let _ = router_settings.await;
     let _ = follower.await;

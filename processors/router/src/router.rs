@@ -13,8 +13,8 @@
 //! reprocessing an event after a restart produces the same ids.
 
 use imbus_core::{
-    Availability, BareJid, ClientFeatures, ComplianceRecord, Delivery, Direction, FullJid,
-    GatewayId, Jid, MessageType, OfflineDelivered, OfflineEvent, OfflineStored, Origin,
+    ArchivedMessage, Availability, BareJid, ClientFeatures, ComplianceRecord, Delivery, Direction,
+    FullJid, GatewayId, Jid, MessageType, OfflineDelivered, OfflineEvent, OfflineStored, Origin,
     RosterChanged, SessionEvent, SessionId, SessionPresence, SessionState, StanzaKind,
     StanzaReceived, Subscription, Timestamp, UserDataChanged, Uuid,
 };
@@ -41,6 +41,9 @@ const NS_FORWARD: &str = "urn:xmpp:forward:0";
 const NS_HINTS: &str = "urn:xmpp:hints";
 const NS_OFFLINE: &str = "msgoffline";
 const NS_PRIVATE: &str = "jabber:iq:private";
+/// XEP-0313 Message Archive Management.
+pub const NS_MAM: &str = "urn:xmpp:mam:2";
+const NS_MAM_EXTENDED: &str = "urn:xmpp:mam:2#extended";
 
 /// Settings of the router.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +71,11 @@ pub struct RouterConfig {
     /// Presence sharing (default on); when off, presence stanzas are refused with
     /// `service-unavailable` saying so.
     pub presence_enabled: bool,
+    /// Message Archive Management (XEP-0313, default on): one-to-one messages are
+    /// archived per user ([`Output::Archive`]) and archive queries are forwarded to the
+    /// archive processor ([`Output::ArchiveQuery`]); when off, neither, and queries get
+    /// `service-unavailable`.
+    pub mam_enabled: bool,
 }
 
 impl RouterConfig {
@@ -82,6 +90,7 @@ impl RouterConfig {
             lock_idle_timeout: std::time::Duration::from_secs(600),
             im_enabled: true,
             presence_enabled: true,
+            mam_enabled: true,
         }
     }
 
@@ -96,6 +105,7 @@ impl RouterConfig {
         router.offline_quota = settings.offline_quota;
         router.lock_idle_timeout = settings.lock_idle_timeout;
         router.version_enabled = settings.expose_version;
+        router.mam_enabled = config.mam.enabled;
         Some(router)
     }
 }
@@ -134,6 +144,13 @@ pub enum Output {
     /// Stored XML of an account changed: topic `userdata`, key [`user_data_key`],
     /// partition of the user (a tombstone when removed).
     UserData(UserDataChanged),
+    /// A message in one user's archive (XEP-0313): topic `archive`, key the owner's
+    /// bare JID.
+    Archive(ArchivedMessage),
+    /// An archive query of a user (an IQ in the `urn:xmpp:mam:2` namespace to the user's
+    /// own account), for the archive processor: topic `archive`, key the user's bare JID,
+    /// after the archive records written before it.
+    ArchiveQuery(StanzaReceived),
 }
 
 /// The compacted key of an offline message.
@@ -171,6 +188,14 @@ fn archive(stanza: &StanzaReceived, recipient: &BareJid, element: &Element, out:
         Some("headline") => MessageType::Headline,
         _ => MessageType::Normal,
     };
+    mam_entry(
+        stanza,
+        recipient,
+        Jid::from(stanza.sender.clone()),
+        Direction::Inbound,
+        element,
+        out,
+    );
     out.outputs.push(Output::Compliance(ComplianceRecord {
         event_id: stanza.event_id,
         recipient: recipient.clone(),
@@ -186,6 +211,61 @@ fn archive(stanza: &StanzaReceived, recipient: &BareJid, element: &Element, out:
         xml: element.to_xml(),
         origin: Origin::Local,
     }));
+}
+
+/// The entry of a one-to-one message (`chat` or `normal` with a body, not marked with a
+/// XEP-0334 no-store hint) in the archive of `owner` (XEP-0313); `with` is the other
+/// party. [`Router::handle`] drops these outputs when archiving is off.
+fn mam_entry(
+    stanza: &StanzaReceived,
+    owner: &BareJid,
+    with: Jid,
+    direction: Direction,
+    element: &Element,
+    out: &mut Out<'_>,
+) {
+    let one_to_one = matches!(element.attr("type"), None | Some("chat") | Some("normal"));
+    if !one_to_one
+        || element.child("body", ns::JABBER_CLIENT).is_none()
+        || element.child("no-store", NS_HINTS).is_some()
+        || element.child("no-permanent-store", NS_HINTS).is_some()
+    {
+        return;
+    }
+    out.outputs.push(Output::Archive(ArchivedMessage {
+        archive_id: ArchivedMessage::derive_id(&stanza.event_id, owner, &with.to_bare()),
+        event_id: stanza.event_id,
+        owner: owner.clone(),
+        with,
+        direction,
+        timestamp: stanza.received_at,
+        xml: element.to_xml(),
+    }));
+}
+
+/// The sender's archive entry of a message forwarded to `to` (XEP-0313).
+fn mam_sent(sender: &FullJid, to: &Jid, element: &Element, out: &mut Out<'_>) {
+    let stanza = StanzaReceived {
+        event_id: out.source.event_id,
+        gateway_id: out.source.gateway_id.clone(),
+        session_id: out.source.session_id.clone(),
+        received_at: out.source.received_at,
+        sender: sender.clone(),
+        recipient: Some(to.clone()),
+        kind: StanzaKind::Message,
+        stanza_type: None,
+        stanza_id: None,
+        xml: String::new(),
+    };
+    let owner = sender.to_bare();
+    mam_entry(
+        &stanza,
+        &owner,
+        to.clone(),
+        Direction::Outbound,
+        element,
+        out,
+    );
 }
 
 /// Parses a stored element (any namespace) back into a tree.
@@ -440,11 +520,15 @@ impl Router {
 
     /// Processes one input and returns what to write, in order.
     pub fn handle(&mut self, input: Input, now: Timestamp) -> Vec<Output> {
-        match input {
+        let mut outputs = match input {
             Input::Outbound(stanza) => self.outbound(stanza, now),
             Input::Inbound(stanza) => self.inbound(stanza, now),
             Input::Session(event) => self.session_event(event, now),
+        };
+        if !self.config.mam_enabled {
+            outputs.retain(|o| !matches!(o, Output::Archive(_)));
         }
+        outputs
     }
 
     fn is_local_domain(&self, jid: &Jid) -> bool {
@@ -658,6 +742,7 @@ impl Router {
                 && account_of(&to).is_some()
                 && self.is_local_domain(&to)
             {
+                mam_sent(&stanza.sender, &to, &element, &mut out);
                 out.route(&stanza.sender, to, &element);
             }
             return out.outputs;
@@ -751,6 +836,7 @@ impl Router {
         }
         self.carbon_copies(sender, "sent", &element, std::slice::from_ref(sender), out);
         self.note_reply(sender, &to, &element, out.source.received_at);
+        mam_sent(sender, &to, &element, out);
         out.forward(sender, to, &element);
     }
 
@@ -891,6 +977,7 @@ impl Router {
             if self.blocks(&sender.to_bare(), &target) {
                 continue;
             }
+            mam_sent(sender, &target, &copy, out);
             out.forward(sender, target, &copy);
         }
         if !remote.is_empty() {
@@ -1341,6 +1428,21 @@ impl Router {
                 let result = iq_result(element, sender.as_str(), from.as_deref());
                 self.reply(sender, session, result, out);
             }
+            (_, _, NS_MAM) if own_account && self.config.mam_enabled => {
+                // Answered by the archive processor, which holds the user's archive.
+                out.outputs.push(Output::ArchiveQuery(StanzaReceived {
+                    event_id: out.source.event_id,
+                    gateway_id: out.source.gateway_id.clone(),
+                    session_id: out.source.session_id.clone(),
+                    received_at: out.source.received_at,
+                    sender: sender.clone(),
+                    recipient: Some(Jid::from(sender.to_bare())),
+                    kind: StanzaKind::Iq,
+                    stanza_type: Some(kind.to_owned()),
+                    stanza_id: element.attr("id").map(str::to_owned),
+                    xml: element.to_xml(),
+                }));
+            }
             (_, "blocklist" | "block" | "unblock", NS_BLOCKING) if own_account => {
                 self.blocking_iq(sender, session, element, out)
             }
@@ -1379,6 +1481,13 @@ impl Router {
                     query.push_child(
                         Element::new("feature", NS_DISCO_INFO).with_attr("var", NS_DISCO_INFO),
                     );
+                    if self.config.mam_enabled {
+                        for feature in [NS_MAM, NS_MAM_EXTENDED] {
+                            query.push_child(
+                                Element::new("feature", NS_DISCO_INFO).with_attr("var", feature),
+                            );
+                        }
+                    }
                 } else {
                     query.push_child(
                         Element::new("identity", NS_DISCO_INFO)
@@ -1658,6 +1767,9 @@ impl Router {
         ];
         if self.config.version_enabled {
             features.push(NS_VERSION);
+        }
+        if self.config.mam_enabled {
+            features.extend([NS_MAM, NS_MAM_EXTENDED]);
         }
         features.sort_unstable();
         features

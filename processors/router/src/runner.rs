@@ -13,7 +13,8 @@ use std::time::Duration;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use imbus_config::topics::{
-    ACCOUNTS, COMPLIANCE, DELIVER_PREFIX, OFFLINE, ROSTERS, ROUTED, SESSIONS, STANZAS, USERDATA,
+    ACCOUNTS, ARCHIVE, COMPLIANCE, DELIVER_PREFIX, OFFLINE, ROSTERS, ROUTED, SESSIONS, STANZAS,
+    USERDATA,
 };
 use imbus_core::{BareJid, Event, RosterChanged, SessionEvent, Timestamp, UserDataChanged};
 use imbus_log::{
@@ -443,6 +444,7 @@ async fn submit_outputs(
     }
     let mut routed = Vec::new();
     let mut compliance = Vec::new();
+    let mut archive = Vec::new();
     let mut deliveries: HashMap<String, Vec<Record>> = HashMap::new();
     let mut keyed: Vec<(&'static str, Partition, Record)> = Vec::new();
     for output in outputs {
@@ -502,6 +504,14 @@ async fn submit_outputs(
                     Record::new(key, encode(Event::Offline(event))?),
                 ));
             }
+            Output::Archive(entry) => {
+                let key = entry.owner.as_str().to_owned();
+                archive.push(Record::new(key, encode(Event::Archived(entry))?));
+            }
+            Output::ArchiveQuery(query) => {
+                let key = query.owner().as_str().to_owned();
+                archive.push(Record::new(key, encode(Event::StanzaReceived(query))?));
+            }
             Output::SessionGone(jid) => {
                 let partition = partition_for_key(jid.to_bare().as_str().as_bytes(), partitions);
                 keyed.push((SESSIONS, partition, Record::tombstone(presence_key(&jid))));
@@ -510,7 +520,7 @@ async fn submit_outputs(
     }
     // Written in this order: state changes first (once a delivery is visible its cause
     // is on the changelogs), compliance records before the deliveries (an IM a client
-    // has seen is archived), then forwarded stanzas and deliveries.
+    // has seen is archived), archive entries, then forwarded stanzas and deliveries.
     let mut submissions: Vec<Submission> = keyed
         .into_iter()
         .map(|(topic, partition, record)| Submission::to_partition(topic, partition, record))
@@ -519,6 +529,13 @@ async fn submit_outputs(
         compliance
             .into_iter()
             .map(|record| Submission::keyed(COMPLIANCE, record)),
+    );
+    // Archive entries and queries in output order: a query follows every entry written
+    // before it on the owner's partition.
+    submissions.extend(
+        archive
+            .into_iter()
+            .map(|record| Submission::keyed(ARCHIVE, record)),
     );
     submissions.extend(
         routed

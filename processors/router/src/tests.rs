@@ -1005,3 +1005,143 @@ fn switched_off_im_and_presence_are_refused_with_an_error() {
             .any(|x| x.contains("id='r9'") && x.contains("type='result'"))
     );
 }
+
+fn archived(w: &World) -> Vec<imbus_core::ArchivedMessage> {
+    w.changelog
+        .iter()
+        .filter_map(|o| match o {
+            Output::Archive(a) => Some(a.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn one_to_one_messages_are_archived_for_sender_and_recipient() {
+    let mut w = online(&["alice", "bob", "carol"], &[A, B]);
+    message_from(&mut w, A, "bob@example.com", "hi bob");
+    // Offline recipient: stored, so archived for carol too.
+    message_from(&mut w, A, "carol@example.com", "hi carol");
+    // Not archived: headline, no body, no-store hint.
+    w.send(
+        A,
+        "<message to='bob@example.com' type='headline'><body>news</body></message>",
+    );
+    w.send(
+        A,
+        "<message to='bob@example.com' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>",
+    );
+    w.send(
+        A,
+        "<message to='bob@example.com' type='chat'><body>secret</body><no-store xmlns='urn:xmpp:hints'/></message>",
+    );
+    let entries = archived(&w);
+    let summary: Vec<(String, String, imbus_core::Direction)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e.owner.as_str().to_owned(),
+                e.with.as_str().to_owned(),
+                e.direction,
+            )
+        })
+        .collect();
+    use imbus_core::Direction::{Inbound, Outbound};
+    assert_eq!(
+        summary,
+        vec![
+            (
+                "alice@example.com".into(),
+                "bob@example.com".into(),
+                Outbound
+            ),
+            ("bob@example.com".into(), A.into(), Inbound),
+            (
+                "alice@example.com".into(),
+                "carol@example.com".into(),
+                Outbound
+            ),
+            ("carol@example.com".into(), A.into(), Inbound),
+        ]
+    );
+    // Both copies of one message refer to its event, with ids that differ per owner and
+    // are derived (the same after reprocessing).
+    assert_eq!(entries[0].event_id, entries[1].event_id);
+    assert_ne!(entries[0].archive_id, entries[1].archive_id);
+    assert_eq!(
+        entries[1].archive_id,
+        imbus_core::ArchivedMessage::derive_id(
+            &entries[1].event_id,
+            &BareJid::new("bob@example.com").unwrap(),
+            &BareJid::new("alice@example.com").unwrap()
+        )
+    );
+    assert!(entries[1].xml.contains("hi bob"));
+}
+
+#[test]
+fn archive_queries_go_to_the_archive_processor_and_disco_lists_mam() {
+    let mut w = online(&["alice"], &[A]);
+    w.send(
+        A,
+        "<iq type='set' id='q1'><query xmlns='urn:xmpp:mam:2' queryid='f1'/></iq>",
+    );
+    w.send(
+        A,
+        "<iq type='get' to='alice@example.com' id='m1'><metadata xmlns='urn:xmpp:mam:2'/></iq>",
+    );
+    let queries: Vec<StanzaReceived> = w
+        .changelog
+        .iter()
+        .filter_map(|o| match o {
+            Output::ArchiveQuery(q) => Some(q.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(queries.len(), 2, "{:?}", w.changelog);
+    assert_eq!(queries[0].owner().as_str(), "alice@example.com");
+    assert_eq!(queries[0].sender.as_str(), A);
+    assert!(
+        queries[0].xml.contains("queryid='f1'"),
+        "{}",
+        queries[0].xml
+    );
+    assert!(w.take(A).is_empty(), "the router does not answer them");
+    // Someone else's archive, or the server's: not here.
+    w.send(
+        A,
+        "<iq type='set' to='example.com' id='q2'><query xmlns='urn:xmpp:mam:2'/></iq>",
+    );
+    assert!(w.take(A).iter().any(|x| x.contains("service-unavailable")));
+    for (to, id) in [("", "d1"), (" to='example.com'", "d2")] {
+        w.send(
+            A,
+            &format!(
+                "<iq type='get'{to} id='{id}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+            ),
+        );
+        let answer = w.take(A);
+        assert!(
+            answer.iter().any(|x| x.contains("var='urn:xmpp:mam:2'")),
+            "{answer:?}"
+        );
+    }
+}
+
+#[test]
+fn with_archiving_off_nothing_is_archived_and_queries_are_refused() {
+    let mut w = online(&["alice", "bob"], &[A, B]);
+    w.router.config_mut().mam_enabled = false;
+    message_from(&mut w, A, "bob@example.com", "hi");
+    assert!(archived(&w).is_empty());
+    w.send(
+        A,
+        "<iq type='set' id='q1'><query xmlns='urn:xmpp:mam:2'/></iq>",
+    );
+    assert!(w.take(A).iter().any(|x| x.contains("service-unavailable")));
+    w.send(
+        A,
+        "<iq type='get' id='d1'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+    );
+    assert!(!w.take(A).iter().any(|x| x.contains("urn:xmpp:mam")));
+}

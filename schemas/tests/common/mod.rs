@@ -347,5 +347,25 @@ pub fn samples() -> Vec<Event> {
             at: at(-82),
         }
         .into(),
+        ArchivedMessage {
+            archive_id: Uuid::from_u128(0x1901),
+            event_id: Uuid::from_u128(0x1902),
+            owner: bare("alice@example.com"),
+            with: jid("bob@example.com/desk"),
+            direction: Direction::Inbound,
+            timestamp: at(90),
+            xml: format!("<message xmlns='jabber:client' type='chat'><body>{unicode}</body></message>"),
+        }
+        .into(),
+        ArchivedMessage {
+            archive_id: Uuid::from_u128(0x1903),
+            event_id: Uuid::from_u128(0x1904),
+            owner: bare("zoë@example.com"),
+            with: jid("bob@example.com"),
+            direction: Direction::Outbound,
+            timestamp: at(-91),
+            xml: String::new(),
+        }
+        .into(),
     ]
 }
