@@ -11,7 +11,9 @@ use std::time::Duration;
 use imbus_config::topics::{
     ACCOUNTS, COMPLIANCE, DELIVER_PREFIX, OFFLINE, ROSTERS, ROUTED, SESSIONS, STANZAS, USERDATA,
 };
-use imbus_core::{BareJid, Event, RosterChanged, SessionEvent, Timestamp, UserDataChanged};
+use imbus_core::{
+    BareJid, Event, OfflineEvent, RosterChanged, SessionEvent, Timestamp, UserDataChanged,
+};
 use imbus_log::{
     ConsumedRecord, ConsumerEvent, ConsumerOptions, Log, LogError, Offset, Partition, Record,
     StartAt, TopicPartition, partition_for_key,
@@ -312,6 +314,10 @@ async fn write(log: &dyn Log, partitions: i32, outputs: Vec<Output>) -> Result<(
     let mut compliance = Vec::new();
     let mut deliveries: HashMap<String, Vec<Record>> = HashMap::new();
     let mut keyed: Vec<(&'static str, Partition, Record)> = Vec::new();
+    // Offline messages delivered or expired: retired only after their deliveries are
+    // appended, so a crash in between delivers them again (under the same delivery ids)
+    // instead of losing them.
+    let mut retired: Vec<(&'static str, Partition, Record)> = Vec::new();
     for output in outputs {
         match output {
             Output::Route(stanza) => {
@@ -363,11 +369,17 @@ async fn write(log: &dyn Log, partitions: i32, outputs: Vec<Output>) -> Result<(
                 let recipient = event.recipient().clone();
                 let partition = partition_for_key(recipient.as_str().as_bytes(), partitions);
                 let key = offline_key(&recipient, &event.message_event_id());
-                keyed.push((
+                let stored = matches!(event, OfflineEvent::Stored(_));
+                let record = (
                     OFFLINE,
                     partition,
                     Record::new(key, encode(Event::Offline(event))?),
-                ));
+                );
+                if stored {
+                    keyed.push(record);
+                } else {
+                    retired.push(record);
+                }
             }
             Output::SessionGone(jid) => {
                 let partition = partition_for_key(jid.to_bare().as_str().as_bytes(), partitions);
@@ -397,6 +409,9 @@ async fn write(log: &dyn Log, partitions: i32, outputs: Vec<Output>) -> Result<(
             }
             Err(e) => return Err(e.into()),
         }
+    }
+    for (topic, partition, record) in retired {
+        log.append_to(topic, partition, record).await?;
     }
     Ok(())
 }
