@@ -44,9 +44,11 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod config;
+pub mod recent;
 mod register;
 mod session;
 
 pub use config::{ConflictPolicy, SessionConfig, Transport};
+pub use recent::RecentDeliveries;
 pub use register::{AccountChange, AccountOutcome, NS_REGISTER, NS_REGISTER_FEATURE, Password};
 pub use session::{Action, BindAnswer, Input, ResumeState, Session};

@@ -14,9 +14,9 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{Extensions, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use imbus_core::{Credentials, Event, GatewayId};
+use imbus_core::{Credentials, Event, GatewayId, StanzaReceived};
 use imbus_log::{
-    ConsumerEvent, ConsumerOptions, Log, LogError, Offset, TopicConfig, TopicPartition,
+    ConsumerEvent, ConsumerOptions, Log, LogError, Offset, Record, TopicConfig, TopicPartition,
 };
 use imbus_xmpp_auth::{Throttle, ThrottleConfig};
 use imbus_xmpp_c2s::{SessionConfig, Transport};
@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::connection::{self, Command, Shared};
+use crate::redelivery;
 use crate::registration::{Registration, Registrations};
 use crate::tls::{CertSource, Identity};
 
@@ -35,6 +36,8 @@ use crate::tls::{CertSource, Identity};
 pub(crate) const STANZAS: &str = "stanzas";
 /// The changelog of sessions.
 pub(crate) const SESSIONS: &str = "sessions";
+/// The topic of stanzas forwarded to their recipient's partition.
+const ROUTED: &str = "routed";
 /// The HTTP path of XMPP over WebSocket (RFC 7395).
 pub const WEBSOCKET_PATH: &str = "/xmpp-websocket";
 /// The WebSocket subprotocol of XMPP (RFC 7395 §3.1).
@@ -402,6 +405,7 @@ async fn accept_loop(
 /// Consumes the delivery topic and hands each stanza to its session.
 async fn deliver_loop(mut consumer: Box<dyn imbus_log::Consumer>, shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.clone();
+    let mut recent = redelivery::Recent::new();
     loop {
         let event = tokio::select! {
             event = consumer.poll(Duration::from_secs(1)) => event,
@@ -418,6 +422,8 @@ async fn deliver_loop(mut consumer: Box<dyn imbus_log::Consumer>, shared: Arc<Sh
             }
         };
         let mut next: HashMap<TopicPartition, Offset> = HashMap::new();
+        let mut bounced = Vec::new();
+        recent.sweep();
         for record in records {
             next.insert(record.topic_partition(), record.offset + 1);
             let Some(value) = record.value.as_ref() else {
@@ -441,7 +447,45 @@ async fn deliver_loop(mut consumer: Box<dyn imbus_log::Consumer>, shared: Arc<Sh
                 );
                 continue;
             };
-            deliver(&shared, delivery.to.as_str(), element, delivery.xml.len());
+            if recent.is_repeat(&delivery) {
+                tracing::debug!(
+                    to = delivery.to.as_str(),
+                    id = %delivery.event_id,
+                    "delivery already handed to this session; skipped"
+                );
+                continue;
+            }
+            match deliver(&shared, delivery.to.as_str(), element, delivery.xml.len()) {
+                Ok(()) => recent.record(&delivery),
+                Err(element) => {
+                    if let Some(stanza) =
+                        redelivery::bounce_back(&delivery, &element, shared.session.domain.as_str())
+                    {
+                        tracing::debug!(
+                            to = delivery.to.as_str(),
+                            "message for a gone session handed back to the router"
+                        );
+                        bounced.push(stanza);
+                    }
+                }
+            }
+        }
+        // Handed back before the offsets are committed: a crash in between hands them
+        // back again, never loses them.
+        while !bounced.is_empty() {
+            match hand_back(shared.log.as_ref(), &bounced).await {
+                Ok(()) => bounced.clear(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot hand undeliverable messages back to the router; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = shutdown.changed() => break,
+                    }
+                }
+            }
+        }
+        if !bounced.is_empty() {
+            break;
         }
         if !next.is_empty() {
             let offsets: Vec<_> = next.into_iter().collect();
@@ -455,19 +499,39 @@ async fn deliver_loop(mut consumer: Box<dyn imbus_log::Consumer>, shared: Arc<Sh
     }
 }
 
+/// Appends messages that could not be delivered to `routed`, for the router to route
+/// them again.
+async fn hand_back(log: &dyn Log, stanzas: &[StanzaReceived]) -> Result<(), LogError> {
+    let mut records = Vec::with_capacity(stanzas.len());
+    for stanza in stanzas {
+        let key = stanza.owner().as_str().to_owned();
+        match imbus_schemas::encode(&Event::StanzaReceived(stanza.clone())) {
+            Ok(value) => records.push(Record::new(key, value)),
+            Err(e) => tracing::warn!(error = %e, "cannot encode an undeliverable message"),
+        }
+    }
+    if !records.is_empty() {
+        log.append_batch(ROUTED, records).await?;
+    }
+    Ok(())
+}
+
 /// Hands a stanza to the connection of `full_jid` (a detached session keeps it for a
-/// resuming client); a connection whose queue is full is ended as a slow reader.
-fn deliver(shared: &Shared, full_jid: &str, element: Element, bytes: usize) {
+/// resuming client); a connection whose queue is full is ended as a slow reader. The
+/// stanza comes back when no connection took it.
+fn deliver(
+    shared: &Shared,
+    full_jid: &str,
+    element: Element,
+    bytes: usize,
+) -> Result<(), Element> {
     // Sent under the registry's lock: a session handed over to a resuming connection
     // moves its registry entry under the same lock, so no delivery can reach the old
     // connection after it collected the last ones.
     let registry = shared.registry.lock();
     let Some(target) = registry.get(full_jid) else {
-        tracing::warn!(
-            to = full_jid,
-            "delivery for a session not on this gateway; dropped"
-        );
-        return;
+        tracing::debug!(to = full_jid, "delivery for a session not on this gateway");
+        return Err(element);
     };
     let queued = target.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
     if queued.saturating_add(bytes) > shared.limits.outbound_queue_bytes {
@@ -478,19 +542,22 @@ fn deliver(shared: &Shared, full_jid: &str, element: Element, bytes: usize) {
             "client reads too slowly (queued bytes over the limit); disconnecting it"
         );
         target.slow.notify_one();
-        return;
+        return Err(element);
     }
     match target.commands.try_send(Command::Deliver(element, bytes)) {
-        Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(_)) => {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Full(Command::Deliver(element, _))) => {
             target.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             tracing::warn!(to = full_jid, "client reads too slowly; disconnecting it");
             target.slow.notify_one();
+            Err(element)
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => {
+        Err(mpsc::error::TrySendError::Closed(Command::Deliver(element, _))) => {
             target.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-            tracing::warn!(to = full_jid, "delivery for a closing session; dropped");
+            tracing::debug!(to = full_jid, "delivery for a closing session");
+            Err(element)
         }
+        Err(_) => Ok(()),
     }
 }
 

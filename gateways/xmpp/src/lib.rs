@@ -37,6 +37,7 @@
 
 mod connection;
 mod gateway;
+mod redelivery;
 mod registration;
 mod stale;
 mod tls;

@@ -20,8 +20,8 @@ mod runner;
 mod state;
 
 pub use router::{
-    Input, Output, Router, RouterConfig, offline_key, parse_stanza, presence_key, roster_key,
-    user_data_key,
+    Input, Output, Router, RouterConfig, message_delivery_id, offline_key, parse_stanza,
+    presence_key, roster_key, user_data_key,
 };
 pub use runner::{GROUP, RouterError, run};
 pub use state::{Item, Presence, Session, State, User};

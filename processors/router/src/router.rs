@@ -274,6 +274,14 @@ fn parse_fragment(xml: &str) -> Option<Element> {
     parse_stanza(&wrapped).and_then(|m| m.children().next().cloned())
 }
 
+/// The id of the delivery of message `message_event_id` to the session `to`.
+pub fn message_delivery_id(message_event_id: &Uuid, to: &FullJid) -> Uuid {
+    let mut name = Vec::with_capacity(8 + to.as_str().len());
+    name.extend_from_slice(b"deliver\0");
+    name.extend_from_slice(to.as_str().as_bytes());
+    Uuid::new_v5(message_event_id, &name)
+}
+
 /// The router: its configuration and the state of its partitions.
 #[derive(Debug)]
 pub struct Router {
@@ -336,6 +344,30 @@ impl Out<'_> {
             session_id: session.session_id.clone(),
             xml,
             delayed_from: None,
+        }));
+    }
+
+    /// Delivers a message's own content to a session. The id depends only on the message
+    /// and the session's full JID, not on the path that led there (directly, forked, by
+    /// lock-on-reply or from offline storage): if the message is processed again after a
+    /// crash and takes another path, the gateway still recognises the repeat.
+    fn deliver_message(
+        &mut self,
+        message_event_id: Uuid,
+        to: &FullJid,
+        session: &Session,
+        xml: String,
+        delayed_from: Option<Timestamp>,
+    ) {
+        self.n += 1;
+        self.outputs.push(Output::Deliver(Delivery {
+            event_id: message_delivery_id(&message_event_id, to),
+            source_event_id: message_event_id,
+            to: to.clone(),
+            gateway_id: session.gateway_id.clone(),
+            session_id: session.session_id.clone(),
+            xml,
+            delayed_from,
         }));
     }
 
@@ -1971,7 +2003,7 @@ impl Router {
         if let Ok(full) = to.try_as_full()
             && let Some(session) = self.state.session(full).cloned()
         {
-            out.deliver(full, &session, element.to_xml());
+            out.deliver_message(stanza.event_id, full, &session, element.to_xml(), None);
             self.carbon_copies(full, "received", &element, std::slice::from_ref(full), out);
             return archive(stanza, &recipient, &element, out);
         }
@@ -1989,7 +2021,7 @@ impl Router {
             && let Ok(full) = recipient.with_resource_str(&resource)
             && let Some(session) = self.state.session(&full).cloned()
         {
-            out.deliver(&full, &session, element.to_xml());
+            out.deliver_message(stanza.event_id, &full, &session, element.to_xml(), None);
             self.carbon_copies(
                 &full,
                 "received",
@@ -2021,7 +2053,7 @@ impl Router {
         }
         let xml = element.to_xml();
         for (full, session) in &targets {
-            out.deliver(full, session, xml.clone());
+            out.deliver_message(stanza.event_id, full, session, xml.clone(), None);
         }
         let reached: Vec<FullJid> = targets.into_iter().map(|(f, _)| f).collect();
         if let Some(first) = reached.first().cloned() {
@@ -2091,16 +2123,13 @@ impl Router {
                     .with_attr("stamp", message.stored_at.to_rfc3339())
                     .with_text("Offline storage"),
             );
-            let event_id = out.next_id();
-            out.outputs.push(Output::Deliver(Delivery {
-                event_id,
-                source_event_id: message.message_event_id,
-                to: jid.clone(),
-                gateway_id: session.gateway_id.clone(),
-                session_id: session.session_id.clone(),
-                xml: element.to_xml(),
-                delayed_from: Some(message.stored_at),
-            }));
+            out.deliver_message(
+                message.message_event_id,
+                jid,
+                session,
+                element.to_xml(),
+                Some(message.stored_at),
+            );
             out.outputs
                 .push(Output::Offline(OfflineEvent::Delivered(OfflineDelivered {
                     message_event_id: message.message_event_id,

@@ -16,7 +16,9 @@ use imbus_config::topics::{
     ACCOUNTS, ARCHIVE, COMPLIANCE, DELIVER_PREFIX, OFFLINE, ROSTERS, ROUTED, SESSIONS, STANZAS,
     USERDATA,
 };
-use imbus_core::{BareJid, Event, RosterChanged, SessionEvent, Timestamp, UserDataChanged};
+use imbus_core::{
+    BareJid, Event, OfflineEvent, RosterChanged, SessionEvent, Timestamp, UserDataChanged,
+};
 use imbus_log::{
     Acknowledgement, ConsumedRecord, Consumer, ConsumerEvent, ConsumerOptions, Log, LogError,
     Offset, Partition, Record, StartAt, Submission, TopicPartition, partition_for_key,
@@ -135,7 +137,7 @@ pub async fn run(
                         outputs.extend(router.handle(input, now));
                     }
                 }
-                let acknowledgement = submit_outputs(log.as_ref(), partitions, outputs).await?;
+                let acknowledgement = submit_outputs(&log, partitions, outputs).await?;
                 pipeline.push(acknowledgement, next);
             }
             Err(LogError::Closed) => break,
@@ -435,7 +437,7 @@ fn encode(event: Event) -> Result<Vec<u8>, RouterError> {
 /// Submits the outputs of a batch to the log, in order; returns once they are submitted,
 /// with the acknowledgement to wait for before the batch's inputs may be committed.
 async fn submit_outputs(
-    log: &dyn Log,
+    log: &Arc<dyn Log>,
     partitions: i32,
     outputs: Vec<Output>,
 ) -> Result<Option<Acknowledgement>, RouterError> {
@@ -447,6 +449,10 @@ async fn submit_outputs(
     let mut archive = Vec::new();
     let mut deliveries: HashMap<String, Vec<Record>> = HashMap::new();
     let mut keyed: Vec<(&'static str, Partition, Record)> = Vec::new();
+    // Offline messages delivered or expired: retired only after their deliveries are
+    // appended, so a crash in between delivers them again (under the same delivery ids)
+    // instead of losing them.
+    let mut retired: Vec<(&'static str, Partition, Record)> = Vec::new();
     for output in outputs {
         match output {
             Output::Route(stanza) => {
@@ -498,11 +504,17 @@ async fn submit_outputs(
                 let recipient = event.recipient().clone();
                 let partition = partition_for_key(recipient.as_str().as_bytes(), partitions);
                 let key = offline_key(&recipient, &event.message_event_id());
-                keyed.push((
+                let stored = matches!(event, OfflineEvent::Stored(_));
+                let record = (
                     OFFLINE,
                     partition,
                     Record::new(key, encode(Event::Offline(event))?),
-                ));
+                );
+                if stored {
+                    keyed.push(record);
+                } else {
+                    retired.push(record);
+                }
             }
             Output::Archive(entry) => {
                 let key = entry.owner.as_str().to_owned();
@@ -558,10 +570,31 @@ async fn submit_outputs(
             Err(e) => return Err(e.into()),
         }
     }
-    if submissions.is_empty() {
-        return Ok(None);
+    if retired.is_empty() {
+        if submissions.is_empty() {
+            return Ok(None);
+        }
+        return Ok(Some(log.submit(submissions).await?));
     }
-    Ok(Some(log.submit(submissions).await?))
+    // Retired offline messages go in a second submission, made once the first (their
+    // deliveries) is acknowledged: across partitions a broker may make a later record
+    // durable before an earlier one.
+    let retired: Vec<Submission> = retired
+        .into_iter()
+        .map(|(topic, partition, record)| Submission::to_partition(topic, partition, record))
+        .collect();
+    let first = if submissions.is_empty() {
+        None
+    } else {
+        Some(log.submit(submissions).await?)
+    };
+    let log = Arc::clone(log);
+    Ok(Some(Box::pin(async move {
+        if let Some(first) = first {
+            first.await?;
+        }
+        log.submit(retired).await?.await
+    })))
 }
 
 fn is_void(change: &RosterChanged) -> bool {

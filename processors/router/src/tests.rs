@@ -1011,6 +1011,16 @@ fn archived(w: &World) -> Vec<imbus_core::ArchivedMessage> {
         .iter()
         .filter_map(|o| match o {
             Output::Archive(a) => Some(a.clone()),
+/// The deliveries among `outputs`: (to, id, delayed).
+fn deliveries(outputs: &[Output]) -> Vec<(String, Uuid, bool)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Deliver(d) => Some((
+                d.to.as_str().to_owned(),
+                d.event_id,
+                d.delayed_from.is_some(),
+            )),
             _ => None,
         })
         .collect()
@@ -1144,4 +1154,57 @@ fn with_archiving_off_nothing_is_archived_and_queries_are_refused() {
         "<iq type='get' id='d1'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
     );
     assert!(!w.take(A).iter().any(|x| x.contains("urn:xmpp:mam")));
+}
+fn a_message_reaches_a_session_under_one_delivery_id_whichever_path_it_takes() {
+    let message = |to: &str| StanzaReceived {
+        event_id: Uuid::from_u128(7),
+        gateway_id: GatewayId::new("gw1").unwrap(),
+        session_id: SessionId::new("s-a").unwrap(),
+        received_at: t(),
+        sender: FullJid::new(A).unwrap(),
+        recipient: Some(Jid::new(to).unwrap()),
+        kind: StanzaKind::Message,
+        stanza_type: Some("chat".into()),
+        stanza_id: None,
+        xml: format!("<message from='{A}' to='{to}' type='chat'><body>x</body></message>"),
+    };
+    let expected = message_delivery_id(&Uuid::from_u128(7), &FullJid::new(B).unwrap());
+
+    // Bob offline: stored, then handed over from storage when he comes online.
+    let mut w = online(&["alice", "bob"], &[A]);
+    let outputs = w
+        .router
+        .handle(Input::Inbound(message("bob@example.com")), t());
+    assert!(deliveries(&outputs).is_empty());
+    w.bind(B);
+    let session = w.sessions[B].clone();
+    let presence = StanzaReceived {
+        event_id: Uuid::from_u128(8),
+        gateway_id: GatewayId::new("gw1").unwrap(),
+        session_id: session,
+        received_at: t(),
+        sender: FullJid::new(B).unwrap(),
+        recipient: None,
+        kind: StanzaKind::Presence,
+        stanza_type: None,
+        stanza_id: None,
+        xml: format!("<presence from='{B}'/>"),
+    };
+    let outputs = w.router.handle(Input::Outbound(presence), t());
+    let flushed: Vec<_> = deliveries(&outputs)
+        .into_iter()
+        .filter(|(_, _, delayed)| *delayed)
+        .collect();
+    assert_eq!(flushed, vec![(B.to_owned(), expected, true)]);
+
+    // The same message processed again after a crash finds bob online: delivered
+    // directly (to his bare JID or his full JID), under the same id.
+    for to in ["bob@example.com", B] {
+        let outputs = w.router.handle(Input::Inbound(message(to)), t());
+        assert_eq!(
+            deliveries(&outputs),
+            vec![(B.to_owned(), expected, false)],
+            "to {to}"
+        );
+    }
 }
