@@ -154,6 +154,8 @@ pub struct ComplianceConfig {
     pub pool_size: u32,
     /// Database check interval while idle (live).
     pub heartbeat_interval: Duration,
+}
+
 /// Settings of the message archive (XEP-0313).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MamSettings {
@@ -420,6 +422,7 @@ impl Config {
                     .collect(),
                 pool_size: get("compliance.pool_size")?.int() as u32,
                 heartbeat_interval: get("compliance.heartbeat_interval")?.duration(),
+            },
             mam: MamSettings {
                 enabled: get("mam.enabled")?.int() != 0,
                 embedded: get("mam.embedded")?.int() != 0,
@@ -750,6 +753,9 @@ mod tests {
             c.with_override(&c, "compliance.database_url", Some("sqlite:x"))
                 .is_err()
         );
+    }
+
+    #[test]
     fn mam_is_on_by_default_and_keeps_a_year() {
         let c = Config::load(None, env(&[])).unwrap();
         assert!(c.mam.enabled && c.mam.embedded);

@@ -609,6 +609,8 @@ pub static SETTINGS: &[SettingSpec] = &[
         default: "30s",
         help: "How often the compliance sink checks its database while there is nothing to write (a failure raises the alarm metric imbus_compliance_sink_up = 0).",
         live: true,
+    },
+    SettingSpec {
         name: "mam.enabled",
         kind: Kind::Bool,
         default: "true",
