@@ -391,7 +391,7 @@ impl Rooms {
     pub fn apply(&mut self, event: &RoomEvent) {
         match event {
             RoomEvent::Updated(room) => {
-                self.rooms.insert(room.jid.clone(), room.clone());
+                self.rooms.insert(room.jid.clone(), Room::clone(room));
             }
             RoomEvent::Destroyed { room, .. } => {
                 self.rooms.remove(room);
@@ -487,7 +487,7 @@ impl Rooms {
             {
                 if before.as_ref() != Some(&room) {
                     out.outputs
-                        .push(Output::Room(RoomEvent::Updated(room.clone())));
+                        .push(Output::Room(RoomEvent::Updated(Box::new(room.clone()))));
                 }
                 self.rooms.insert(jid, room);
             }

@@ -305,7 +305,7 @@ impl Room {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RoomEvent {
     /// The room exists and this is its complete state (created or changed).
-    Updated(Room),
+    Updated(Box<Room>),
     /// The room no longer exists: destroyed by an owner, or a temporary room whose last
     /// occupant left. Written as a tombstone (a record with no value) under the key.
     Destroyed {
