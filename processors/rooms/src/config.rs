@@ -112,6 +112,17 @@ impl RoomsConfig {
         BareJid::new(&format!("{node}@{}", self.service.domain().as_str())).ok()
     }
 
+    /// The partitioning key of a stanza addressed to `to`: the room's canonical bare JID
+    /// when `to` is a room or an occupant at any of the service's domains (so a room
+    /// reached through an alias is handled on its own partition), `None` for the service
+    /// itself and for other domains.
+    pub fn canonical_room(&self, to: &imbus_core::Jid) -> Option<BareJid> {
+        let node = to.node()?;
+        self.serves(to.domain().as_str())
+            .then(|| self.room_jid(node.as_str()))
+            .flatten()
+    }
+
     /// Whether `user` may create rooms.
     pub fn may_create(&self, user: &FullJid) -> bool {
         !self.creation_restricted

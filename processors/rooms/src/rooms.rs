@@ -66,6 +66,9 @@ const SESSION_CLOSED_NAMESPACE: Uuid = Uuid::from_u128(0x6d75_632d_636c_6f73_656
 pub struct Rooms {
     config: RoomsConfig,
     rooms: BTreeMap<BareJid, Room>,
+    /// Rooms of partitions this instance does not own, as last seen on the changelog
+    /// (without their history), for the room directory and room search only.
+    elsewhere: BTreeMap<BareJid, Room>,
 }
 
 /// Collects the outputs of one input and numbers them for their derived ids.
@@ -364,6 +367,7 @@ impl Rooms {
         Self {
             config,
             rooms: BTreeMap::new(),
+            elsewhere: BTreeMap::new(),
         }
     }
 
@@ -391,17 +395,42 @@ impl Rooms {
     pub fn apply(&mut self, event: &RoomEvent) {
         match event {
             RoomEvent::Updated(room) => {
+                self.elsewhere.remove(&room.jid);
                 self.rooms.insert(room.jid.clone(), Room::clone(room));
             }
             RoomEvent::Destroyed { room, .. } => {
+                self.elsewhere.remove(room);
                 self.rooms.remove(room);
             }
         }
     }
 
-    /// Forgets the rooms for which `keep` is false (partitions revoked).
+    /// Folds a record of the `rooms` changelog of a partition this instance does not
+    /// own. Such rooms only appear in the room directory and room search (which list the
+    /// rooms of every partition); nothing else acts on them.
+    pub fn observe(&mut self, event: &RoomEvent) {
+        match event {
+            RoomEvent::Updated(room) => {
+                let mut listing = Room::clone(room);
+                listing.history.clear();
+                self.elsewhere.insert(listing.jid.clone(), listing);
+            }
+            RoomEvent::Destroyed { room, .. } => {
+                self.elsewhere.remove(room);
+            }
+        }
+    }
+
+    /// Hands over the rooms for which `keep` is false (partitions revoked): they are no
+    /// longer acted on, and stay in the room directory as if [observed](Self::observe).
     pub fn retain_rooms(&mut self, mut keep: impl FnMut(&BareJid) -> bool) {
-        self.rooms.retain(|jid, _| keep(jid));
+        let revoked: Vec<BareJid> = self.rooms.keys().filter(|j| !keep(j)).cloned().collect();
+        for jid in revoked {
+            if let Some(mut room) = self.rooms.remove(&jid) {
+                room.history.clear();
+                self.elsewhere.insert(jid, room);
+            }
+        }
     }
 
     /// Processes one input and returns what to write, in order.
@@ -1893,9 +1922,21 @@ impl Rooms {
         }
     }
 
-    /// The rooms listed in discovery and search, sorted by JID.
+    /// The rooms listed in discovery and search (of every partition), sorted by JID.
     fn public_rooms(&self) -> impl Iterator<Item = &Room> {
-        self.rooms.values().filter(|r| r.config.public && !r.locked)
+        let mut rooms: Vec<&Room> = self
+            .rooms
+            .values()
+            .chain(
+                self.elsewhere
+                    .iter()
+                    .filter(|(jid, _)| !self.rooms.contains_key(*jid))
+                    .map(|(_, r)| r),
+            )
+            .filter(|r| r.config.public && !r.locked)
+            .collect();
+        rooms.sort_by(|a, b| a.jid.cmp(&b.jid));
+        rooms.into_iter()
     }
 
     /// Result Set Management (XEP-0059) over sorted keys: the page asked for, and the

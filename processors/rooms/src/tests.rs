@@ -1891,3 +1891,46 @@ fn settings_are_validated() {
         .insert(BareJid::new("room@chat.example.com").unwrap());
     assert!(matches!(c.validate(), Err(ConfigError::ServiceDomain(_))));
 }
+
+#[test]
+fn the_directory_lists_rooms_of_other_partitions_and_aliases_share_a_partition_key() {
+    let mut w = directory();
+    // Every room but r3 moves to another instance; this one now only observes them.
+    w.rooms
+        .retain_rooms(|jid| jid.as_str() == format!("r3@{SERVICE}"));
+    assert_eq!(w.rooms.rooms().len(), 1, "only r3 is still owned here");
+    let mut remote = Room::new(
+        BareJid::new(&format!("r0@{SERVICE}")).unwrap(),
+        RoomConfig::default(),
+        now(0),
+    );
+    remote.config.name = Some("Remote".to_owned());
+    w.rooms.observe(&RoomEvent::Updated(Box::new(remote)));
+    w.rooms.observe(&RoomEvent::Destroyed {
+        room: BareJid::new(&format!("r5@{SERVICE}")).unwrap(),
+        at: now(0),
+    });
+    w.send(B, &format!("<iq type='get' id='d' to='{ALIAS}'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>"));
+    assert_eq!(
+        items(&w.take_one(B)),
+        ["r0", "r1", "r2", "r3", "r4"]
+            .iter()
+            .map(|n| format!("{n}@{ALIAS}"))
+            .collect::<Vec<_>>()
+    );
+    // Observed rooms are not acted on: a session end only touches owned rooms.
+    let outputs = w.close(A);
+    assert!(outputs.iter().all(|o| match o {
+        Output::Room(e) => e.room().as_str() == format!("r3@{SERVICE}"),
+        _ => true,
+    }));
+    let config = config();
+    let key = |to: &str| config.canonical_room(&Jid::new(to).unwrap());
+    assert_eq!(
+        key(&format!("team@{ALIAS}/Bob")),
+        Some(BareJid::new(ROOM).unwrap())
+    );
+    assert_eq!(key(ROOM), Some(BareJid::new(ROOM).unwrap()));
+    assert_eq!(key(SERVICE), None);
+    assert_eq!(key("team@elsewhere.org"), None);
+}
