@@ -17,6 +17,15 @@
 //! deliveries a UUID v5 of the event id, their position and the recipient. Processing an
 //! input again after a crash, from the same state, gives the same outputs.
 //!
+//! # Partitions
+//!
+//! Everything about a room is keyed by its canonical bare JID
+//! ([`RoomsConfig::canonical_room`] maps any address of a room, through any service
+//! domain, to it). An instance acts on the rooms it folded with [`Rooms::apply`] (its
+//! partitions); a session end ([`Input::SessionClosed`]) removes that session's
+//! occupants from those rooms. The room directory and room search list every public
+//! room: rooms of other partitions are folded with [`Rooms::observe`] and only listed.
+//!
 //! # Addresses
 //!
 //! The service answers for its canonical domain ([`RoomsConfig::service`]) and its
@@ -39,6 +48,8 @@
 //!   messages with XEP-0203 delay stamps (at most the room's history length, bounded by
 //!   [`RoomsConfig::max_history_length`]; `<history maxstanzas/maxchars/seconds/since/>`
 //!   limits it further) and then the subject.
+//! - One session is one occupant: a second session of the same user enters with its
+//!   own nickname (the same nickname is a `conflict`).
 //! - **Temporary** rooms end when their last occupant leaves (or its session ends);
 //!   **persistent** rooms stay.
 //! - **Group chat** goes to every occupant from `room@service/nick`; private messages to
@@ -54,6 +65,8 @@
 //!   allows invites) into a members-only room makes the invitee a member. Declines go
 //!   back to the inviter. Direct invitations (XEP-0249) travel from user to user and do
 //!   not involve the room.
+//! - **IQs to an occupant** (`room@service/nick`) from another occupant are relayed from
+//!   the sender's room address, and so are the answers; ids are not rewritten.
 //! - **SIP users** cannot take part in rooms: a stanza published by a gateway in
 //!   [`RoomsConfig::sip_gateways`], or from a domain in [`RoomsConfig::sip_domains`], is
 //!   refused with `not-allowed` and the text [`SIP_REFUSED`].

@@ -434,9 +434,14 @@ impl Rooms {
     }
 
     /// Processes one input and returns what to write, in order.
-    pub fn handle(&mut self, input: Input, now: Timestamp) -> Vec<Output> {
+    ///
+    /// Decisions depend on the state and the input only (times come from the input: the
+    /// stanza's receive time, the session's end), so processing an input again from the
+    /// same state repeats the outputs exactly; `_now` (the processing time) is accepted
+    /// for symmetry with the other processors.
+    pub fn handle(&mut self, input: Input, _now: Timestamp) -> Vec<Output> {
         match input {
-            Input::Stanza(stanza) => self.stanza(stanza, now),
+            Input::Stanza(stanza) => self.stanza(stanza),
             Input::SessionClosed(closed) => self.session_closed(&closed),
         }
     }
@@ -450,7 +455,7 @@ impl Rooms {
                 .any(|d| d.domain() == stanza.sender.domain())
     }
 
-    fn stanza(&mut self, stanza: StanzaReceived, now: Timestamp) -> Vec<Output> {
+    fn stanza(&mut self, stanza: StanzaReceived) -> Vec<Output> {
         let mut out = Out::new(stanza.event_id);
         let Some(element) = parse_stanza(&stanza.xml) else {
             return out.outputs;
@@ -490,7 +495,6 @@ impl Rooms {
             stanza: &stanza,
             element: &element,
             service: &service,
-            now,
         };
         match stanza.kind {
             StanzaKind::Presence => self.presence(&ctx, &mut slot, &room_jid, nick, &mut out),
@@ -569,7 +573,6 @@ struct Ctx<'a> {
     element: &'a Element,
     /// The service domain the stanza was addressed to.
     service: &'a str,
-    now: Timestamp,
 }
 
 impl Ctx<'_> {
@@ -808,8 +811,9 @@ impl Rooms {
             if let Some(seconds) = number("seconds") {
                 let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
                 let back = seconds.saturating_mul(1_000_000);
+                // Measured from the join's receive time, so reprocessing repeats it.
                 not_before = Some(Timestamp::from_micros(
-                    ctx.now.as_micros().saturating_sub(back),
+                    ctx.stanza.received_at.as_micros().saturating_sub(back),
                 ));
             }
             if let Some(since) = history.attr("since").and_then(parse_datetime) {
@@ -1851,7 +1855,6 @@ impl Rooms {
             stanza,
             element,
             service,
-            now: stanza.received_at,
         };
         let kind = element.attr("type").unwrap_or("");
         match stanza.kind {
