@@ -1011,6 +1011,11 @@ fn archived(w: &World) -> Vec<imbus_core::ArchivedMessage> {
         .iter()
         .filter_map(|o| match o {
             Output::Archive(a) => Some(a.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The deliveries among `outputs`: (to, id, delayed).
 fn deliveries(outputs: &[Output]) -> Vec<(String, Uuid, bool)> {
     outputs
@@ -1155,6 +1160,8 @@ fn with_archiving_off_nothing_is_archived_and_queries_are_refused() {
     );
     assert!(!w.take(A).iter().any(|x| x.contains("urn:xmpp:mam")));
 }
+
+#[test]
 fn a_message_reaches_a_session_under_one_delivery_id_whichever_path_it_takes() {
     let message = |to: &str| StanzaReceived {
         event_id: Uuid::from_u128(7),
