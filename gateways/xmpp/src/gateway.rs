@@ -519,12 +519,7 @@ async fn hand_back(log: &dyn Log, stanzas: &[StanzaReceived]) -> Result<(), LogE
 /// Hands a stanza to the connection of `full_jid` (a detached session keeps it for a
 /// resuming client); a connection whose queue is full is ended as a slow reader. The
 /// stanza comes back when no connection took it.
-fn deliver(
-    shared: &Shared,
-    full_jid: &str,
-    element: Element,
-    bytes: usize,
-) -> Result<(), Element> {
+fn deliver(shared: &Shared, full_jid: &str, element: Element, bytes: usize) -> Result<(), Element> {
     // Sent under the registry's lock: a session handed over to a resuming connection
     // moves its registry entry under the same lock, so no delivery can reach the old
     // connection after it collected the last ones.

@@ -82,11 +82,9 @@ fn compliance_records(bootstrap: String) -> Vec<(String, String, String)> {
         .build()
         .unwrap();
     runtime.block_on(async move {
-        let log = imbus_log_kafka::KafkaLog::connect(imbus_log_kafka::KafkaOptions::new(
-            bootstrap,
-        ))
-        .await
-        .unwrap();
+        let log = imbus_log_kafka::KafkaLog::connect(imbus_log_kafka::KafkaOptions::new(bootstrap))
+            .await
+            .unwrap();
         let mut out = Vec::new();
         let partitions = log.partition_count("compliance").await.unwrap();
         for partition in 0..partitions {
@@ -172,8 +170,7 @@ fn on_kafka_a_router_killed_mid_traffic_loses_and_repeats_nothing() {
     }
 
     let c2s = listener(dir.path(), "c2s");
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/slixmpp_fault.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/slixmpp_fault.py");
     let mut traffic = Reaped(
         Command::new("python3")
             .arg(&script)
@@ -245,8 +242,9 @@ fn on_kafka_a_router_killed_mid_traffic_loses_and_repeats_nothing() {
     let verdict: Vec<&String> = output.iter().filter(|l| !l.starts_with("RESULT")).collect();
     assert!(
         status.success(),
-        "exactly-once delivery failed: {verdict:?}\n{}",
-        stderr.lines().rev().take(40).collect::<Vec<_>>().join("\n")
+        "exactly-once delivery failed: {verdict:?}\n{}\nbroker log:\n{}",
+        stderr.lines().rev().take(40).collect::<Vec<_>>().join("\n"),
+        broker.log_tail(60)
     );
 
     let accepted: Vec<(String, String)> = result["accepted"]
@@ -284,7 +282,11 @@ fn on_kafka_a_router_killed_mid_traffic_loses_and_repeats_nothing() {
         let keys = by_body
             .get(body.as_str())
             .unwrap_or_else(|| panic!("no compliance record for {body}"));
-        assert_eq!(keys.len(), 1, "{body} archived under several keys: {keys:?}");
+        assert_eq!(
+            keys.len(),
+            1,
+            "{body} archived under several keys: {keys:?}"
+        );
         let (_, recipient) = keys.iter().next().unwrap();
         assert_eq!(recipient, to, "{body} archived for the wrong recipient");
     }
