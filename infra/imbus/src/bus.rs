@@ -49,6 +49,8 @@ pub async fn open_with_embedded(
         Backend::Kafka => {
             let mut options = KafkaOptions::new(config.bus.kafka_bootstrap.clone());
             options.client_id = format!("imbus-{}-{}", config.cluster_id, config.node_id);
+            // A restarted component of this node takes its group memberships back at once.
+            options.instance_id = Some(options.client_id.clone());
             options.replication_factor = config.bus.kafka_replication_factor;
             let log = KafkaLog::connect(options).await.with_context(|| {
                 format!(

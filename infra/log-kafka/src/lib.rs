@@ -76,7 +76,9 @@ const FETCH_WAIT_MAX_MS: &str = "10";
 /// How long a group member may stay silent before the broker gives its partitions to the
 /// others. librdkafka's default (45 s) leaves a crashed router's users without routing
 /// that long; 10 s (heartbeats every 2 s) bounds the take-over (overridable through
-/// `extra`).
+/// `extra`). With static membership ([`KafkaOptions::instance_id`]) a restarted process
+/// takes its partitions back immediately; the timeout only applies to a member that does
+/// not come back.
 const SESSION_TIMEOUT_MS: &str = "10000";
 const HEARTBEAT_INTERVAL_MS: &str = "2000";
 
@@ -96,6 +98,13 @@ pub struct KafkaOptions {
     /// librdkafka settings passed as-is to every client, after imbus' own (for example
     /// `security.protocol`, `sasl.mechanisms`, `ssl.ca.location`, `session.timeout.ms`).
     pub extra: Vec<(String, String)>,
+    /// Static group membership (KIP-345): when set, every consumer-group member this
+    /// client opens joins as `group.instance.id = "<instance_id>.<group>"`. A process
+    /// restarted with the same id (the same cluster and node) takes its previous
+    /// membership over at once, with its partitions, instead of waiting for the broker to
+    /// expire the dead member; a restart therefore needs no rebalance. Two live processes
+    /// must never share an id in the same group: the broker fences the older one.
+    pub instance_id: Option<String>,
 }
 
 impl KafkaOptions {
@@ -108,6 +117,7 @@ impl KafkaOptions {
             replication_factor: 1,
             request_timeout: Duration::from_secs(30),
             extra: Vec::new(),
+            instance_id: None,
         }
     }
 
@@ -165,6 +175,9 @@ impl KafkaOptions {
             .set("session.timeout.ms", SESSION_TIMEOUT_MS)
             .set("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS)
             .set("auto.offset.reset", reset);
+        if let Some(instance) = &self.instance_id {
+            config.set("group.instance.id", format!("{instance}.{group}"));
+        }
         self.with_extra(config)
     }
 
