@@ -62,4 +62,4 @@ pub mod sink;
 pub use db::{Database, DbError, Written};
 pub use metrics::SinkMetrics;
 pub use settings::{SinkSettings, database_url, redact_url};
-pub use sink::{GROUP, SinkError, SinkOptions, run};
+pub use sink::{CommitObserver, GROUP, SinkError, SinkOptions, run};

@@ -40,6 +40,11 @@ pub enum SinkError {
 /// committed; returning true stops the sink there, as a process dying at that point.
 pub type CrashPoint = Arc<dyn Fn() -> bool + Send + Sync>;
 
+/// An observer told of every batch right after its database commit (before its offsets
+/// are committed), with the batch's records: benchmarks measure the lag from a record's
+/// log timestamp to its committed row with it.
+pub type CommitObserver = Arc<dyn Fn(&[ConsumedRecord]) + Send + Sync>;
+
 /// How the sink runs.
 #[derive(Clone)]
 pub struct SinkOptions {
@@ -53,6 +58,8 @@ pub struct SinkOptions {
     pub backoff_max: Duration,
     /// See [`CrashPoint`].
     pub stop_after_database_commit: Option<CrashPoint>,
+    /// See [`CommitObserver`].
+    pub after_database_commit: Option<CommitObserver>,
 }
 
 impl Default for SinkOptions {
@@ -63,6 +70,7 @@ impl Default for SinkOptions {
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             stop_after_database_commit: None,
+            after_database_commit: None,
         }
     }
 }
@@ -77,6 +85,10 @@ impl fmt::Debug for SinkOptions {
             .field(
                 "stop_after_database_commit",
                 &self.stop_after_database_commit.is_some(),
+            )
+            .field(
+                "after_database_commit",
+                &self.after_database_commit.is_some(),
             )
             .finish()
     }
@@ -166,6 +178,9 @@ impl Sink {
                         break;
                     };
                     last_db_contact = Instant::now();
+                    if let Some(observe) = &self.options.after_database_commit {
+                        observe(&records);
+                    }
                     if let Some(crash) = &self.options.stop_after_database_commit
                         && crash()
                     {
