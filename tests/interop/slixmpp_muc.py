@@ -30,6 +30,8 @@ import xml.etree.ElementTree as ET
 
 import slixmpp
 from slixmpp.exceptions import IqError
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 TIMEOUT = float(os.environ.get("IMBUS_INTEROP_TIMEOUT", "30"))
 
@@ -69,7 +71,10 @@ class Client(slixmpp.ClientXMPP):
         self.messages = []
         self.add_event_handler("session_start", self.start)
         self.add_event_handler("presence", self.on_presence)
-        self.add_event_handler("message", self.on_message)
+        # Every message, subject-only ones too (the "message" event needs a body).
+        self.register_handler(
+            Callback("every message", MatchXPath("{jabber:client}message"), self.on_message)
+        )
 
     async def start(self, _event):
         self.send_presence()
@@ -80,6 +85,8 @@ class Client(slixmpp.ClientXMPP):
         self.changed.set()
 
     def on_message(self, msg):
+        if os.environ.get("MUC_DEBUG"):
+            print(self.boundjid.bare, "got", msg)
         self.messages.append(msg)
         self.changed.set()
 
@@ -233,7 +240,7 @@ async def basic(clients, service, domain):
     alice, bob, carol, dave = clients
     room = f"lobby@{service}"
 
-    items = await alice["xep_0030"].get_items(jid=domain, timeout=TIMEOUT)
+    items = await alice.plugin["xep_0030"].get_items(jid=domain, timeout=TIMEOUT)
     listed = [str(i[0]) for i in items["disco_items"]["items"]]
     check(service in listed, f"the server's disco#items does not list {service}: {listed}")
 
@@ -329,7 +336,7 @@ async def persist_create(clients, service, _domain):
 async def persist_check(clients, service, _domain):
     bob = clients[1]
     room = f"team@{service}"
-    info = await bob["xep_0030"].get_info(jid=room, timeout=TIMEOUT)
+    info = await bob.plugin["xep_0030"].get_info(jid=room, timeout=TIMEOUT)
     features = info["disco_info"]["features"]
     check("muc_persistent" in features, f"the room is not persistent: {features}")
     names = [i[3] for i in info["disco_info"]["identities"]]
