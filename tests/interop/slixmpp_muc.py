@@ -14,6 +14,9 @@ Scenarios:
                  chat service in disco#items
   persist-create create a persistent room with a name, a subject and 3 messages
   persist-check  the persistent room is there with its name, subject and history
+  history-2      the persistent room's history for a new participant follows the live
+                 setting rooms.history_for_new_joiners once it is 2 (entering again
+                 until the change has reached the rooms processor)
   access         members-only and password-protected rooms refuse outsiders with
                  registration-required and not-authorized
   moderation     kick (307), an admin cannot ban an owner (not-allowed), ban (301),
@@ -348,6 +351,28 @@ async def persist_check(clients, service, _domain):
     return "persistent room kept its configuration, subject and history"
 
 
+async def history_live(clients, service, _domain):
+    bob = clients[1]
+    room = f"team@{service}"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    seen = []
+    while True:
+        result = await bob.join(room, "Bob")
+        check(result[0] == "ok", f"bob entering: {result}")
+        seen.append(result[2])
+        if result[2] == ["p-1", "p-2"]:
+            return f"history follows the live setting (histories seen: {seen})"
+        check(result[2] == ["p-0", "p-1", "p-2"], f"unexpected history {result[2]}")
+        check(loop.time() < deadline, f"the live setting never applied: {seen}")
+        start = len(bob.presences)
+        bob.leave(room, "Bob")
+        await bob.wait_for(
+            lambda: any(str(p["from"]) == f"{room}/Bob" and p["type"] == "unavailable"
+                        for p in bob.presences[start:]),
+            "bob's own unavailable presence")
+
+
 async def access(clients, service, _domain):
     alice, bob = clients[0], clients[1]
     club = f"club@{service}"
@@ -409,6 +434,7 @@ SCENARIOS = {
     "basic": (basic, 4),
     "persist-create": (persist_create, 1),
     "persist-check": (persist_check, 2),
+    "history-2": (history_live, 2),
     "access": (access, 2),
     "moderation": (moderation, 3),
 }

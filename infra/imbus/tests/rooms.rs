@@ -177,6 +177,20 @@ fn a_persistent_room_survives_a_kill_with_its_configuration_subject_and_history(
     server.kill9();
     let _server = Server::start(dir.path());
     scenario(dir.path(), "persist-check");
+
+    // The history for new participants is a live setting.
+    let mut cmd = imbus();
+    env_for(&mut cmd, dir.path());
+    let out = cmd
+        .args(["config", "set", "rooms.history_for_new_joiners", "2"])
+        .output()
+        .expect("run imbus config set");
+    assert!(
+        out.status.success(),
+        "imbus config set: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    scenario(dir.path(), "history-2");
 }
 
 #[test]
