@@ -210,3 +210,35 @@ fn kick_and_ban_follow_the_affiliation_rules() {
     add_users(dir.path(), 3);
     scenario(dir.path(), "moderation");
 }
+
+#[test]
+fn the_rooms_command_refuses_to_run_without_rooms_or_with_more_history_shown_than_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = imbus();
+    env_for(&mut cmd, dir.path());
+    let out = cmd
+        .env("IMBUS_ROOMS_ENABLED", "false")
+        .arg("rooms")
+        .output()
+        .expect("run imbus rooms");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("rooms.enabled is false"), "{err}");
+
+    let mut cmd = imbus();
+    env_for(&mut cmd, dir.path());
+    let out = cmd
+        .env("IMBUS_ROOMS_HISTORY_FOR_NEW_JOINERS", "80")
+        .env("IMBUS_ROOMS_MAX_HISTORY_LENGTH", "60")
+        .arg("rooms")
+        .output()
+        .expect("run imbus rooms");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("rooms.history_for_new_joiners")
+            && err.contains("80")
+            && err.contains("rooms.max_history_length"),
+        "{err}"
+    );
+}
