@@ -18,7 +18,8 @@ Scenarios:
                  setting rooms.history_for_new_joiners once it is 2 (entering again
                  until the change has reached the rooms processor)
   access         members-only and password-protected rooms refuse outsiders with
-                 registration-required and not-authorized
+                 registration-required and not-authorized; the right password and a
+                 mediated invitation from the owner let them in
   moderation     kick (307), an admin cannot ban an owner (not-allowed), ban (301),
                  a banned user is refused (forbidden)
 
@@ -390,12 +391,30 @@ async def access(clients, service, _domain):
     check(result == ("error", "not-authorized"), f"password room, wrong password: {result}")
     result = await bob.join(vault, "Bob", password="s3cret")
     check(result[0] == "ok", f"password room, right password: {result}")
-    # A member may enter the members-only room.
-    check(await alice.admin(club, jid=bob.boundjid.bare, affiliation="member") is None,
-          "making bob a member")
+    # A mediated invitation from the owner reaches bob from the room and makes him a
+    # member, who may then enter.
+    invite = alice.make_message(mto=club)
+    x = ET.Element(f"{{{NS_MUC_USER}}}x")
+    ET.SubElement(x, f"{{{NS_MUC_USER}}}invite", {"to": bob.boundjid.bare})
+    invite.append(x)
+    invite.send()
+
+    def invitation():
+        for m in bob.messages:
+            x = m.xml.find(f"{{{NS_MUC_USER}}}x")
+            if m["from"].bare == club and x is not None:
+                inv = x.find(f"{{{NS_MUC_USER}}}invite")
+                if inv is not None:
+                    return (inv,)  # an element without children is falsy
+        return None
+
+    (inv,) = await bob.wait_for(invitation, "the invitation to the members-only room")
+    check(inv.get("from", "").startswith(alice.boundjid.bare),
+          f"the invitation does not name the inviter: {ET.tostring(inv)}")
     result = await bob.join(club, "Bob")
-    check(result[0] == "ok", f"a member entering the members-only room: {result}")
-    return "members-only: registration-required; password: not-authorized; members and the password get in"
+    check(result[0] == "ok", f"an invited member entering the members-only room: {result}")
+    return ("members-only: registration-required; password: not-authorized; "
+            "the password and a mediated invitation get in")
 
 
 async def moderation(clients, service, _domain):
