@@ -32,6 +32,19 @@ fn listener(data_dir: &Path, name: &str) -> SocketAddr {
         .unwrap_or_else(|| panic!("no {name} listener in the run file: {info}"))
 }
 
+/// Starts `imbus rooms` (the rooms processor alone) with the server's settings.
+fn start_rooms(data_dir: &Path, env: &[(&str, String)]) -> std::process::Child {
+    let mut cmd = imbus();
+    env_for(&mut cmd, data_dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.arg("rooms")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn imbus rooms")
+}
+
 /// Creates user1 … user`n` with the passwords the script expects (`Pw-userN`).
 fn add_users(data_dir: &Path, n: usize) {
     for i in 1..=n {
@@ -241,4 +254,38 @@ fn the_rooms_command_refuses_to_run_without_rooms_or_with_more_history_shown_tha
             && err.contains("rooms.max_history_length"),
         "{err}"
     );
+}
+
+#[test]
+fn on_kafka_a_separate_rooms_process_serves_rooms_and_a_new_one_rebuilds_them() {
+    require_slixmpp();
+    let broker = imbus_tests::tansu::TansuBroker::start().unwrap_or_else(|e| panic!("{e}"));
+    let env = [
+        ("IMBUS_BUS_BACKEND", "kafka".to_owned()),
+        ("IMBUS_BUS_KAFKA_BOOTSTRAP", broker.bootstrap()),
+        ("IMBUS_BUS_PARTITIONS", "2".to_owned()),
+        ("IMBUS_ROOMS_EMBEDDED", "false".to_owned()),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let _server = Server::start_with(dir.path(), &env);
+    let mut rooms = start_rooms(dir.path(), &env);
+    add_users(dir.path(), 2);
+    scenario(dir.path(), "persist-create");
+
+    // SIGTERM: the processor leaves the consumer group, so the next one gets the
+    // partitions at once and rebuilds the room from the `rooms` changelog.
+    let status = Command::new("kill")
+        .args(["-TERM", &rooms.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stopped = rooms.wait().unwrap();
+    assert!(
+        stopped.success(),
+        "imbus rooms exits cleanly on SIGTERM: {stopped}"
+    );
+    let mut rooms = start_rooms(dir.path(), &env);
+    scenario(dir.path(), "persist-check");
+    let _ = rooms.kill();
+    let _ = rooms.wait();
 }
