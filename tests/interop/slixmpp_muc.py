@@ -24,6 +24,7 @@ Scenarios:
                  a banned user is refused (forbidden)
 
 Prints "OK: …" and exits 0 on success; prints "FAILED: …" and exits 1 otherwise.
+MUC_DEBUG=1 prints every message the clients receive.
 """
 
 import asyncio
