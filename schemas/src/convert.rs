@@ -3,17 +3,19 @@
 
 use apache_avro::types::Value;
 use imbus_core::{
-    AccountDeleted, AccountEvent, AccountState, ArchivedMessage, Availability, ClientFeatures,
-    CloseReason, ComplianceRecord, ConfigChanged, ConfigKey, Credentials, Delivery, Direction,
-    Event, GatewayId, MessageType, OfflineDelivered, OfflineEvent, OfflineExpired, OfflineStored,
-    Origin, RosterChanged, ScramCredentials, ScramHash, SessionClosed, SessionEvent, SessionId,
-    SessionPresence, SessionState, StanzaKind, StanzaReceived, Subscription, UserDataChanged,
+    AccountDeleted, AccountEvent, AccountState, Affiliation, ArchivedMessage, Availability,
+    ClientFeatures, CloseReason, ComplianceRecord, ConfigChanged, ConfigKey, Credentials, Delivery,
+    Direction, Event, GatewayId, HistoryMessage, MessageType, Occupant, OfflineDelivered,
+    OfflineEvent, OfflineExpired, OfflineStored, Origin, Role, Room, RoomConfig, RosterChanged,
+    ScramCredentials, ScramHash, SessionClosed, SessionEvent, SessionId, SessionPresence,
+    SessionState, StanzaKind, StanzaReceived, Subject, Subscription, UserDataChanged, Whois,
 };
 
 use crate::EventSchema;
 use crate::error::{FieldProblem, SchemaError};
 use crate::value::{
-    Fields, opt_record, opt_string, opt_timestamp, record, string, symbol, timestamp, uuid,
+    Fields, opt_long, opt_record, opt_string, opt_timestamp, record, records, string, symbol,
+    timestamp, uuid,
 };
 
 /// Maps a domain enum to the symbols of its Avro enum and back.
@@ -85,6 +87,26 @@ symbols!(Origin, origin_symbol, origin_from {
     Sip => "SIP",
 });
 
+symbols!(Whois, whois_symbol, whois_from {
+    Moderators => "MODERATORS",
+    Anyone => "ANYONE",
+});
+
+symbols!(Affiliation, affiliation_symbol, affiliation_from {
+    Outcast => "OUTCAST",
+    None => "NONE",
+    Member => "MEMBER",
+    Admin => "ADMIN",
+    Owner => "OWNER",
+});
+
+symbols!(Role, role_symbol, role_from {
+    None => "NONE",
+    Visitor => "VISITOR",
+    Participant => "PARTICIPANT",
+    Moderator => "MODERATOR",
+});
+
 /// Whether this crate maps `symbol` of the Avro enum named `enum_name` to a domain value;
 /// `None` if the enum itself is unknown.
 #[cfg(test)]
@@ -97,6 +119,9 @@ pub(crate) fn symbol_is_known(enum_name: &str, symbol: &str) -> Option<bool> {
         "Direction" => direction_from(symbol).is_some(),
         "MessageType" => message_type_from(symbol).is_some(),
         "Origin" => origin_from(symbol).is_some(),
+        "Whois" => whois_from(symbol).is_some(),
+        "Affiliation" => affiliation_from(symbol).is_some(),
+        "Role" => role_from(symbol).is_some(),
         _ => return None,
     })
 }
@@ -140,6 +165,7 @@ pub(crate) fn to_value(event: &Event) -> Value {
         Event::ConfigChanged(e) => config_changed(e),
         Event::UserData(e) => user_data_changed(e),
         Event::Archived(e) => archived_message(e),
+        Event::RoomState(e) => room_state(e),
     }
 }
 
@@ -370,6 +396,96 @@ fn archived_message(e: &ArchivedMessage) -> Value {
     ])
 }
 
+fn opt_count(n: Option<usize>) -> Value {
+    opt_long(n.map(|n| i64::try_from(n).unwrap_or(i64::MAX)))
+}
+
+fn room_state(room: &Room) -> Value {
+    let c = &room.config;
+    record(vec![
+        ("jid", string(room.jid.as_str())),
+        (
+            "config",
+            record(vec![
+                ("name", opt_string(c.name.as_deref())),
+                ("description", opt_string(c.description.as_deref())),
+                ("persistent", Value::Boolean(c.persistent)),
+                ("public", Value::Boolean(c.public)),
+                ("members_only", Value::Boolean(c.members_only)),
+                ("password", opt_string(c.password.as_deref())),
+                ("moderated", Value::Boolean(c.moderated)),
+                ("max_users", opt_count(c.max_users)),
+                ("whois", symbol(whois_symbol(c.whois))),
+                ("history_length", opt_count(c.history_length)),
+                ("change_subject", Value::Boolean(c.change_subject)),
+                ("allow_invites", Value::Boolean(c.allow_invites)),
+            ]),
+        ),
+        ("locked", Value::Boolean(room.locked)),
+        (
+            "affiliations",
+            records(
+                room.affiliations
+                    .iter()
+                    .map(|(jid, a)| {
+                        vec![
+                            ("jid", string(jid.as_str())),
+                            ("affiliation", symbol(affiliation_symbol(*a))),
+                        ]
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "occupants",
+            records(
+                room.occupants
+                    .iter()
+                    .map(|(nick, o)| {
+                        vec![
+                            ("nick", string(nick)),
+                            ("jid", string(o.jid.as_str())),
+                            ("gateway_id", string(o.gateway_id.as_str())),
+                            ("session_id", string(o.session_id.as_str())),
+                            ("service", string(&o.service)),
+                            ("role", symbol(role_symbol(o.role))),
+                            ("presence", string(&o.presence)),
+                            ("joined_at", timestamp(o.joined_at)),
+                        ]
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "subject",
+            opt_record(room.subject.as_ref().map(|s| {
+                vec![
+                    ("text", string(&s.text)),
+                    ("nick", opt_string(s.nick.as_deref())),
+                    ("at", timestamp(s.at)),
+                ]
+            })),
+        ),
+        (
+            "history",
+            records(
+                room.history
+                    .iter()
+                    .map(|m| {
+                        vec![
+                            ("nick", string(&m.nick)),
+                            ("jid", string(m.jid.as_str())),
+                            ("xml", string(&m.xml)),
+                            ("at", timestamp(m.at)),
+                        ]
+                    })
+                    .collect(),
+            ),
+        ),
+        ("created_at", timestamp(room.created_at)),
+    ])
+}
+
 // ---------------------------------------------------------------------------------------
 // Avro -> domain
 
@@ -387,6 +503,7 @@ pub(crate) fn from_value(kind: EventSchema, value: Value) -> Result<Event, Schem
         EventSchema::ConfigChanged => Event::ConfigChanged(read_config_changed(&mut f)?),
         EventSchema::UserDataChanged => Event::UserData(read_user_data_changed(&mut f)?),
         EventSchema::ArchivedMessage => Event::Archived(read_archived_message(&mut f)?),
+        EventSchema::RoomState => Event::RoomState(Box::new(read_room_state(&mut f)?)),
     })
 }
 
@@ -599,4 +716,75 @@ fn read_archived_message(f: &mut Fields) -> Result<ArchivedMessage, SchemaError>
         timestamp: f.timestamp("timestamp")?,
         xml: f.string("xml")?,
     })
+}
+
+fn read_count(f: &mut Fields, field: &str) -> Result<Option<usize>, SchemaError> {
+    match f.opt_long(field)? {
+        None => Ok(None),
+        Some(n) => usize::try_from(n).map(Some).map_err(|_| {
+            f.error(
+                field,
+                FieldProblem::OutOfRange {
+                    value: n,
+                    range: "0..",
+                },
+            )
+        }),
+    }
+}
+
+fn read_room_state(f: &mut Fields) -> Result<Room, SchemaError> {
+    let jid = f.bare_jid("jid")?;
+    let mut c = f.record("config")?;
+    let config = RoomConfig {
+        name: c.opt_string("name")?,
+        description: c.opt_string("description")?,
+        persistent: c.boolean("persistent")?,
+        public: c.boolean("public")?,
+        members_only: c.boolean("members_only")?,
+        password: c.opt_string("password")?,
+        moderated: c.boolean("moderated")?,
+        max_users: read_count(&mut c, "max_users")?,
+        whois: enum_field(&mut c, "whois", whois_from)?,
+        history_length: read_count(&mut c, "history_length")?,
+        change_subject: c.boolean("change_subject")?,
+        allow_invites: c.boolean("allow_invites")?,
+    };
+    let mut room = Room::new(jid, config, f.timestamp("created_at")?);
+    room.locked = f.boolean("locked")?;
+    for mut a in f.records("affiliations")? {
+        let jid = a.bare_jid("jid")?;
+        let affiliation = enum_field(&mut a, "affiliation", affiliation_from)?;
+        room.affiliations.insert(jid, affiliation);
+    }
+    for mut o in f.records("occupants")? {
+        let nick = o.string("nick")?;
+        let occupant = Occupant {
+            jid: o.full_jid("jid")?,
+            gateway_id: gateway_id(&mut o, "gateway_id")?,
+            session_id: session_id(&mut o, "session_id")?,
+            service: o.string("service")?,
+            role: enum_field(&mut o, "role", role_from)?,
+            presence: o.string("presence")?,
+            joined_at: o.timestamp("joined_at")?,
+        };
+        room.occupants.insert(nick, occupant);
+    }
+    room.subject = match f.opt_record("subject")? {
+        None => None,
+        Some(mut s) => Some(Subject {
+            text: s.string("text")?,
+            nick: s.opt_string("nick")?,
+            at: s.timestamp("at")?,
+        }),
+    };
+    for mut m in f.records("history")? {
+        room.history.push(HistoryMessage {
+            nick: m.string("nick")?,
+            jid: m.full_jid("jid")?,
+            xml: m.string("xml")?,
+            at: m.timestamp("at")?,
+        });
+    }
+    Ok(room)
 }

@@ -72,11 +72,12 @@ pub enum EventSchema {
     ConfigChanged,
     UserDataChanged,
     ArchivedMessage,
+    RoomState,
 }
 
 impl EventSchema {
     /// Every event schema.
-    pub const ALL: [EventSchema; 10] = [
+    pub const ALL: [EventSchema; 11] = [
         EventSchema::StanzaReceived,
         EventSchema::SessionEvent,
         EventSchema::Delivery,
@@ -87,6 +88,7 @@ impl EventSchema {
         EventSchema::ConfigChanged,
         EventSchema::UserDataChanged,
         EventSchema::ArchivedMessage,
+        EventSchema::RoomState,
     ];
 
     /// The schema's name, which is also the name of its `.avsc` file.
@@ -102,6 +104,7 @@ impl EventSchema {
             EventSchema::ConfigChanged => "ConfigChanged",
             EventSchema::UserDataChanged => "UserDataChanged",
             EventSchema::ArchivedMessage => "ArchivedMessage",
+            EventSchema::RoomState => "RoomState",
         }
     }
 
@@ -123,6 +126,7 @@ impl EventSchema {
             Event::ConfigChanged(_) => EventSchema::ConfigChanged,
             Event::UserData(_) => EventSchema::UserDataChanged,
             Event::Archived(_) => EventSchema::ArchivedMessage,
+            Event::RoomState(_) => EventSchema::RoomState,
         }
     }
 

@@ -60,13 +60,16 @@ fn every_enum_symbol_maps_to_a_domain_value_except_the_default() {
     assert_eq!(
         seen,
         [
+            "Affiliation",
             "Availability",
             "CloseReason",
             "Direction",
             "MessageType",
             "Origin",
+            "Role",
             "StanzaKind",
-            "Subscription"
+            "Subscription",
+            "Whois"
         ]
     );
 }

@@ -57,6 +57,19 @@ pub(crate) fn opt_record(fields: Option<Vec<(&'static str, Value)>>) -> Value {
     }
 }
 
+/// An optional (`["null", "long"]`) number.
+pub(crate) fn opt_long(n: Option<i64>) -> Value {
+    match n {
+        None => Value::Union(0, Box::new(Value::Null)),
+        Some(n) => Value::Union(1, Box::new(Value::Long(n))),
+    }
+}
+
+/// An array of records.
+pub(crate) fn records(items: Vec<Vec<(&'static str, Value)>>) -> Value {
+    Value::Array(items.into_iter().map(record).collect())
+}
+
 // ---------------------------------------------------------------------------------------
 // Reading
 
@@ -176,6 +189,35 @@ impl Fields {
         match self.take(field)? {
             Value::Int(i) => Ok(i),
             other => Err(self.wrong(field, "int", &other)),
+        }
+    }
+
+    /// An optional (`["null", "long"]`) number.
+    pub(crate) fn opt_long(&mut self, field: &str) -> Result<Option<i64>, SchemaError> {
+        match self.take_opt(field)? {
+            None => Ok(None),
+            Some(Value::Long(n)) => Ok(Some(n)),
+            Some(Value::Int(n)) => Ok(Some(i64::from(n))),
+            Some(other) => Err(self.wrong(field, "long", &other)),
+        }
+    }
+
+    /// An array of records, each with its own fields (`field[i]` in errors).
+    pub(crate) fn records(&mut self, field: &str) -> Result<Vec<Fields>, SchemaError> {
+        match self.take(field)? {
+            Value::Array(items) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    Value::Record(fields) => Ok(Fields {
+                        schema: self.schema,
+                        path: format!("{}[{i}]", self.path_of(field)),
+                        fields,
+                    }),
+                    other => Err(self.wrong(field, "array of records", &other)),
+                })
+                .collect(),
+            other => Err(self.wrong(field, "array of records", &other)),
         }
     }
 
@@ -309,7 +351,7 @@ impl Fields {
     }
 
     /// An optional (`["null", record]`) field.
-    fn opt_record(&mut self, field: &str) -> Result<Option<Fields>, SchemaError> {
+    pub(crate) fn opt_record(&mut self, field: &str) -> Result<Option<Fields>, SchemaError> {
         match self.take_opt(field)? {
             None => Ok(None),
             Some(Value::Record(fields)) => Ok(Some(Fields {

@@ -167,6 +167,20 @@ pub struct MamSettings {
     pub retention: Option<Duration>,
 }
 
+/// Settings of the chat rooms (XEP-0045).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomsSettings {
+    /// The chat service runs and the router forwards stanzas to it (`rooms.enabled`).
+    pub enabled: bool,
+    /// `imbus serve` runs the rooms processor (`rooms.embedded`).
+    pub embedded: bool,
+    /// Messages of history pushed to new participants (`rooms.history_for_new_joiners`,
+    /// live).
+    pub history_for_new_joiners: usize,
+    /// The longest history a room keeps (`rooms.max_history_length`).
+    pub max_history_length: usize,
+}
+
 /// Settings of client-to-server XMPP sessions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct C2sConfig {
@@ -218,6 +232,7 @@ pub struct Config {
     pub router: RouterSettings,
     pub compliance: ComplianceConfig,
     pub mam: MamSettings,
+    pub rooms: RoomsSettings,
     pub bus: BusConfig,
     raw: BTreeMap<&'static str, (String, Source)>,
 }
@@ -428,6 +443,12 @@ impl Config {
                 embedded: get("mam.embedded")?.int() != 0,
                 retention: Some(get("mam.retention")?.duration()).filter(|d| !d.is_zero()),
             },
+            rooms: RoomsSettings {
+                enabled: get("rooms.enabled")?.int() != 0,
+                embedded: get("rooms.embedded")?.int() != 0,
+                history_for_new_joiners: get("rooms.history_for_new_joiners")?.int() as usize,
+                max_history_length: get("rooms.max_history_length")?.int() as usize,
+            },
             bus: BusConfig {
                 backend: match get("bus.backend")?.string().as_str() {
                     "kafka" => Backend::Kafka,
@@ -442,6 +463,7 @@ impl Config {
             raw,
         };
         config.check_ports()?;
+        config.check_rooms()?;
         Ok(config)
     }
 
@@ -463,6 +485,20 @@ impl Config {
                     )));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// New participants cannot be shown more history than a room keeps.
+    fn check_rooms(&self) -> Result<(), ConfigError> {
+        let rooms = &self.rooms;
+        if rooms.history_for_new_joiners > rooms.max_history_length {
+            return Err(ConfigError::Conflict(format!(
+                "`rooms.history_for_new_joiners` is {} but `rooms.max_history_length` is {}; \
+                 new participants cannot be shown more history than a room keeps: \
+                 raise the maximum or lower the number shown",
+                rooms.history_for_new_joiners, rooms.max_history_length
+            )));
         }
         Ok(())
     }
@@ -753,6 +789,32 @@ mod tests {
             c.with_override(&c, "compliance.database_url", Some("sqlite:x"))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn rooms_are_on_by_default_with_fifteen_messages_of_history() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert!(c.rooms.enabled && c.rooms.embedded);
+        assert_eq!(c.rooms.history_for_new_joiners, 15);
+        assert_eq!(c.rooms.max_history_length, 50);
+        assert_eq!(c.system_chat_alias(), "conference-1-imbus.localhost");
+        let e = Config::load(None, env(&[("IMBUS_ROOMS_HISTORY_FOR_NEW_JOINERS", "60")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`rooms.max_history_length`") && e.contains("60"),
+            "{e}"
+        );
+        let c = Config::load(
+            None,
+            env(&[
+                ("IMBUS_ROOMS_HISTORY_FOR_NEW_JOINERS", "3"),
+                ("IMBUS_ROOMS_ENABLED", "false"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.rooms.history_for_new_joiners, 3);
+        assert!(!c.rooms.enabled);
     }
 
     #[test]

@@ -37,6 +37,14 @@ pub const USERDATA: &str = "userdata";
 /// partition holds a user's archive and its queries in log order. Delete policy; its
 /// retention is the `mam.retention` setting.
 pub const ARCHIVE: &str = "archive";
+/// The chat rooms' changelog: the complete state of each room after every change (key:
+/// the room's bare JID; a tombstone when a room ends). Compacted.
+pub const ROOMS: &str = "rooms";
+/// Stanzas addressed to the chat service, its rooms and their occupants, forwarded by the
+/// router (key: the room's bare JID at the canonical chat service domain, or the service
+/// domain for stanzas to the service itself), so a room's stanzas are processed in order
+/// on its partition.
+pub const ROOMS_STANZAS: &str = "rooms.stanzas";
 
 /// The prefix of the per-gateway delivery topics: `deliver.<gateway-id>`.
 pub const DELIVER_PREFIX: &str = "deliver.";
@@ -119,6 +127,18 @@ pub const SYSTEM_TOPICS: &[TopicLayout] = &[
         partitions: None,
         // The default of `mam.retention`; processes create it with the configured value.
         retention: Some(Duration::from_secs(365 * 24 * 3600)),
+    },
+    TopicLayout {
+        name: ROOMS,
+        compacted: true,
+        partitions: None,
+        retention: None,
+    },
+    TopicLayout {
+        name: ROOMS_STANZAS,
+        compacted: false,
+        partitions: None,
+        retention: Some(Duration::from_secs(7 * 24 * 3600)),
     },
 ];
 

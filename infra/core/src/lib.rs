@@ -18,6 +18,7 @@
 //! | [`ConfigChanged`] | `config` | administration, for live setting changes |
 //! | [`UserDataChanged`] | `userdata` | the router, for XML stored on an account's behalf (vCard, private storage, block list) |
 //! | [`ArchivedMessage`] | `archive` | the router, one per message and archive owner (XEP-0313 message archive) |
+//! | [`Room`] | `rooms` | the rooms processor: the complete state of a chat room after every change (a tombstone when it ends) |
 //!
 //! Values are validated when they are built: a [`GatewayId`], [`SessionId`], [`ConfigKey`]
 //! or [`ScramCredentials`] cannot hold an invalid value, and JIDs are the RFC 7622 types of
@@ -35,6 +36,7 @@ mod delivery;
 mod error;
 mod ids;
 mod offline;
+mod room;
 mod roster;
 mod session;
 mod stanza;
@@ -51,6 +53,7 @@ pub use delivery::Delivery;
 pub use error::ValidationError;
 pub use ids::{GatewayId, SessionId};
 pub use offline::{OfflineDelivered, OfflineEvent, OfflineExpired, OfflineStored};
+pub use room::{Affiliation, HistoryMessage, Occupant, Role, Room, RoomConfig, Subject, Whois};
 pub use roster::{RosterChanged, Subscription};
 pub use session::{
     Availability, ClientFeatures, CloseReason, SessionClosed, SessionEvent, SessionPresence,
@@ -87,6 +90,8 @@ pub enum Event {
     UserData(UserDataChanged),
     /// A message in one user's message archive (XEP-0313).
     Archived(ArchivedMessage),
+    /// The complete state of a chat room after a change (XEP-0045 multi-user chat).
+    RoomState(Box<Room>),
 }
 
 macro_rules! event_from {
@@ -110,7 +115,14 @@ event_from!(
     ConfigChanged(ConfigChanged),
     UserData(UserDataChanged),
     Archived(ArchivedMessage),
+    RoomState(Box<Room>),
 );
+
+impl From<Room> for Event {
+    fn from(room: Room) -> Self {
+        Event::RoomState(Box::new(room))
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -42,6 +42,10 @@ pub enum Command {
     /// Run only the message archive processor (answers XEP-0313 archive queries) against
     /// the configured bus; set `mam.embedded = false` on the `serve` nodes then.
     Archive,
+    /// Run only the rooms processor (XEP-0045 chat rooms at the chat node alias
+    /// conference-<node_id>-<cluster_id>.<domain>) against the configured bus; set
+    /// `rooms.embedded = false` on the `serve` nodes then.
+    Rooms,
     /// Send a message from the server to every user, or to the users given with --to;
     /// offline users get it at their next login.
     Announce {
@@ -194,6 +198,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::connect::replay_compliance(config, &from, &to, &into).await
         }
         Command::Archive => crate::archive::archive(config).await,
+        Command::Rooms => crate::rooms::rooms(config).await,
         Command::Announce { to, subject, body } => {
             crate::announce::run(config, to, subject, body).await
         }

@@ -16,6 +16,7 @@ mod config_cmd;
 mod connect;
 mod live;
 mod metrics;
+mod rooms;
 mod route;
 mod serve;
 mod telemetry;

@@ -125,6 +125,31 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     // The message archive processor (XEP-0313): answers archive queries from the log.
     let archive_task = (config.mam.enabled && config.mam.embedded)
         .then(|| tokio::spawn(imbus_archive::run(log.clone(), shutdown_rx.clone())));
+    // The rooms processor (XEP-0045): chat rooms at the system chat node alias.
+    let rooms_task = if config.rooms.enabled && config.rooms.embedded {
+        let rooms_config = crate::rooms::rooms_config(&live_rx.borrow())?;
+        let (settings_tx, settings_rx) = watch::channel(rooms_config.clone());
+        let settings = tokio::spawn(crate::rooms::follow_rooms_settings(
+            live_rx.clone(),
+            settings_tx,
+            shutdown_rx.clone(),
+        ));
+        tracing::info!(service = %rooms_config.service, "chat rooms served");
+        let task = tokio::spawn(imbus_rooms::run(
+            log.clone(),
+            rooms_config,
+            settings_rx,
+            shutdown_rx.clone(),
+        ));
+        Some((task, settings))
+    } else {
+        if config.rooms.enabled {
+            tracing::info!(
+                "rooms.embedded = false: chat rooms are left to `imbus rooms` processes"
+            );
+        }
+        None
+    };
     // The XMPP client gateway, authenticating against the accounts view. Sessions an
     // earlier run left open (a crash) are closed first.
     let gateway_config = crate::xmpp::gateway_config(&config)?;
@@ -196,6 +221,14 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             Err(e) => tracing::error!(error = %e, "the archive processor task failed"),
             Ok(Ok(())) => {}
         }
+    }
+    if let Some((task, settings)) = rooms_task {
+        match task.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "the rooms processor stopped with an error"),
+            Err(e) => tracing::error!(error = %e, "the rooms processor task failed"),
+            Ok(Ok(())) => {}
+        }
+        let _ = settings.await;
     }
     let _ = router_settings.await;
     let _ = follower.await;

@@ -84,6 +84,16 @@ impl RoomsConfig {
         }
     }
 
+    /// The settings of a server configuration: the system chat node alias
+    /// (`conference-<node_id>-<cluster_id>.<domain>`) as the canonical service, and the
+    /// `rooms.*` history settings; `None` when the alias is not a valid XMPP domain.
+    pub fn from_config(config: &imbus_config::Config) -> Option<Self> {
+        let mut rooms = Self::new(BareJid::new(&config.system_chat_alias()).ok()?);
+        rooms.history_for_new_joiners = config.rooms.history_for_new_joiners;
+        rooms.max_history_length = config.rooms.max_history_length;
+        Some(rooms)
+    }
+
     /// Checks the settings: service domains are domains, and the history shown to new
     /// participants fits the history kept.
     pub fn validate(&self) -> Result<(), ConfigError> {

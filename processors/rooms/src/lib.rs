@@ -1,12 +1,13 @@
-//! The imbus rooms processor core: multi-user chat (XEP-0045) as a pure state machine.
+//! The imbus rooms processor: multi-user chat (XEP-0045) as a pure state machine, and
+//! [`run`], the consume/produce loop around it (consumer group `rooms`).
 //!
 //! [`Rooms::handle`] takes one input — a stanza addressed to a room, an occupant or the
 //! chat service, or the end of a client session — and returns what to write: stanzas to
 //! deliver to sessions ([`Output::Deliver`]), stanzas for the router to deliver to users
 //! outside the room ([`Output::Route`]: invitations, declines), the room's new state for
 //! the compacted `rooms` changelog ([`Output::Room`]) and one compliance record per
-//! recipient of each message ([`Output::Compliance`]). No IO happens here; the
-//! consume/produce loop and the changelog encoding live elsewhere. A restarted processor
+//! recipient of each message ([`Output::Compliance`]). No IO happens in [`Rooms`]; the
+//! consume/produce loop is [`run`]. A restarted processor
 //! folds the changelog with [`Rooms::apply`] and carries on exactly where it stopped:
 //! every [`RoomEvent::Updated`] carries the room's complete state (configuration,
 //! affiliations, occupants and the sessions they use, subject, history), so the last
@@ -114,11 +115,13 @@
 
 mod config;
 mod rooms;
+mod runner;
 mod state;
 mod xml;
 
 pub use config::{ConfigError, RoomsConfig};
 pub use rooms::{Input, Output, Rooms, SIP_REFUSED, message_delivery_id};
+pub use runner::{GROUP, RoomsError, run};
 pub use state::{
     Affiliation, HistoryMessage, Occupant, Role, Room, RoomConfig, RoomEvent, Subject, Whois,
 };

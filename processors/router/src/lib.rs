@@ -21,7 +21,7 @@ mod state;
 
 pub use router::{
     Input, Output, Router, RouterConfig, message_delivery_id, offline_key, parse_stanza,
-    presence_key, roster_key, user_data_key,
+    presence_key, rooms_key, roster_key, user_data_key,
 };
 pub use runner::{GROUP, RouterError, run};
 pub use state::{Item, Presence, Session, State, User};

@@ -15,8 +15,8 @@
 use imbus_core::{
     ArchivedMessage, Availability, BareJid, ClientFeatures, ComplianceRecord, Delivery, Direction,
     FullJid, GatewayId, Jid, MessageType, OfflineDelivered, OfflineEvent, OfflineStored, Origin,
-    RosterChanged, SessionEvent, SessionId, SessionPresence, SessionState, StanzaKind,
-    StanzaReceived, Subscription, Timestamp, UserDataChanged, Uuid,
+    RosterChanged, SessionClosed, SessionEvent, SessionId, SessionPresence, SessionState,
+    StanzaKind, StanzaReceived, Subscription, Timestamp, UserDataChanged, Uuid,
 };
 use imbus_xmpp_stream::{
     Element, StanzaError, StanzaErrorCondition, StanzaErrorType, error_reply, ns,
@@ -76,6 +76,11 @@ pub struct RouterConfig {
     /// archive processor ([`Output::ArchiveQuery`]); when off, neither, and queries get
     /// `service-unavailable`.
     pub mam_enabled: bool,
+    /// The chat service (XEP-0045 rooms), when rooms are enabled: stanzas addressed to
+    /// it, its rooms or their occupants go to the rooms processor ([`Output::ToRooms`]),
+    /// session ends are relayed to it ([`Output::SessionClosedToRooms`]) and the server's
+    /// `disco#items` lists it.
+    pub rooms_service: Option<BareJid>,
 }
 
 impl RouterConfig {
@@ -91,6 +96,7 @@ impl RouterConfig {
             im_enabled: true,
             presence_enabled: true,
             mam_enabled: true,
+            rooms_service: None,
         }
     }
 
@@ -106,6 +112,9 @@ impl RouterConfig {
         router.lock_idle_timeout = settings.lock_idle_timeout;
         router.version_enabled = settings.expose_version;
         router.mam_enabled = config.mam.enabled;
+        if config.rooms.enabled {
+            router.rooms_service = Some(BareJid::new(&config.system_chat_alias()).ok()?);
+        }
         Some(router)
     }
 }
@@ -151,6 +160,28 @@ pub enum Output {
     /// own account), for the archive processor: topic `archive`, key the user's bare JID,
     /// after the archive records written before it.
     ArchiveQuery(StanzaReceived),
+    /// A stanza addressed to the chat service, one of its rooms or an occupant, for the
+    /// rooms processor: topic `rooms.stanzas`, key `key` (the room's bare JID, or the
+    /// service domain for stanzas to the service itself).
+    ToRooms {
+        /// The partitioning key: see [`rooms_key`].
+        key: String,
+        /// The stanza as the gateway published it.
+        stanza: StanzaReceived,
+    },
+    /// A client session ended: relayed to every partition of `rooms.stanzas` (after the
+    /// session's stanzas forwarded before it), so the rooms processor removes the
+    /// session's occupants from the rooms it holds.
+    SessionClosedToRooms(SessionClosed),
+}
+
+/// The `rooms.stanzas` key of a stanza to `to` at the chat service `service`: the room's
+/// bare JID for a room or an occupant, the service domain for the service itself.
+pub fn rooms_key(to: &Jid, service: &BareJid) -> String {
+    match to.node() {
+        Some(node) => format!("{}@{}", node.as_str(), service.as_str()),
+        None => service.as_str().to_owned(),
+    }
 }
 
 /// The compacted key of an offline message.
@@ -567,6 +598,14 @@ impl Router {
         jid.domain().as_str() == self.config.domain.as_str()
     }
 
+    /// The chat service when `jid` is at its domain.
+    fn rooms_service_of(&self, jid: &Jid) -> Option<&BareJid> {
+        self.config
+            .rooms_service
+            .as_ref()
+            .filter(|service| service.domain() == jid.domain())
+    }
+
     fn is_server(&self, jid: &Jid) -> bool {
         jid.node().is_none() && jid.resource().is_none() && self.is_local_domain(jid)
     }
@@ -627,6 +666,10 @@ impl Router {
                 // The router's own records: already applied when it wrote them.
             }
             SessionEvent::Closed(closed) => {
+                if self.config.rooms_service.is_some() {
+                    out.outputs
+                        .push(Output::SessionClosedToRooms(closed.clone()));
+                }
                 self.state.remember_closed(closed.session_id.clone());
                 let bare = closed.jid.to_bare();
                 let resource = closed.jid.resource().as_str().to_owned();
@@ -766,6 +809,18 @@ impl Router {
             n: 0,
             now,
         };
+        if let Some(to) = stanza.recipient.clone()
+            && let Some(service) = self.rooms_service_of(&to).cloned()
+        {
+            // Rooms: decided by the rooms processor, on the room's partition. Once the
+            // session has ended only messages go on (a late entry would leave an occupant
+            // without a session behind).
+            if stanza.kind == StanzaKind::Message || self.sender_session(&stanza).is_some() {
+                let key = rooms_key(&to, &service);
+                return vec![Output::ToRooms { key, stanza }];
+            }
+            return Vec::new();
+        }
         let Some(session) = self.sender_session(&stanza) else {
             // The session closed before its stanza was processed: nobody to answer.
             // Messages still go to their recipients.
@@ -1537,8 +1592,15 @@ impl Router {
                 self.reply(sender, session, result, out);
             }
             ("get", "query", NS_DISCO_ITEMS) => {
-                let result = iq_result(element, sender.as_str(), from.as_deref())
-                    .with_child(Element::new("query", NS_DISCO_ITEMS));
+                let mut query = Element::new("query", NS_DISCO_ITEMS);
+                if !own_account && let Some(service) = &self.config.rooms_service {
+                    query.push_child(
+                        Element::new("item", NS_DISCO_ITEMS)
+                            .with_attr("jid", service.as_str())
+                            .with_attr("name", "Chat rooms"),
+                    );
+                }
+                let result = iq_result(element, sender.as_str(), from.as_deref()).with_child(query);
                 self.reply(sender, session, result, out);
             }
             ("get", "ping", NS_PING) => {

@@ -13,8 +13,8 @@ use std::time::Duration;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use imbus_config::topics::{
-    ACCOUNTS, ARCHIVE, COMPLIANCE, DELIVER_PREFIX, OFFLINE, ROSTERS, ROUTED, SESSIONS, STANZAS,
-    USERDATA,
+    ACCOUNTS, ARCHIVE, COMPLIANCE, DELIVER_PREFIX, OFFLINE, ROOMS_STANZAS, ROSTERS, ROUTED,
+    SESSIONS, STANZAS, USERDATA,
 };
 use imbus_core::{
     BareJid, Event, OfflineEvent, RosterChanged, SessionEvent, Timestamp, UserDataChanged,
@@ -445,6 +445,7 @@ async fn submit_outputs(
         return Ok(None);
     }
     let mut routed = Vec::new();
+    let mut to_rooms: Vec<Submission> = Vec::new();
     let mut compliance = Vec::new();
     let mut archive = Vec::new();
     let mut deliveries: HashMap<String, Vec<Record>> = HashMap::new();
@@ -524,6 +525,24 @@ async fn submit_outputs(
                 let key = query.owner().as_str().to_owned();
                 archive.push(Record::new(key, encode(Event::StanzaReceived(query))?));
             }
+            Output::ToRooms { key, stanza } => {
+                to_rooms.push(Submission::keyed(
+                    ROOMS_STANZAS,
+                    Record::new(key, encode(Event::from(stanza))?),
+                ));
+            }
+            Output::SessionClosedToRooms(closed) => {
+                let key = closed.jid.as_str().to_owned();
+                let value = encode(Event::Session(SessionEvent::Closed(closed)))?;
+                let rooms_partitions = log.partition_count(ROOMS_STANZAS).await?;
+                for partition in 0..rooms_partitions {
+                    to_rooms.push(Submission::to_partition(
+                        ROOMS_STANZAS,
+                        partition,
+                        Record::new(key.clone(), value.clone()),
+                    ));
+                }
+            }
             Output::SessionGone(jid) => {
                 let partition = partition_for_key(jid.to_bare().as_str().as_bytes(), partitions);
                 keyed.push((SESSIONS, partition, Record::tombstone(presence_key(&jid))));
@@ -554,6 +573,8 @@ async fn submit_outputs(
             .into_iter()
             .map(|record| Submission::keyed(ROUTED, record)),
     );
+    // Stanzas for the rooms and session ends, in output order.
+    submissions.extend(to_rooms);
     for (topic, records) in deliveries {
         match log.partition_count(&topic).await {
             Ok(_) => submissions.extend(

@@ -1215,3 +1215,91 @@ fn a_message_reaches_a_session_under_one_delivery_id_whichever_path_it_takes() {
         );
     }
 }
+
+#[test]
+fn stanzas_to_the_chat_service_go_to_the_rooms_processor_with_session_ends_after_them() {
+    let mut w = online(&["alice"], &["alice@example.com/a"]);
+    let service = BareJid::new("conference-1-imbus.example.com").unwrap();
+    w.router.config_mut().rooms_service = Some(service.clone());
+    w.changelog.clear();
+    w.send(
+        "alice@example.com/a",
+        "<presence to='Team@conference-1-imbus.example.com/Al'><x xmlns='http://jabber.org/protocol/muc'/></presence>",
+    );
+    w.send(
+        "alice@example.com/a",
+        "<iq type='get' id='d1' to='conference-1-imbus.example.com'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>",
+    );
+    w.send(
+        "alice@example.com/a",
+        "<iq type='get' id='d2' to='example.com'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>",
+    );
+    w.close("alice@example.com/a");
+    let to_rooms: Vec<(String, Option<String>)> = w
+        .changelog
+        .iter()
+        .filter_map(|o| match o {
+            Output::ToRooms { key, stanza } => Some((key.clone(), stanza.stanza_id.clone())),
+            Output::SessionClosedToRooms(closed) => {
+                Some((format!("closed {}", closed.jid.as_str()), None))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        to_rooms,
+        [
+            ("team@conference-1-imbus.example.com".to_owned(), None),
+            (
+                "conference-1-imbus.example.com".to_owned(),
+                Some("d1".to_owned())
+            ),
+            ("closed alice@example.com/a".to_owned(), None),
+        ]
+    );
+    // The server's own disco#items lists the chat service; the router answered nothing
+    // addressed to the service itself.
+    let answers = w.take("alice@example.com/a");
+    assert!(
+        answers
+            .iter()
+            .any(|x| x.contains("id=\"d2\"") || x.contains("id='d2'")),
+        "{answers:?}"
+    );
+    assert!(
+        answers
+            .iter()
+            .any(|x| x.contains("jid=\"conference-1-imbus.example.com\"")
+                || x.contains("jid='conference-1-imbus.example.com'")),
+        "{answers:?}"
+    );
+    assert!(
+        !answers
+            .iter()
+            .any(|x| x.contains("id=\"d1\"") || x.contains("id='d1'")),
+        "{answers:?}"
+    );
+}
+
+#[test]
+fn without_rooms_the_chat_service_is_neither_forwarded_to_nor_listed() {
+    let mut w = online(&["alice"], &["alice@example.com/a"]);
+    w.changelog.clear();
+    w.send(
+        "alice@example.com/a",
+        "<iq type='get' id='d2' to='example.com'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>",
+    );
+    w.close("alice@example.com/a");
+    assert!(
+        !w.changelog
+            .iter()
+            .any(|o| matches!(o, Output::ToRooms { .. } | Output::SessionClosedToRooms(_))),
+        "{:?}",
+        w.changelog
+    );
+    let answers = w.take("alice@example.com/a");
+    assert!(
+        !answers.iter().any(|x| x.contains("conference")),
+        "{answers:?}"
+    );
+}

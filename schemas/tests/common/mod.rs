@@ -367,5 +367,73 @@ pub fn samples() -> Vec<Event> {
             xml: String::new(),
         }
         .into(),
+        Room::new(
+            bare("empty@conference.example.com"),
+            RoomConfig::default(),
+            at(2000),
+        )
+        .into(),
+        {
+            let mut room = Room::new(
+                bare("zoë-team@conference.example.com"),
+                RoomConfig {
+                    name: Some(format!("Team {unicode}")),
+                    description: Some(String::new()),
+                    persistent: true,
+                    public: false,
+                    members_only: true,
+                    password: Some("sécret".to_owned()),
+                    moderated: true,
+                    max_users: Some(50),
+                    whois: Whois::Anyone,
+                    history_length: Some(0),
+                    change_subject: false,
+                    allow_invites: true,
+                },
+                at(-2001),
+            );
+            room.locked = true;
+            room.set_affiliation(bare("alice@example.com"), Affiliation::Owner);
+            room.set_affiliation(bare("bob@example.com"), Affiliation::Admin);
+            room.set_affiliation(bare("carol@example.com"), Affiliation::Member);
+            room.set_affiliation(bare("mallory@example.com"), Affiliation::Outcast);
+            room.occupants.insert(
+                "Alice ✨".to_owned(),
+                Occupant {
+                    jid: full("alice@example.com/desk"),
+                    gateway_id: gw(),
+                    session_id: sid("s-1"),
+                    service: "conference.example.com".to_owned(),
+                    role: Role::Moderator,
+                    presence: "<show xmlns='jabber:client'>away</show>".to_owned(),
+                    joined_at: at(2002),
+                },
+            );
+            room.occupants.insert(
+                "carol".to_owned(),
+                Occupant {
+                    jid: full("carol@example.com/phone"),
+                    gateway_id: gw(),
+                    session_id: sid("s-2"),
+                    service: "rooms.example.com".to_owned(),
+                    role: Role::Visitor,
+                    presence: String::new(),
+                    joined_at: at(2003),
+                },
+            );
+            room.subject = Some(Subject {
+                text: unicode.to_owned(),
+                nick: Some("Alice ✨".to_owned()),
+                at: at(2004),
+            });
+            room.history.push(HistoryMessage {
+                nick: "carol".to_owned(),
+                jid: full("carol@example.com/phone"),
+                xml: format!("<message xmlns='jabber:client' type='groupchat'><body>{unicode}</body></message>"),
+                at: at(2005),
+            });
+            room
+        }
+        .into(),
     ]
 }

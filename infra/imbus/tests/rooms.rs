@@ -1,0 +1,291 @@
+//! Chat rooms (XEP-0045) end to end: slixmpp clients against a real `imbus serve` on the
+//! embedded log, the rooms processor running inside it at the system chat node alias
+//! `conference-1-imbus.localhost`.
+//!
+//! Needs `python3` with `slixmpp` (`tests/run` installs it: `pip install slixmpp`).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Server, env_for, imbus};
+use sqlx::Connection;
+
+/// The chat service of a fresh `imbus serve` (node 1, cluster `imbus`, domain `localhost`).
+const SERVICE: &str = "conference-1-imbus.localhost";
+
+fn listener(data_dir: &Path, name: &str) -> SocketAddr {
+    let bytes = std::fs::read(data_dir.join("run").join("imbus.json")).expect("run file");
+    let info: serde_json::Value = serde_json::from_slice(&bytes).expect("run file is JSON");
+    info["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l[0].as_str() == Some(name))
+        .and_then(|l| l[1].as_str())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} listener in the run file: {info}"))
+}
+
+/// Starts `imbus rooms` (the rooms processor alone) with the server's settings.
+fn start_rooms(data_dir: &Path, env: &[(&str, String)]) -> std::process::Child {
+    let mut cmd = imbus();
+    env_for(&mut cmd, data_dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.arg("rooms")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn imbus rooms")
+}
+
+/// Creates user1 … user`n` with the passwords the script expects (`Pw-userN`).
+fn add_users(data_dir: &Path, n: usize) {
+    for i in 1..=n {
+        let mut cmd = imbus();
+        env_for(&mut cmd, data_dir);
+        let out = cmd
+            .args([
+                "user",
+                "add",
+                &format!("user{i}@localhost"),
+                "--password",
+                &format!("Pw-user{i}"),
+            ])
+            .output()
+            .expect("run imbus user add");
+        assert!(
+            out.status.success(),
+            "imbus user add user{i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn require_slixmpp() {
+    let ok = Command::new("python3")
+        .args(["-c", "import slixmpp"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "this test drives slixmpp and it is not installed: run `pip install slixmpp` \
+         (tests/run does it)"
+    );
+}
+
+/// Runs one scenario of `tests/interop/slixmpp_muc.py` and fails the test with its
+/// output unless it succeeded.
+fn scenario(data_dir: &Path, name: &str) -> String {
+    let c2s = listener(data_dir, "c2s");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/slixmpp_muc.py");
+    let timeout = Duration::from_secs(120);
+    let mut child = Command::new("python3")
+        .arg(&path)
+        .args([
+            c2s.ip().to_string(),
+            c2s.port().to_string(),
+            SERVICE.to_owned(),
+            name.to_owned(),
+        ])
+        .env("IMBUS_INTEROP_TIMEOUT", "30")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn python3");
+    let deadline = Instant::now() + timeout;
+    while child.try_wait().expect("wait for the script").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("script output");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("OK:"),
+        "slixmpp_muc.py {name} failed:\n{text}"
+    );
+    text
+}
+
+/// (recipient, body) of every compliance row of a room, sorted.
+async fn room_rows(db: &Path, room: &str) -> Vec<(String, String)> {
+    let url = format!("sqlite://{}?mode=ro", db.display());
+    let Ok(mut c) = sqlx::SqliteConnection::connect(&url).await else {
+        return Vec::new();
+    };
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT to_jid, body_text FROM TC_MSGARCHIVE WHERE room_jid = ? \
+         ORDER BY to_jid, body_text",
+    )
+    .bind(room)
+    .fetch_all(&mut c)
+    .await
+    .unwrap_or_default();
+    c.close().await.unwrap();
+    rows
+}
+
+#[test]
+fn rooms_fan_out_keep_history_vanish_when_temporary_and_archive_once_per_recipient() {
+    require_slixmpp();
+    let dir = tempfile::tempdir().unwrap();
+    let _server = Server::start(dir.path());
+    add_users(dir.path(), 4);
+    scenario(dir.path(), "basic");
+
+    // Compliance: one row per recipient per room message. The 20 history messages were
+    // said while user1 was alone; the three fan-out messages reached user1..user3.
+    let mut expected: Vec<(String, String)> = (0..20)
+        .map(|i| ("user1@localhost".to_owned(), format!("h-{i}")))
+        .collect();
+    for user in 1..=3 {
+        for n in 1..=3 {
+            expected.push((format!("user{user}@localhost"), format!("fanout-{n}")));
+        }
+    }
+    expected.sort();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = dir.path().join("compliance.sqlite");
+    let room = format!("lobby@{SERVICE}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = rt.block_on(room_rows(&db, &room));
+        if rows == expected {
+            break;
+        }
+        assert!(
+            rows.len() <= expected.len(),
+            "more compliance rows than recipients (a duplicate?): {rows:#?}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "compliance rows are {rows:#?}, expected {expected:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_persistent_room_survives_a_kill_with_its_configuration_subject_and_history() {
+    require_slixmpp();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    add_users(dir.path(), 2);
+    scenario(dir.path(), "persist-create");
+    server.kill9();
+    let _server = Server::start(dir.path());
+    scenario(dir.path(), "persist-check");
+
+    // The history for new participants is a live setting.
+    let mut cmd = imbus();
+    env_for(&mut cmd, dir.path());
+    let out = cmd
+        .args(["config", "set", "rooms.history_for_new_joiners", "2"])
+        .output()
+        .expect("run imbus config set");
+    assert!(
+        out.status.success(),
+        "imbus config set: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    scenario(dir.path(), "history-2");
+}
+
+#[test]
+fn members_only_and_password_rooms_refuse_outsiders() {
+    require_slixmpp();
+    let dir = tempfile::tempdir().unwrap();
+    let _server = Server::start(dir.path());
+    add_users(dir.path(), 2);
+    scenario(dir.path(), "access");
+}
+
+#[test]
+fn kick_and_ban_follow_the_affiliation_rules() {
+    require_slixmpp();
+    let dir = tempfile::tempdir().unwrap();
+    let _server = Server::start(dir.path());
+    add_users(dir.path(), 3);
+    scenario(dir.path(), "moderation");
+}
+
+#[test]
+fn the_rooms_command_refuses_to_run_without_rooms_or_with_more_history_shown_than_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = imbus();
+    env_for(&mut cmd, dir.path());
+    let out = cmd
+        .env("IMBUS_ROOMS_ENABLED", "false")
+        .arg("rooms")
+        .output()
+        .expect("run imbus rooms");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("rooms.enabled is false"), "{err}");
+
+    let mut cmd = imbus();
+    env_for(&mut cmd, dir.path());
+    let out = cmd
+        .env("IMBUS_ROOMS_HISTORY_FOR_NEW_JOINERS", "80")
+        .env("IMBUS_ROOMS_MAX_HISTORY_LENGTH", "60")
+        .arg("rooms")
+        .output()
+        .expect("run imbus rooms");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("rooms.history_for_new_joiners")
+            && err.contains("80")
+            && err.contains("rooms.max_history_length"),
+        "{err}"
+    );
+}
+
+#[test]
+fn on_kafka_a_separate_rooms_process_serves_rooms_and_a_new_one_rebuilds_them() {
+    require_slixmpp();
+    let broker = imbus_tests::tansu::TansuBroker::start().unwrap_or_else(|e| panic!("{e}"));
+    let env = [
+        ("IMBUS_BUS_BACKEND", "kafka".to_owned()),
+        ("IMBUS_BUS_KAFKA_BOOTSTRAP", broker.bootstrap()),
+        ("IMBUS_BUS_PARTITIONS", "2".to_owned()),
+        ("IMBUS_ROOMS_EMBEDDED", "false".to_owned()),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let _server = Server::start_with(dir.path(), &env);
+    let mut rooms = start_rooms(dir.path(), &env);
+    add_users(dir.path(), 2);
+    scenario(dir.path(), "persist-create");
+
+    // SIGTERM: the processor leaves the consumer group, so the next one gets the
+    // partitions at once and rebuilds the room from the `rooms` changelog.
+    let status = Command::new("kill")
+        .args(["-TERM", &rooms.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stopped = rooms.wait().unwrap();
+    assert!(
+        stopped.success(),
+        "imbus rooms exits cleanly on SIGTERM: {stopped}"
+    );
+    let mut rooms = start_rooms(dir.path(), &env);
+    scenario(dir.path(), "persist-check");
+    let _ = rooms.kill();
+    let _ = rooms.wait();
+}

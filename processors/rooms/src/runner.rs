@@ -1,0 +1,334 @@
+//! The consume/produce loop around [`Rooms`]: a member of the consumer group `rooms` on
+//! `rooms.stanzas` (stanzas the router forwards to the chat service, keyed by room, and
+//! the session ends it relays to every partition). When partitions are assigned it
+//! rebuilds their rooms by folding the `rooms` changelog; for every batch it runs the
+//! rooms core, hands the outputs to the log and commits the input offsets only once the
+//! log has acknowledged them (a crash redoes the batch; outputs carry derived ids so
+//! their consumers recognise a repeat).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use imbus_config::topics::{COMPLIANCE, DELIVER_PREFIX, ROOMS, ROOMS_STANZAS, ROUTED};
+use imbus_core::{BareJid, Event, SessionEvent, Timestamp};
+use imbus_log::{
+    ConsumedRecord, Consumer, ConsumerEvent, ConsumerOptions, Log, LogError, Offset, Partition,
+    Record, StartAt, Submission, TopicPartition, partition_for_key,
+};
+use tokio::sync::watch;
+
+use crate::config::RoomsConfig;
+use crate::rooms::{Input, Output, Rooms};
+use crate::state::RoomEvent;
+
+/// The consumer group of rooms processors.
+pub const GROUP: &str = "rooms";
+
+/// While batches keep coming, input offsets are committed at most this often (a crash
+/// redoes what was not committed; outputs carry derived ids so a repeat is recognised).
+const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Why the rooms processor stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RoomsError {
+    /// The log failed.
+    #[error("log: {0}")]
+    Log(#[from] LogError),
+    /// An event could not be encoded.
+    #[error("cannot encode an event: {0}")]
+    Encode(String),
+}
+
+/// Runs a rooms processor until `shutdown` turns true, applying setting changes from
+/// `settings` as they come. The system topics must exist.
+pub async fn run(
+    log: Arc<dyn Log>,
+    config: RoomsConfig,
+    mut settings: watch::Receiver<RoomsConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), RoomsError> {
+    let partitions = log.partition_count(ROOMS_STANZAS).await?;
+    let mut consumer = log
+        .consumer(ConsumerOptions::new(GROUP, &[ROOMS_STANZAS]))
+        .await?;
+    let mut rooms = Rooms::new(config);
+    let mut restored: BTreeSet<Partition> = BTreeSet::new();
+    let mut ready: HashMap<TopicPartition, Offset> = HashMap::new();
+    let mut last_commit = Instant::now();
+    tracing::info!(
+        partitions,
+        service = %rooms.config().service,
+        "rooms processor started"
+    );
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        if settings.has_changed().unwrap_or(false) {
+            let new = settings.borrow_and_update().clone();
+            tracing::info!(
+                history_for_new_joiners = new.history_for_new_joiners,
+                "rooms settings changed"
+            );
+            *rooms.config_mut() = new;
+        }
+        let event = tokio::select! {
+            event = consumer.poll(Duration::from_secs(1)) => event,
+            _ = shutdown.changed() => continue,
+        };
+        match event {
+            Ok(ConsumerEvent::Assigned(tps)) => {
+                commit(consumer.as_mut(), &mut ready).await?;
+                let new: BTreeSet<Partition> = tps
+                    .iter()
+                    .map(|tp| tp.partition)
+                    .filter(|p| !restored.contains(p))
+                    .collect();
+                for p in new {
+                    restore(log.as_ref(), &mut rooms, p).await?;
+                    restored.insert(p);
+                }
+            }
+            Ok(ConsumerEvent::Revoked(tps)) => {
+                commit(consumer.as_mut(), &mut ready).await?;
+                let gone: BTreeSet<Partition> = tps.iter().map(|tp| tp.partition).collect();
+                let still: BTreeSet<Partition> = consumer
+                    .assignment()
+                    .iter()
+                    .map(|tp| tp.partition)
+                    .collect();
+                for p in gone.difference(&still) {
+                    restored.remove(p);
+                }
+                let keep = restored.clone();
+                rooms.retain_rooms(|room| {
+                    keep.contains(&partition_for_key(room.as_str().as_bytes(), partitions))
+                });
+            }
+            Ok(ConsumerEvent::Records(records)) => {
+                if records.is_empty() {
+                    commit(consumer.as_mut(), &mut ready).await?;
+                    continue;
+                }
+                let mut next: HashMap<TopicPartition, Offset> = HashMap::new();
+                let mut outputs = Vec::new();
+                let now = Timestamp::now();
+                for record in &records {
+                    next.insert(record.topic_partition(), record.offset + 1);
+                    if let Some(input) = input_of(record) {
+                        outputs.extend(rooms.handle(input, now));
+                    }
+                }
+                // The outputs are durable before the inputs that caused them are
+                // committed.
+                submit_outputs(log.as_ref(), outputs).await?;
+                for (tp, offset) in next {
+                    let slot = ready.entry(tp).or_insert(offset);
+                    *slot = (*slot).max(offset);
+                }
+                if last_commit.elapsed() >= COMMIT_INTERVAL {
+                    commit(consumer.as_mut(), &mut ready).await?;
+                    last_commit = Instant::now();
+                }
+            }
+            Err(LogError::Closed) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "rooms consumer failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    commit(consumer.as_mut(), &mut ready).await?;
+    if let Err(e) = consumer.close().await {
+        tracing::debug!(error = %e, "closing the rooms consumer");
+    }
+    tracing::info!("rooms processor stopped");
+    Ok(())
+}
+
+/// Commits what was processed and acknowledged, for the partitions the consumer still
+/// holds (the new owner of another one redoes its uncommitted inputs).
+async fn commit(
+    consumer: &mut dyn Consumer,
+    ready: &mut HashMap<TopicPartition, Offset>,
+) -> Result<(), LogError> {
+    if ready.is_empty() {
+        return Ok(());
+    }
+    let assigned: BTreeSet<TopicPartition> = consumer.assignment().into_iter().collect();
+    let offsets: Vec<_> = ready
+        .drain()
+        .filter(|(tp, _)| assigned.contains(tp))
+        .collect();
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    consumer.commit(&offsets).await
+}
+
+/// Turns a record of `rooms.stanzas` into an input of the rooms core.
+fn input_of(record: &ConsumedRecord) -> Option<Input> {
+    let value = record.value.as_ref()?;
+    match imbus_schemas::decode(value) {
+        Ok(Event::StanzaReceived(stanza)) => Some(Input::Stanza(stanza)),
+        Ok(Event::Session(SessionEvent::Closed(closed))) => Some(Input::SessionClosed(closed)),
+        Ok(_) => {
+            tracing::warn!(
+                topic = %record.topic,
+                offset = record.offset,
+                "unexpected event on this topic; skipped"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(topic = %record.topic, partition = record.partition, offset = record.offset, error = %e, "undecodable record; skipped");
+            None
+        }
+    }
+}
+
+/// Rebuilds the rooms of one partition: the whole `rooms` changelog partition, last
+/// record of each room wins, a tombstone removes the room. The rooms processor alone
+/// writes it, and it writes a batch's changelog records before committing the batch, so
+/// the changelog's end is the state after the group's committed inputs (or later, when
+/// the inputs after the commit are redone: their outputs are the same).
+async fn restore(log: &dyn Log, rooms: &mut Rooms, partition: Partition) -> Result<(), LogError> {
+    let until = log.watermarks(ROOMS, partition).await?.high;
+    let mut reader = log.reader(ROOMS, partition, StartAt::Earliest).await?;
+    let mut count = 0usize;
+    while reader.position() < until {
+        let records = reader.read(1024, Duration::from_millis(200)).await?;
+        if records.is_empty() {
+            break;
+        }
+        for record in records {
+            if record.offset >= until {
+                break;
+            }
+            count += 1;
+            apply_changelog(rooms, &record);
+        }
+    }
+    tracing::debug!(
+        partition,
+        records = count,
+        rooms = rooms.rooms().len(),
+        "rooms partition restored"
+    );
+    Ok(())
+}
+
+fn apply_changelog(rooms: &mut Rooms, record: &ConsumedRecord) {
+    let Some(value) = record.value.as_ref() else {
+        if let Some(room) = record
+            .key
+            .as_ref()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .and_then(|k| BareJid::new(k).ok())
+        {
+            rooms.apply(&RoomEvent::Destroyed {
+                room,
+                at: Timestamp::from_micros(record.timestamp.saturating_mul(1000)),
+            });
+        }
+        return;
+    };
+    match imbus_schemas::decode(value) {
+        Ok(Event::RoomState(room)) => rooms.apply(&RoomEvent::Updated(room)),
+        Ok(_) => {
+            tracing::warn!(
+                offset = record.offset,
+                "unexpected event on the rooms changelog; skipped"
+            );
+        }
+        Err(e) => {
+            tracing::warn!(offset = record.offset, error = %e, "undecodable rooms changelog record; skipped");
+        }
+    }
+}
+
+fn encode(event: Event) -> Result<Vec<u8>, RoomsError> {
+    imbus_schemas::encode(&event).map_err(|e| RoomsError::Encode(e.to_string()))
+}
+
+/// Hands the outputs of a batch to the log in one ordered submission and waits for the
+/// acknowledgement: room states first (once a delivery is visible, its cause is on the
+/// changelog), compliance records before the deliveries (a message an occupant has seen
+/// is archived), then stanzas for the router and the deliveries.
+async fn submit_outputs(log: &dyn Log, outputs: Vec<Output>) -> Result<(), RoomsError> {
+    if outputs.is_empty() {
+        return Ok(());
+    }
+    let mut states = Vec::new();
+    let mut compliance = Vec::new();
+    let mut routed = Vec::new();
+    let mut deliveries: Vec<(String, Record)> = Vec::new();
+    for output in outputs {
+        match output {
+            Output::Room(RoomEvent::Updated(room)) => {
+                let key = room.jid.as_str().to_owned();
+                states.push(Record::new(key, encode(Event::RoomState(room))?));
+            }
+            Output::Room(RoomEvent::Destroyed { room, .. }) => {
+                states.push(Record::tombstone(room.as_str().to_owned()));
+            }
+            Output::Compliance(record) => {
+                let key = record.recipient.as_str().to_owned();
+                compliance.push(Record::new(key, encode(Event::Compliance(record))?));
+            }
+            Output::Route(stanza) => {
+                let key = stanza.owner().as_str().to_owned();
+                routed.push(Record::new(key, encode(Event::from(stanza))?));
+            }
+            Output::Deliver(delivery) => {
+                let topic = format!("{DELIVER_PREFIX}{}", delivery.gateway_id.as_str());
+                let key = delivery.to.as_str().to_owned();
+                deliveries.push((topic, Record::new(key, encode(Event::from(delivery))?)));
+            }
+        }
+    }
+    let mut submissions: Vec<Submission> = states
+        .into_iter()
+        .map(|record| Submission::keyed(ROOMS, record))
+        .collect();
+    submissions.extend(
+        compliance
+            .into_iter()
+            .map(|record| Submission::keyed(COMPLIANCE, record)),
+    );
+    submissions.extend(
+        routed
+            .into_iter()
+            .map(|record| Submission::keyed(ROUTED, record)),
+    );
+    let mut known: HashMap<String, bool> = HashMap::new();
+    for (topic, record) in deliveries {
+        let exists = match known.get(&topic) {
+            Some(exists) => *exists,
+            None => {
+                let exists = match log.partition_count(&topic).await {
+                    Ok(_) => true,
+                    Err(LogError::UnknownTopic(_)) => {
+                        tracing::warn!(
+                            topic,
+                            "deliveries for a gateway that has no delivery topic; dropped"
+                        );
+                        false
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                known.insert(topic.clone(), exists);
+                exists
+            }
+        };
+        if exists {
+            submissions.push(Submission::keyed(topic, record));
+        }
+    }
+    if submissions.is_empty() {
+        return Ok(());
+    }
+    log.submit(submissions).await?.await?;
+    Ok(())
+}
