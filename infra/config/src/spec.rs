@@ -514,7 +514,7 @@ pub static SETTINGS: &[SettingSpec] = &[
         name: "presence.enabled",
         kind: Kind::Bool,
         default: "true",
-        help: "Availability (presence) sharing. When false, presence stanzas are refused with a service-unavailable error saying so; rosters still work.",
+        help: "Availability (presence) sharing. When false, presence stanzas are refused with a service-unavailable error saying so; rosters still work, and messages to a user go to all of their signed-in clients.",
         live: true,
     },
     SettingSpec {

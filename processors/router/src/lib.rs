@@ -24,7 +24,7 @@ pub use router::{
     presence_key, rooms_key, roster_key, user_data_key,
 };
 pub use runner::{GROUP, RouterError, run};
-pub use state::{Item, Presence, Session, State, User};
+pub use state::{Item, Presence, Session, State, Taken, User};
 
 #[cfg(test)]
 mod tests;

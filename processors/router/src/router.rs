@@ -22,7 +22,7 @@ use imbus_xmpp_stream::{
     Element, StanzaError, StanzaErrorCondition, StanzaErrorType, error_reply, ns,
 };
 
-use crate::state::{BLOCKLIST_KEY, Item, Lock, Presence, Session, State, account_of};
+use crate::state::{BLOCKLIST_KEY, Item, Lock, Presence, Session, State, Taken, account_of};
 
 const NS_ROSTER: &str = "jabber:iq:roster";
 const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
@@ -638,29 +638,31 @@ impl Router {
         };
         match &event {
             SessionEvent::Bound(state) => {
-                if self.state.was_closed(&state.session_id) {
-                    return out.outputs;
+                let taken = self.state.take_resource(
+                    &state.jid,
+                    &state.gateway_id,
+                    &state.session_id,
+                    state.at,
+                );
+                match taken {
+                    // Closed already, or replaced by the session holding the resource.
+                    Taken::Stale => return out.outputs,
+                    // Known already: a stanza of the session was read first.
+                    Taken::Held(_) => {}
+                    Taken::New { replaced } => {
+                        if let Some(old) = replaced {
+                            // The gateway ended the old session for this one.
+                            self.went_unavailable(&state.jid, &old, None, &mut out);
+                        }
+                    }
                 }
-                let user = state.user();
-                let resource = state.resource().to_owned();
-                let replaced = self
-                    .state
-                    .user_mut(&user)
-                    .sessions
-                    .get(&resource)
-                    .filter(|s| s.session_id != state.session_id)
-                    .cloned();
-                if let Some(old) = replaced {
-                    self.state.remember_closed(old.session_id.clone());
-                    self.went_unavailable(&state.jid, &old, None, &mut out);
+                if !self.config.presence_enabled
+                    && let Some(session) = self.state.session(&state.jid).cloned()
+                {
+                    // Without presence no resource ever becomes available: a session
+                    // takes the stored messages when it binds.
+                    self.flush_offline(&state.jid, &session, &mut out);
                 }
-                self.state
-                    .user_mut(&user)
-                    .sessions
-                    .entry(resource)
-                    .or_insert_with(|| {
-                        Session::new(state.gateway_id.clone(), state.session_id.clone())
-                    });
             }
             SessionEvent::Updated(_) => {
                 // The router's own records: already applied when it wrote them.
@@ -777,20 +779,24 @@ impl Router {
     }
 
     /// The sender's session, learnt from the stanza itself when its `Bound` record has not
-    /// been read yet (the two topics are consumed independently).
-    fn sender_session(&mut self, stanza: &StanzaReceived) -> Option<Session> {
-        if self.state.was_closed(&stanza.session_id) {
-            return None;
-        }
-        let user = self.state.user_mut(&stanza.sender.to_bare());
-        let resource = stanza.sender.resource().as_str();
-        match user.sessions.get(resource) {
-            Some(s) if s.session_id == stanza.session_id => Some(s.clone()),
-            Some(_) => None,
-            None => {
-                let session = Session::new(stanza.gateway_id.clone(), stanza.session_id.clone());
-                user.sessions.insert(resource.to_owned(), session.clone());
-                Some(session)
+    /// been read yet (the two topics are consumed independently); `None` when the session
+    /// ended or was replaced. A session that sends from a resource an older session holds
+    /// replaced that one ([`State::take_resource`]).
+    fn sender_session(&mut self, stanza: &StanzaReceived, out: &mut Out<'_>) -> Option<Session> {
+        let taken = self.state.take_resource(
+            &stanza.sender,
+            &stanza.gateway_id,
+            &stanza.session_id,
+            stanza.received_at,
+        );
+        match taken {
+            Taken::Stale => None,
+            Taken::Held(session) => Some(session),
+            Taken::New { replaced } => {
+                if let Some(old) = replaced {
+                    self.went_unavailable(&stanza.sender, &old, None, out);
+                }
+                self.state.session(&stanza.sender).cloned()
             }
         }
     }
@@ -815,13 +821,15 @@ impl Router {
             // Rooms: decided by the rooms processor, on the room's partition. Once the
             // session has ended only messages go on (a late entry would leave an occupant
             // without a session behind).
-            if stanza.kind == StanzaKind::Message || self.sender_session(&stanza).is_some() {
+            if stanza.kind == StanzaKind::Message
+                || self.sender_session(&stanza, &mut out).is_some()
+            {
                 let key = rooms_key(&to, &service);
-                return vec![Output::ToRooms { key, stanza }];
+                out.outputs.push(Output::ToRooms { key, stanza });
             }
-            return Vec::new();
+            return out.outputs;
         }
-        let Some(session) = self.sender_session(&stanza) else {
+        let Some(session) = self.sender_session(&stanza, &mut out) else {
             // The session closed before its stanza was processed: nobody to answer.
             // Messages still go to their recipients.
             if stanza.kind == StanzaKind::Message
@@ -970,10 +978,11 @@ impl Router {
         let u = self.state.users.get_mut(user)?;
         let lock = u.locks.get(contact)?.clone();
         let fresh = at.since(lock.last).is_none_or(|idle| idle <= timeout);
+        let presence_enabled = self.config.presence_enabled;
         let available = u
             .sessions
             .get(&lock.resource)
-            .is_some_and(|s| s.presence.is_some());
+            .is_some_and(|s| s.presence.is_some() || !presence_enabled);
         if fresh && available {
             if let Some(l) = u.locks.get_mut(contact) {
                 l.last = l.last.max(at);
@@ -2093,20 +2102,7 @@ impl Router {
             );
             return archive(stanza, &recipient, &element, out);
         }
-        // RFC 6121 §8.5.2.1: the available resources with non-negative priority.
-        let targets: Vec<(FullJid, Session)> = self
-            .state
-            .users
-            .get(&recipient)
-            .map(|u| {
-                u.available()
-                    .filter(|(_, _, p)| p.priority >= 0)
-                    .filter_map(|(r, s, _)| {
-                        recipient.with_resource_str(r).ok().map(|f| (f, s.clone()))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let targets = self.message_targets(&recipient);
         if targets.is_empty() {
             if kind != "headline" && self.store_offline(stanza, &recipient, &element, out) {
                 archive(stanza, &recipient, &element, out);
@@ -2122,6 +2118,24 @@ impl Router {
             self.carbon_copies(&first, "received", &element, &reached, out);
         }
         archive(stanza, &recipient, &element, out);
+    }
+
+    /// The sessions a message to the bare JID `user` goes to when no lock applies: RFC
+    /// 6121 §8.5.2.1, the available resources with non-negative priority. With presence
+    /// switched off no resource is ever available, so every bound session is one.
+    fn message_targets(&self, user: &BareJid) -> Vec<(FullJid, Session)> {
+        let Some(u) = self.state.users.get(user) else {
+            return Vec::new();
+        };
+        let full = |r: &String, s: &Session| user.with_resource_str(r).ok().map(|f| (f, s.clone()));
+        if self.config.presence_enabled {
+            u.available()
+                .filter(|(_, _, p)| p.priority >= 0)
+                .filter_map(|(r, s, _)| full(r, s))
+                .collect()
+        } else {
+            u.sessions.iter().filter_map(|(r, s)| full(r, s)).collect()
+        }
     }
 
     /// XEP-0160: keeps a message for an account with no available resource.
@@ -2168,7 +2182,8 @@ impl Router {
     }
 
     /// XEP-0160: hands the stored messages, oldest first and stamped with XEP-0203
-    /// delayed delivery, to a session that became available with priority ≥ 0.
+    /// delayed delivery, to a session that became available with priority ≥ 0 (with
+    /// presence switched off: that bound).
     fn flush_offline(&mut self, jid: &FullJid, session: &Session, out: &mut Out<'_>) {
         let bare = jid.to_bare();
         let stored = match self.state.users.get_mut(&bare) {

@@ -54,11 +54,15 @@ pub struct Session {
     /// Where the session sent directed presence (it gets unavailable when the session
     /// goes unavailable, RFC 6121 §4.6.3).
     pub directed: BTreeSet<String>,
+    /// When it started: the time of its `Bound` record, or the receive time of its first
+    /// stanza when the router read that first. Of two sessions of one resource, the one
+    /// that started later replaced the other.
+    pub since: Timestamp,
 }
 
 impl Session {
     /// A freshly bound session: unavailable, no roster requested.
-    pub fn new(gateway_id: GatewayId, session_id: SessionId) -> Self {
+    pub fn new(gateway_id: GatewayId, session_id: SessionId, since: Timestamp) -> Self {
         Self {
             gateway_id,
             session_id,
@@ -66,8 +70,22 @@ impl Session {
             roster_requested: false,
             carbons: false,
             directed: BTreeSet::new(),
+            since,
         }
     }
+}
+
+/// What [`State::take_resource`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// The session already holds its resource (its state as known).
+    Held(Session),
+    /// The session now holds its resource, replacing the one that held it, if any (now
+    /// remembered as closed).
+    New { replaced: Option<Session> },
+    /// The session ended or was replaced by the one holding the resource: it is nothing
+    /// any more (remembered as closed).
+    Stale,
 }
 
 /// One roster item (RFC 6121 §2.1.2).
@@ -329,18 +347,51 @@ impl State {
         }
     }
 
+    /// A session, started at `since`, claims its resource. One session holds a full JID at
+    /// a time: a gateway ends the older session when a newer one binds the same resource,
+    /// without a `Closed` record for it (that would hide the newer one on the compacted
+    /// topic). Whichever of the two started later holds the resource; the other is
+    /// remembered as closed, so its late stanzas or records do not bring it back.
+    pub fn take_resource(
+        &mut self,
+        jid: &FullJid,
+        gateway_id: &GatewayId,
+        session_id: &SessionId,
+        since: Timestamp,
+    ) -> Taken {
+        if self.was_closed(session_id) {
+            return Taken::Stale;
+        }
+        let resource = jid.resource().as_str();
+        let held = self
+            .user_mut(&jid.to_bare())
+            .sessions
+            .get(resource)
+            .cloned();
+        match held {
+            Some(s) if &s.session_id == session_id => Taken::Held(s),
+            Some(s) if s.since > since => {
+                self.remember_closed(session_id.clone());
+                Taken::Stale
+            }
+            replaced => {
+                let session = Session::new(gateway_id.clone(), session_id.clone(), since);
+                self.user_mut(&jid.to_bare())
+                    .sessions
+                    .insert(resource.to_owned(), session);
+                if let Some(old) = &replaced {
+                    self.remember_closed(old.session_id.clone());
+                }
+                Taken::New { replaced }
+            }
+        }
+    }
+
     /// Applies a sessions changelog record while restoring (no outputs).
     pub fn apply_session(&mut self, event: &SessionEvent) {
         match event {
             SessionEvent::Bound(state) => {
-                if self.was_closed(&state.session_id) {
-                    return;
-                }
-                let user = self.user_mut(&state.user());
-                user.sessions.insert(
-                    state.resource().to_owned(),
-                    Session::new(state.gateway_id.clone(), state.session_id.clone()),
-                );
+                self.take_resource(&state.jid, &state.gateway_id, &state.session_id, state.at);
             }
             SessionEvent::Updated(state) => {
                 let user = self.user_mut(&state.user());

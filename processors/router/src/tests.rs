@@ -1303,3 +1303,198 @@ fn without_rooms_the_chat_service_is_neither_forwarded_to_nor_listed() {
         "{answers:?}"
     );
 }
+
+/// The bodies of the messages delivered to `full` since the last take.
+fn bodies(w: &mut World, full: &str) -> Vec<String> {
+    w.take(full)
+        .into_iter()
+        .filter(|x| x.starts_with("<message"))
+        .filter_map(|x| {
+            let start = x.find("<body>")? + "<body>".len();
+            let end = x[start..].find("</body>")? + start;
+            Some(x[start..end].to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn a_session_that_replaces_another_on_its_resource_is_served() {
+    let laptop = "alice@example.com/laptop";
+    let mut w = online(&["alice", "bob"], &[A, laptop, B]);
+    let old = w.sessions[A].clone();
+    // A new sign-in on the same resource: the gateway ends the old session with a
+    // conflict and records no `Closed` for it, so the new `Bound` is all the router sees.
+    w.bind(A);
+    let new = w.sessions[A].clone();
+    assert_ne!(old, new);
+    let jid = FullJid::new(A).unwrap();
+    assert_eq!(
+        w.router.state().session(&jid).map(|s| s.session_id.clone()),
+        Some(new),
+        "the router holds the new session"
+    );
+    // Alice's other resource sees the old session go.
+    assert!(
+        w.take(laptop)
+            .iter()
+            .any(|x| x.contains("type='unavailable'") && x.contains(A)),
+        "the other resource is told the old session ended"
+    );
+    // The new session's requests are answered and its presence counts.
+    w.send(
+        A,
+        "<iq type='get' id='r2'><query xmlns='jabber:iq:roster'/></iq>",
+    );
+    assert!(
+        w.take(A)
+            .iter()
+            .any(|x| x.contains("id='r2'") && x.contains("type='result'")),
+        "the new session's roster request is answered"
+    );
+    message_from(&mut w, B, "alice@example.com", "before presence");
+    assert_eq!(bodies(&mut w, A), Vec::<String>::new(), "not available yet");
+    assert_eq!(bodies(&mut w, laptop), ["before presence"]);
+    w.send(A, "<presence/>");
+    message_from(&mut w, B, "alice@example.com", "after presence");
+    assert_eq!(bodies(&mut w, A), ["after presence"]);
+    assert_eq!(bodies(&mut w, laptop), ["after presence"]);
+}
+
+#[test]
+fn with_presence_switched_off_messages_go_to_every_bound_session() {
+    let mut w = World::new(&["alice", "bob"]);
+    w.router.config_mut().presence_enabled = false;
+    w.bind(A);
+    // Nobody of bob's signed in: stored, and handed to the first session that binds.
+    message_from(&mut w, A, "bob@example.com", "stored");
+    assert!(w.take(A).is_empty(), "no error for a stored message");
+    w.bind(B);
+    let bob = w.take(B);
+    assert_eq!(bob.len(), 1, "{bob:?}");
+    assert!(
+        bob[0].contains("<body>stored</body>") && bob[0].contains("urn:xmpp:delay"),
+        "{bob:?}"
+    );
+    // No resource can be available: every bound one gets messages to the bare JID.
+    let laptop = "bob@example.com/laptop";
+    w.bind(laptop);
+    assert!(
+        w.take(laptop).is_empty(),
+        "nothing stored is handed out twice"
+    );
+    message_from(&mut w, A, "bob@example.com", "forked");
+    assert_eq!(bodies(&mut w, B), ["forked"]);
+    assert_eq!(bodies(&mut w, laptop), ["forked"]);
+    // Lock-on-reply still applies, and ends with the session.
+    message_from(&mut w, B, "alice@example.com", "reply");
+    message_from(&mut w, A, "bob@example.com", "locked");
+    assert_eq!(bodies(&mut w, B), ["locked"]);
+    assert_eq!(bodies(&mut w, laptop), Vec::<String>::new());
+    w.close(B);
+    message_from(&mut w, A, "bob@example.com", "unlocked");
+    assert_eq!(bodies(&mut w, laptop), ["unlocked"]);
+    // With presence on, a bound session that sent no presence gets none of them.
+    w.router.config_mut().presence_enabled = true;
+    w.bind(B);
+    w.send(B, "<presence/>");
+    w.take(B);
+    message_from(&mut w, A, "bob@example.com", "available only");
+    assert_eq!(bodies(&mut w, B), ["available only"]);
+    assert_eq!(bodies(&mut w, laptop), Vec::<String>::new());
+}
+
+#[test]
+fn a_replacing_session_read_before_its_bound_record_is_served_and_the_old_one_is_not() {
+    let laptop = "alice@example.com/laptop";
+    let mut w = online(&["alice", "bob"], &[A, laptop, B]);
+    let old = w.sessions[A].clone();
+    let jid = FullJid::new(A).unwrap();
+    let stanza = |session_id: &SessionId, at: Timestamp, xml: &str| StanzaReceived {
+        event_id: Uuid::new_v4(),
+        gateway_id: GatewayId::new("gw1").unwrap(),
+        session_id: session_id.clone(),
+        received_at: at,
+        sender: jid.clone(),
+        recipient: None,
+        kind: StanzaKind::Iq,
+        stanza_type: Some("get".into()),
+        stanza_id: Some("r3".into()),
+        xml: format!("<iq from='{A}' {xml}</iq>"),
+    };
+    let roster = "type='get' id='r3'><query xmlns='jabber:iq:roster'/>";
+    // The new session's first stanza comes before its `Bound` record: it took the
+    // resource over, the old session's end is told, and the request is answered.
+    let new = SessionId::new("s-new").unwrap();
+    let later = Timestamp::from_micros(t().as_micros() + 5_000_000);
+    w.run(Input::Outbound(stanza(&new, later, roster)));
+    assert!(
+        w.take(A).iter().any(|x| x.contains("id='r3'")),
+        "the new session is answered"
+    );
+    assert!(
+        w.take(laptop)
+            .iter()
+            .any(|x| x.contains("type='unavailable'") && x.contains(A))
+    );
+    // Its `Bound` record changes nothing more.
+    w.run(Input::Session(SessionEvent::Bound(SessionState {
+        jid: jid.clone(),
+        gateway_id: GatewayId::new("gw1").unwrap(),
+        session_id: new.clone(),
+        at: later,
+        presence: SessionPresence::unavailable(),
+        features: ClientFeatures::default(),
+    })));
+    assert!(w.take(laptop).is_empty() && w.take(A).is_empty());
+    // A late stanza of the old session is not answered and does not take the resource back.
+    w.run(Input::Outbound(stanza(&old, t(), roster)));
+    assert!(w.take(A).is_empty(), "the replaced session is gone");
+    assert_eq!(
+        w.router.state().session(&jid).map(|s| s.session_id.clone()),
+        Some(new.clone())
+    );
+    // Nor does a session that started before the holder and is read only now.
+    let older = SessionId::new("s-older").unwrap();
+    let earlier = Timestamp::from_micros(t().as_micros() + 1_000_000);
+    w.run(Input::Outbound(stanza(&older, earlier, roster)));
+    w.run(Input::Session(SessionEvent::Bound(SessionState {
+        jid: jid.clone(),
+        gateway_id: GatewayId::new("gw1").unwrap(),
+        session_id: older,
+        at: earlier,
+        presence: SessionPresence::unavailable(),
+        features: ClientFeatures::default(),
+    })));
+    assert!(w.take(A).is_empty() && w.take(laptop).is_empty());
+    assert_eq!(
+        w.router.state().session(&jid).map(|s| s.session_id.clone()),
+        Some(new)
+    );
+}
+
+#[test]
+fn restoring_sessions_keeps_the_newest_session_of_a_resource() {
+    let jid = FullJid::new(A).unwrap();
+    let bound = |id: &str, micros: i64| {
+        SessionEvent::Bound(SessionState {
+            jid: jid.clone(),
+            gateway_id: GatewayId::new("gw1").unwrap(),
+            session_id: SessionId::new(id).unwrap(),
+            at: Timestamp::from_micros(micros),
+            presence: SessionPresence::unavailable(),
+            features: ClientFeatures::default(),
+        })
+    };
+    let mut state = State::default();
+    state.apply_session(&bound("s-1", 1));
+    state.apply_session(&bound("s-2", 2));
+    // A record of the replaced session read again changes nothing.
+    state.apply_session(&bound("s-1", 1));
+    assert_eq!(
+        state
+            .session(&jid)
+            .map(|s| s.session_id.as_str().to_owned()),
+        Some("s-2".to_owned())
+    );
+    assert!(state.was_closed(&SessionId::new("s-1").unwrap()));
+}
