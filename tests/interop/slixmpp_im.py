@@ -39,7 +39,9 @@ Usage:
 import argparse
 import asyncio
 import collections
+import datetime
 import os
+import re
 import ssl
 import sys
 import xml.etree.ElementTree as ET
@@ -52,6 +54,8 @@ from slixmpp.xmlstream.matcher import MatchXPath
 # Upper bound for the whole run (IMBUS_INTEROP_TIMEOUT); single waits are shorter.
 TIMEOUT = float(os.environ.get("IMBUS_INTEROP_TIMEOUT", "110"))
 WAIT = min(30.0, TIMEOUT)
+# IMBUS_INTEROP_VERBOSE=1: what every client received, for passing scenarios too.
+VERBOSE = os.environ.get("IMBUS_INTEROP_VERBOSE") == "1"
 
 NS_CLIENT = "jabber:client"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -156,6 +160,9 @@ class Client(slixmpp.ClientXMPP):
         self.login_failed = None
         self.closed = False
         self.add_event_handler("session_start", lambda _: self.started.set())
+        self.stream_errors = []
+        self.add_event_handler("stream_error", lambda e: self.stream_errors.append(e["condition"]))
+        self.add_event_handler("disconnected", lambda _: setattr(self, "closed", True))
         self.add_event_handler("failed_auth", self._failed)
         self.add_event_handler("connection_failed", self._failed)
         self.register_handler(
@@ -451,24 +458,53 @@ async def unlock(r):
     x.say(u1.bare, "unlock-after-return")
     await r.barrier(x, [u1, u2, u3])
 
-    # Locked to r2, which then disconnects: forking again to r1 and r3.
-    u2.say(x.bare, "unlock-reply-2")
+    # Locked to r1 again; r1 goes unavailable and comes back before the contact writes:
+    # the lock is gone all the same.
+    u1.say(x.bare, "unlock-reply-2")
     await r.until(lambda: "unlock-reply-2" in x.plain(), "the contact gets the second reply")
     x.say(u1.bare, "unlock-locked-2")
     await r.barrier(x, [u1, u2, u3])
-    r.expect(u2.plain()[-1:], ["unlock-locked-2"], "locked to r2 after its reply")
+    u1.send_presence(ptype="unavailable")
+    for c in (u2, u3):
+        await r.until(lambda c=c: c.saw_unavailable(u1.full), f"{c.full} sees r1 leave")
+    await r.available(u1)
+    await r.see_each_other([u1, u2, u3])
+    x.say(u1.bare, "unlock-after-flap")
+    await r.barrier(x, [u1, u2, u3])
+
+    # Locked to r2, which then disconnects: forking again to r1 and r3.
+    u2.say(x.bare, "unlock-reply-3")
+    await r.until(lambda: "unlock-reply-3" in x.plain(), "the contact gets the third reply")
+    x.say(u1.bare, "unlock-locked-3")
+    await r.barrier(x, [u1, u2, u3])
     await r.close(u2)
     for c in (u1, u3):
         await r.until(lambda c=c: c.saw_unavailable(u2.full), f"{c.full} sees r2 disconnect")
     x.say(u1.bare, "unlock-after-disconnect")
     await r.barrier(x, [u1, u3])
 
+    # Locked to r3, which disconnects and signs in again (same resource) before the
+    # contact writes: no lock either.
+    u3.say(x.bare, "unlock-reply-4")
+    await r.until(lambda: "unlock-reply-4" in x.plain(), "the contact gets the fourth reply")
+    x.say(u1.bare, "unlock-locked-4")
+    await r.barrier(x, [u1, u3])
+    await r.close(u3)
+    await r.until(lambda: u1.saw_unavailable(u3.full), "r1 sees r3 disconnect")
+    u3b = await r.login("unlock-u", "r3")
+    await r.see_each_other([u1, u3b])
+    x.say(u1.bare, "unlock-after-reconnect")
+    await r.barrier(x, [u1, u3b])
+
     r.expect(u1.plain(), ["unlock-fork", "unlock-locked", "unlock-after-return",
-                          "unlock-after-disconnect"], "r1")
+                          "unlock-locked-2", "unlock-after-flap", "unlock-after-disconnect",
+                          "unlock-after-reconnect"], "r1")
     r.expect(u2.plain(), ["unlock-fork", "unlock-after-unavailable", "unlock-after-return",
-                          "unlock-locked-2"], "r2")
+                          "unlock-after-flap", "unlock-locked-3"], "r2")
     r.expect(u3.plain(), ["unlock-fork", "unlock-after-unavailable", "unlock-after-return",
-                          "unlock-after-disconnect"], "r3")
+                          "unlock-after-flap", "unlock-after-disconnect", "unlock-locked-4"],
+             "r3")
+    r.expect(u3b.plain(), ["unlock-after-reconnect"], "r3 signed in again")
     r.expect(x.errors(), [], "the contact gets no error")
 
 
@@ -488,7 +524,8 @@ async def carbons(r):
     x = await r.login("carb-x", "x")
     for c in (u1, u2):
         await c.iq("set", None, f"<enable xmlns='{NS_CARBONS}'/>")
-    private = lambda: [ET.Element(q(NS_CARBONS, "private")), ET.Element(q(NS_HINTS, "no-copy"))]
+    private = [ET.Element(q(NS_CARBONS, "private"))]
+    no_copy = [ET.Element(q(NS_HINTS, "no-copy"))]
 
     # Received, to a full JID: copies for r1 and r2.
     x.say(u3.full, "carb-in-full")
@@ -502,10 +539,12 @@ async def carbons(r):
     # again, which would lock the conversation to r3.)
     x.say(u1.bare, "carb-in-locked")
     await r.barrier(x, [u1, u2, u3])
-    # Private / no-copy: no copies either way.
-    x.say(u3.full, "carb-in-private", extra=private())
-    u3.say(x.bare, "carb-out-private", extra=private())
-    await r.until(lambda: "carb-out-private" in x.plain(), "the contact gets the private one")
+    # <private/> (XEP-0280) or <no-copy/> (XEP-0334): no copies either way.
+    x.say(u3.full, "carb-in-private", extra=private)
+    x.say(u3.full, "carb-in-no-copy", extra=no_copy)
+    u3.say(x.bare, "carb-out-private", extra=private)
+    u3.say(x.bare, "carb-out-no-copy", extra=no_copy)
+    await r.until(lambda: "carb-out-no-copy" in x.plain(), "the contact gets the last one")
     # Headlines are not copied.
     x.say(u3.full, "carb-in-headline", mtype="headline")
     await r.barrier(x, [u1, u2, u3])
@@ -529,10 +568,10 @@ async def carbons(r):
     r.expect(carbon_summary(u3), [], "r3 (carbons never enabled) gets no carbons")
     r.expect(u1.plain(), ["carb-in-locked"], "r1's messages")
     r.expect(u2.plain(), [], "r2's messages")
-    r.expect(u3.plain(), ["carb-in-full", "carb-in-private", "carb-in-headline",
-                          "carb-in-after-disable"], "r3's messages")
-    r.expect_counts(x.plain(), ["carb-out-r3", "carb-out-r1", "carb-out-private"],
-                    "the contact's messages")
+    r.expect(u3.plain(), ["carb-in-full", "carb-in-private", "carb-in-no-copy",
+                          "carb-in-headline", "carb-in-after-disable"], "r3's messages")
+    r.expect_counts(x.plain(), ["carb-out-r3", "carb-out-r1", "carb-out-private",
+                                "carb-out-no-copy"], "the contact's messages")
     r.expect(x.errors() + u1.errors() + u3.errors(), [], "nobody gets an error")
 
 
@@ -547,6 +586,21 @@ async def fulljid(r):
     await r.barrier(x, [u1, u2])
     r.expect(u1.plain(), ["full-to-r1", "full-to-r1-headline", "full-to-unbound"], "r1")
     r.expect(u2.plain(), ["full-to-r2-normal", "full-to-unbound"], "r2")
+
+    # A new sign-in on r1 replaces the session there (the old one ends with conflict):
+    # the full JID names the new session, which is served like any other (its presence
+    # counts, its requests are answered).
+    r1b = await r.login("full-u", "r1")
+    await r.until(lambda: u1.closed, "the replaced session is closed")
+    r.expect(u1.stream_errors, ["conflict"], "the replaced session's stream error")
+    await r.see_each_other([r1b, u2])
+    await r1b.iq("get", None, f"<query xmlns='{NS_ROSTER}'/>")
+    x.say(r1b.full, "full-to-new-r1")
+    x.say(u1.bare, "full-to-bare-after-replace")
+    await r.barrier(x, [r1b, u2])
+    r.expect(r1b.plain(), ["full-to-new-r1", "full-to-bare-after-replace"],
+             "r1 signed in again")
+    r.expect(u2.plain()[2:], ["full-to-bare-after-replace"], "r2 after the replacement")
     r.expect(x.errors(), [], "the sender gets no error")
 
 
@@ -570,12 +624,21 @@ async def order(r):
     r.expect(a.errors(), [], "the sender gets no error")
 
 
+# XEP-0082 DateTime: CCYY-MM-DDThh:mm:ss[.sss]TZD.
+STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+
+
 def undelayed(client, prefix, domain):
-    """The messages starting with `prefix` without a XEP-0203 delay from the server."""
-    bad = [m for m in client.messages
-           if m.plain and m.body and m.body.startswith(prefix)
-           and (m.delay is None or not m.delay[0] or m.delay[1] != domain)]
-    return bad
+    """The messages starting with `prefix` without a XEP-0203 delay from the server with a
+    well-formed stamp, and, when they all have one, those whose stamp is earlier than the
+    one before (stored in order, so stamped in order)."""
+    mine = [m for m in client.messages if m.plain and m.body and m.body.startswith(prefix)]
+    bad = [m for m in mine
+           if m.delay is None or m.delay[1] != domain or not STAMP.match(m.delay[0] or "")]
+    if bad:
+        return bad
+    stamps = [datetime.datetime.fromisoformat(m.delay[0].replace("Z", "+00:00")) for m in mine]
+    return [m for m, before, stamp in zip(mine[1:], stamps, stamps[1:]) if stamp < before]
 
 
 async def offline(r):
@@ -591,8 +654,12 @@ async def offline(r):
         a.say(b1.bare, f"offline-{i}")
     await r.barrier(a, [b1])
     r.expect(b1.plain(), [], "nothing reaches a session before its available presence")
-    # Available: everything, in order, stamped.
-    await r.available(b1)
+    # Available with a negative priority: still not a target (RFC 6121 §8.5.2.1.1).
+    await r.available(b1, priority=-1)
+    await r.barrier(a, [b1])
+    r.expect(b1.plain(), [], "nothing reaches a resource with a negative priority")
+    # Available with priority 0: everything, in order, stamped.
+    await r.available(b1, priority=0)
     await r.until(lambda: len(b1.plain()) >= OFFLINE_COUNT, "offline messages delivered")
     await r.barrier(a, [b1])
     expected = [f"offline-{i}" for i in range(OFFLINE_COUNT)]
@@ -627,6 +694,16 @@ async def quota(r):
     r.expect(b.plain(), [f"quota-{i}" for i in range(limit)],
              "the stored messages arrive in order, once each")
     r.expect(undelayed(b, "quota-", r.suite.domain), [], "with a delay stamp")
+    # Delivered messages free their place: offline again, the next one is stored.
+    b.send_presence(ptype="unavailable")
+    await b.iq("get", r.suite.domain, f"<ping xmlns='{NS_PING}'/>")
+    a.say(to, "quota-after-delivery")
+    await r.barrier(a, [b])
+    await r.available(b)
+    await r.until(lambda: "quota-after-delivery" in b.plain(), "the message stored after")
+    await r.barrier(a, [b])
+    r.expect(b.plain()[limit:], ["quota-after-delivery"], "the message stored after delivery")
+    r.expect(len(a.errors()), extra, "no error for the message stored after delivery")
 
 
 async def multicast(r):
@@ -754,6 +831,8 @@ async def im_off(r):
 
 async def presence_off(r):
     a = await r.login("presoff-a", "a", available=False)
+    # Written while the recipient is signed out: kept for its next sign-in.
+    a.say(r.suite.jid("presoff-b"), "presoff-while-away")
     b = await r.login("presoff-b", "b", available=False)
     a.send_presence()
     await r.until(lambda: a.presence_errors(), "initial presence is answered")
@@ -761,13 +840,20 @@ async def presence_off(r):
     await r.until(lambda: len(a.presence_errors()) >= 2, "directed presence is answered")
     roster = await a.iq("get", None, f"<query xmlns='{NS_ROSTER}'/>")
     r.check(roster.xml.find(q(NS_ROSTER, "query")) is not None, "rosters still work")
-    # Messages still flow: one behind the presence is the barrier.
-    a.say(b.full, "presoff-barrier")
-    await r.until(lambda: "presoff-barrier" in b.plain(), "the message arrives")
+    # Chat goes on without availability: a message to the bare JID reaches the signed-in
+    # client (nobody can become available, so "available resources" would be nobody).
+    a.say(b.bare, "presoff-bare")
+    await r.barrier(a, [b])
+    await r.until(lambda: "presoff-while-away" in b.plain(),
+                  "the message written before the sign-in arrives")
+    await r.barrier(a, [b])
     errors = [(e[0], e[1], bool(e[2])) for _, _, e in a.presence_errors()]
     r.expect(errors, [("service-unavailable", "cancel", True)] * 2,
              "each presence refused with service-unavailable and a text saying why")
     r.expect([p for p in b.presences if p[1] == a.full], [], "the recipient gets no presence")
+    r.expect_counts(b.plain(), ["presoff-while-away", "presoff-bare"],
+                    "the recipient gets both messages, once each")
+    r.expect(a.errors(), [], "the sender gets no error")
 
 
 SCENARIOS = {
@@ -817,10 +903,11 @@ async def run(suite, names):
         if r.failures:
             failed += 1
             print(f"FAIL {name}: " + "; ".join(r.failures), flush=True)
+        if r.failures or VERBOSE:
             for c in r.clients:
                 print(f"  {c.boundjid.full or c.requested_jid}: messages {c.messages[:40]}"
                       f" presences {c.presences[:20]}", flush=True)
-        else:
+        if not r.failures:
             print(f"PASS {name} ({loop.time() - start:.1f} s)", flush=True)
         await r.close_all()
     print(f"{len(names) - failed} of {len(names)} scenarios passed", flush=True)
