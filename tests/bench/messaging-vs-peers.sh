@@ -71,12 +71,15 @@ run_server() { # name port pid
   "${BENCH[@]}" --server "127.0.0.1:$port" offline --pairs "$OFFLINE_PAIRS" \
     --per-pair "$OFFLINE_PER_PAIR" | tee "$out-offline.out" >&2
   say "$name: presence fan-out"
+  # A server that fails a workload (say, it does not confirm subscriptions in time) gets a
+  # FAILED line in the results; the other servers are still measured.
   "${BENCH[@]}" --server "127.0.0.1:$port" presence --online "$PRESENCE_USERS" \
     --contacts "$PRESENCE_CONTACTS" --rate "$PRESENCE_RATE" --seconds "$STEP" \
-    --drain-seconds "$DRAIN" --server-pid "$pid" | tee "$out-presence.out" >&2
+    --drain-seconds "$DRAIN" --server-pid "$pid" 2>&1 | tee "$out-presence.out" >&2 \
+    || echo "FAILED presence fan-out: $(tail -n 1 "$out-presence.out")" >>"$out-presence.out"
   {
     echo "### $name"
-    grep -h -E '^(STEP|SUMMARY|saturated|OFFLINE)' "$out-steps.out" "$out-fixed.out" \
+    grep -h -E '^(STEP|SUMMARY|saturated|OFFLINE|FAILED)' "$out-steps.out" "$out-fixed.out" \
       "$out-offline.out" "$out-presence.out"
     echo
   } >>"$RESULTS"
