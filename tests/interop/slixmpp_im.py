@@ -79,6 +79,11 @@ def q(ns, name):
     return f"{{{ns}}}{name}"
 
 
+# A received <presence/>: type (`available` when absent), from, error (see
+# describe_error) and show.
+Pres = collections.namedtuple("Pres", "type frm error show")
+
+
 class Timeout(Exception):
     pass
 
@@ -156,6 +161,9 @@ class Client(slixmpp.ClientXMPP):
         self.messages = []
         self.presences = []
         self.pushes = []
+        # Subscription requests are answered by the scenarios, not by slixmpp.
+        self.auto_authorize = None
+        self.auto_subscribe = False
         self.started = asyncio.Event()
         self.login_failed = None
         self.closed = False
@@ -201,9 +209,9 @@ class Client(slixmpp.ClientXMPP):
 
     def _on_presence(self, stanza):
         el = stanza.xml
-        self.presences.append(
-            (el.get("type", "available"), el.get("from", ""), describe_error(el))
-        )
+        show = el.find(q(NS_CLIENT, "show"))
+        self.presences.append(Pres(el.get("type", "available"), el.get("from", ""),
+                                   describe_error(el), show.text if show is not None else None))
 
     def _on_push(self, iq):
         if iq["type"] == "set":
@@ -238,16 +246,16 @@ class Client(slixmpp.ClientXMPP):
         return [m for m in self.messages if m.type == "error"]
 
     def presence_errors(self):
-        return [p for p in self.presences if p[0] == "error"]
+        return [p for p in self.presences if p.type == "error"]
 
     def saw_available(self, full, since=0):
         """Whether the last presence from `full` (among those after the first `since`)
         is available."""
-        last = [t for t, f, _ in self.presences[since:] if f == full]
+        last = [p.type for p in self.presences[since:] if p.frm == full]
         return bool(last) and last[-1] not in ("unavailable", "error")
 
     def saw_unavailable(self, full):
-        last = [t for t, f, _ in self.presences if f == full]
+        last = [p.type for p in self.presences if p.frm == full]
         return bool(last) and last[-1] == "unavailable"
 
     # ----- sending -----
@@ -752,37 +760,70 @@ async def multicast(r):
     r.expect(s.errors(), [], "the sender gets no error")
 
 
+async def subscribe(r, a, b_clients):
+    """Mutual presence subscription between a's account and b's; waits until each side
+    sees the other's available resources."""
+    b = b_clients[0]
+    for one, other in ((a, b), (b, a)):
+        one.send_presence_subscription(pto=other.bare, ptype="subscribe")
+        await r.until(lambda o=other, f=one.bare: any(
+            p.type == "subscribe" and p.frm == f for p in o.presences),
+            f"{other.full} gets {one.bare}'s subscription request")
+        other.send_presence_subscription(pto=one.bare, ptype="subscribed")
+    for c in b_clients:
+        await r.until(lambda c=c: a.saw_available(c.full), f"{a.full} sees {c.full}")
+        await r.until(lambda c=c: c.saw_available(a.full), f"{c.full} sees {a.full}")
+
+
 async def blocking(r):
     u1, u2 = await r.resources("blk-u", ["r1", "r2"])
     x = await r.login("blk-x", "x")
     y = await r.login("blk-y", "y")
+    await subscribe(r, x, [u1, u2])
     for c in (u1, u2):
         result = await c.iq("get", None, f"<blocklist xmlns='{NS_BLOCKING}'/>")
         r.expect([i.get("jid") for i in result.xml.iter(q(NS_BLOCKING, "item"))], [],
                  "the block list starts empty")
+    x_seen = len(x.presences)
+    u_seen = [len(c.presences) for c in (u1, u2)]
     await u1.iq("set", None, f"<block xmlns='{NS_BLOCKING}'><item jid='{x.bare}'/></block>")
     for c in (u1, u2):
         await r.until(lambda c=c: c.pushes, f"{c.full} gets the block push")
-    # Everything from the blocked contact bounces as if the user did not exist.
+    # The blocked subscriber sees the user go unavailable at once.
+    for c in (u1, u2):
+        await r.until(lambda c=c: x.saw_unavailable(c.full), f"the blocked contact sees "
+                                                             f"{c.full} go")
+    # Everything from the blocked contact bounces as if the user did not exist, and its
+    # presence is dropped (the bounces of the messages sent after it show it was handled).
+    x.send_presence(pto=u1.full)
+    x.send_presence(pshow="dnd")
     x.say(u1.bare, "blk-to-bare")
     x.say(u1.full, "blk-to-full")
-    x.send_presence(pto=u1.full)
     await r.until(lambda: len(x.errors()) >= 2, "the blocked contact gets two errors")
-    # Nothing goes to the blocked contact: not-acceptable with <blocked/>.
+    # Nothing goes to the blocked contact: not-acceptable with <blocked/>; and no presence
+    # broadcast either.
     u1.say(x.full, "blk-from-user")
     await r.until(lambda: u1.errors(), "the user gets an error")
+    u2.send_presence(pshow="away")
+    await r.until(lambda: u1.presences[-1].frm == u2.full and u1.presences[-1].show == "away",
+                  "r1 sees r2 away")
     # Others still get through.
     y.say(u1.bare, "blk-from-other")
     result = await u2.iq("get", None, f"<blocklist xmlns='{NS_BLOCKING}'/>")
     r.expect([i.get("jid") for i in result.xml.iter(q(NS_BLOCKING, "item"))], [x.bare],
              "the block list")
+    # Unblocked, the subscriber gets the user's current presence again.
+    u_blocked = [c.presences[seen:] for c, seen in zip((u1, u2), u_seen)]
     await u1.iq("set", None, f"<unblock xmlns='{NS_BLOCKING}'><item jid='{x.bare}'/></unblock>")
     for c in (u1, u2):
         await r.until(lambda c=c: len(c.pushes) >= 2, f"{c.full} gets the unblock push")
+    for c in (u1, u2):
+        await r.until(lambda c=c: x.saw_available(c.full), f"the contact sees {c.full} again")
     x.say(u1.bare, "blk-after-unblock")
     await r.barrier(x, [u1, u2])
     await r.barrier(y, [u1, u2])
     await r.barrier(u1, [x])
+    await r.barrier(u2, [x])
 
     r.expect([(e.id, e.error[0]) for e in x.errors()],
              [("blk-to-bare", "service-unavailable"), ("blk-to-full", "service-unavailable")],
@@ -799,8 +840,15 @@ async def blocking(r):
                  [(q(NS_BLOCKING, "block"), [x.bare]), (q(NS_BLOCKING, "unblock"), [x.bare])],
                  f"{c.full}: block and unblock pushes")
         r.expect_counts(c.plain(), ["blk-from-other", "blk-after-unblock"], f"{c.full}")
-    r.check(not any(f.startswith(x.bare) for _, f, _ in u1.presences),
-            f"no presence from the blocked contact reaches the user: {u1.presences}")
+    from_user = sorted((p.type, p.frm, p.show) for p in x.presences[x_seen:]
+                       if p.frm.startswith(u1.bare + "/"))
+    r.expect(from_user, sorted([("unavailable", u1.full, None), ("unavailable", u2.full, None),
+                                ("available", u1.full, None), ("available", u2.full, "away")]),
+             "the contact's presence from the user from the block on: unavailable at the "
+             "block, nothing while blocked, the current presence at the unblock")
+    for c, got in zip((u1, u2), u_blocked):
+        r.expect([p for p in got if p.frm.startswith(x.bare)], [],
+                 f"{c.full}: no presence from the blocked contact while blocked")
     r.expect(x.plain(), [], "the blocked contact gets nothing from the user")
 
 
@@ -847,10 +895,10 @@ async def presence_off(r):
     await r.until(lambda: "presoff-while-away" in b.plain(),
                   "the message written before the sign-in arrives")
     await r.barrier(a, [b])
-    errors = [(e[0], e[1], bool(e[2])) for _, _, e in a.presence_errors()]
+    errors = [(p.error[0], p.error[1], bool(p.error[2])) for p in a.presence_errors()]
     r.expect(errors, [("service-unavailable", "cancel", True)] * 2,
              "each presence refused with service-unavailable and a text saying why")
-    r.expect([p for p in b.presences if p[1] == a.full], [], "the recipient gets no presence")
+    r.expect([p for p in b.presences if p.frm == a.full], [], "the recipient gets no presence")
     r.expect_counts(b.plain(), ["presoff-while-away", "presoff-bare"],
                     "the recipient gets both messages, once each")
     r.expect(a.errors(), [], "the sender gets no error")
