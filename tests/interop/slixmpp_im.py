@@ -10,14 +10,17 @@ Absence is checked with barriers, not with waiting: after the stanzas under test
 sender sends a `headline` marker to each full JID concerned. The marker follows the same
 path (the sender's partition, then the recipient's) and lands on the same delivery
 partition, so once it arrived, anything the stanzas under test produced for that client
-has arrived before it.
+has arrived before it. Steps whose order the server does not guarantee (a user's own
+stanza and a contact's message take different topics) wait for a visible effect of the
+first (a reply received, a presence seen, an IQ result) before the second.
 
 Scenarios (`all` runs the first eleven, in this order):
   forking       a chat or normal message to a bare JID reaches every available resource
   lock          after a reply from one resource, that contact's messages go there only
   unlock        the lock ends when that resource goes unavailable or disconnects
   carbons       XEP-0280 received/sent copies for the resources that enabled carbons
-  fulljid       a message to a full JID reaches that resource only
+  fulljid       a message to a full JID reaches that resource only; a new sign-in on a
+                resource replaces the session there and is served
   order         1,000 messages arrive in order, none lost, none repeated
   offline       messages for a user with no available resource arrive at the next
                 available presence, in order, with a XEP-0203 delay stamp, once
@@ -26,7 +29,8 @@ Scenarios (`all` runs the first eleven, in this order):
   blocking      XEP-0191: nothing from a blocked contact, errors as the XEP says
   presence-stays-on  (part of `all`) presence still works: the switches are not global
   im-off        (server with im.enabled = false) messages are refused with an error
-  presence-off  (server with presence.enabled = false) presence is refused with an error
+  presence-off  (server with presence.enabled = false) presence is refused with an error;
+                chat goes on, to every signed-in client
 
 Every client connects from its own loopback address (127.NET.x.y, --net), because the
 server limits new connections per source address.
@@ -51,7 +55,8 @@ from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-# Upper bound for the whole run (IMBUS_INTEROP_TIMEOUT); single waits are shorter.
+# The time the caller allows the run (IMBUS_INTEROP_TIMEOUT); a single wait for an
+# expected stanza gives up after at most 30 s of it, failing its scenario.
 TIMEOUT = float(os.environ.get("IMBUS_INTEROP_TIMEOUT", "110"))
 WAIT = min(30.0, TIMEOUT)
 # IMBUS_INTEROP_VERBOSE=1: what every client received, for passing scenarios too.
