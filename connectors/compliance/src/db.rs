@@ -279,6 +279,34 @@ impl Database {
         }
     }
 
+    /// Writes rows over up to `parallelism` connections at once, each share in its own
+    /// transaction (PostgreSQL and MySQL; SQLite has a single writer and takes the rows in
+    /// one transaction). Rows already present are left as they are. When this returns
+    /// `Ok` every row is stored; after an error some shares may be stored and others not,
+    /// which a retry of the same rows recognises (they count as already present).
+    pub async fn write_parallel(
+        &self,
+        rows: &[&Row],
+        parallelism: usize,
+    ) -> Result<Written, DbError> {
+        let shares = match self {
+            Database::Sqlite(_) => 1,
+            _ => parallelism.clamp(1, rows.len().div_ceil(MIN_ROWS_PER_SHARE).max(1)),
+        };
+        if shares == 1 {
+            return self.write(rows).await;
+        }
+        let per_share = rows.len().div_ceil(shares);
+        let writes = rows.chunks(per_share).map(|share| self.write(share));
+        let mut total = Written::default();
+        for written in futures::future::try_join_all(writes).await? {
+            total.jm += written.jm;
+            total.tc_msgarchive += written.tc_msgarchive;
+            total.already_present += written.already_present;
+        }
+        Ok(total)
+    }
+
     /// Closes every connection.
     pub async fn close(&self) {
         match self {
@@ -288,6 +316,10 @@ impl Database {
         }
     }
 }
+
+/// [`Database::write_parallel`] does not split a batch into shares smaller than this: a
+/// transaction per handful of rows would cost more than it saves.
+const MIN_ROWS_PER_SHARE: usize = 250;
 
 /// The rows of one table in statements of bounded size.
 fn statements<'r>(rows: &[&'r Row]) -> Vec<(Table, Vec<&'r Row>)> {

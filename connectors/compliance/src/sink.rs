@@ -50,8 +50,12 @@ pub type CommitObserver = Arc<dyn Fn(&[ConsumedRecord]) + Send + Sync>;
 pub struct SinkOptions {
     /// The consumer group ([`GROUP`]).
     pub group: String,
-    /// The most records written in one transaction.
+    /// The most records taken from the log at once.
     pub max_batch: usize,
+    /// How many transactions a batch is written in at once, over as many pooled
+    /// connections (PostgreSQL and MySQL; SQLite writes one at a time). Keep it at most the
+    /// pool size.
+    pub parallel_writes: usize,
     /// First wait after a database failure; doubled on each further failure…
     pub backoff_initial: Duration,
     /// …up to this.
@@ -66,7 +70,8 @@ impl Default for SinkOptions {
     fn default() -> Self {
         Self {
             group: GROUP.to_owned(),
-            max_batch: 500,
+            max_batch: 2_000,
+            parallel_writes: 4,
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             stop_after_database_commit: None,
@@ -80,6 +85,7 @@ impl fmt::Debug for SinkOptions {
         f.debug_struct("SinkOptions")
             .field("group", &self.group)
             .field("max_batch", &self.max_batch)
+            .field("parallel_writes", &self.parallel_writes)
             .field("backoff_initial", &self.backoff_initial)
             .field("backoff_max", &self.backoff_max)
             .field(
@@ -295,7 +301,11 @@ impl Sink {
         let mut backoff = self.options.backoff_initial;
         loop {
             let all: Vec<&Row> = rows.iter().map(|(_, r)| r).collect();
-            let outcome = match self.db.write(&all).await {
+            let outcome = match self
+                .db
+                .write_parallel(&all, self.options.parallel_writes)
+                .await
+            {
                 Ok(written) => Ok((written, Vec::new())),
                 Err(DbError::Rejected(reason)) => {
                     tracing::warn!(database = %self.database, error = %reason, rows = all.len(), "the compliance database refused a batch; writing its rows one by one to find the rejected ones");

@@ -51,7 +51,13 @@ impl ComplianceSink {
             metrics,
             settings_rx,
             shutdown,
-            SinkOptions::default(),
+            SinkOptions {
+                // One transaction per pooled connection at most.
+                parallel_writes: usize::try_from(config.compliance.pool_size)
+                    .unwrap_or(1)
+                    .clamp(1, 8),
+                ..SinkOptions::default()
+            },
         ));
         Ok(ComplianceSink { task, settings })
     }
