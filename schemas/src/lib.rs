@@ -22,10 +22,12 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use apache_avro::Schema;
+use apache_avro::headers::HeaderBuilder;
+use apache_avro::{GenericSingleObjectReader, GenericSingleObjectWriter, Schema};
 use imbus_core::Event;
 
 mod convert;
@@ -155,16 +157,13 @@ pub fn encode(event: &Event) -> Result<Vec<u8>, SchemaError> {
     let kind = EventSchema::of(event);
     let current = registry()?.current(kind);
     let value = convert::to_value(event);
-    let body = apache_avro::to_avro_datum(&current.schema, value).map_err(|source| {
-        SchemaError::Encode {
-            schema: kind.name(),
-            source,
-        }
-    })?;
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    let mut out = Vec::with_capacity(256);
     out.push(MAGIC_BYTE);
     out.extend_from_slice(&current.released.id.to_be_bytes());
-    out.extend_from_slice(&body);
+    encode_datum(current, &value, &mut out).map_err(|source| SchemaError::Encode {
+        schema: kind.name(),
+        source,
+    })?;
     Ok(out)
 }
 
@@ -194,7 +193,14 @@ fn decode_body(
         rest: body,
         ended: false,
     };
-    let value = apache_avro::from_avro_datum(&writer.schema, &mut input, reader);
+    let value = {
+        let mut framed = std::io::Read::chain(&SINGLE_OBJECT_HEADER[..], &mut input);
+        writer.reader.read_value(&mut framed)
+    }
+    .and_then(|value| match reader {
+        Some(current) => value.resolve(current),
+        None => Ok(value),
+    });
     // The Avro decoder reads a string cut short by the end of the data as null instead of
     // failing, so running out of data is detected here.
     if input.ended {
@@ -238,11 +244,67 @@ impl std::io::Read for Body<'_> {
 }
 
 /// A parsed released schema.
-#[derive(Debug)]
 struct Parsed {
     kind: EventSchema,
     released: &'static ReleasedSchema,
     schema: Schema,
+    /// A decoder with the schema's named types resolved once (`from_avro_datum` resolves
+    /// them again for every record).
+    reader: GenericSingleObjectReader,
+}
+
+impl std::fmt::Debug for Parsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parsed")
+            .field("kind", &self.kind)
+            .field("released", &self.released.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// apache-avro's single-object reader and writer frame each datum with a header of 10 to
+/// 20 bytes; imbus uses its own (Confluent) framing, so the header is a fixed placeholder
+/// that is stripped when writing and supplied when reading.
+const SINGLE_OBJECT_HEADER: [u8; 10] = [0; 10];
+
+struct PlaceholderHeader;
+
+impl HeaderBuilder for PlaceholderHeader {
+    fn build_header(&self) -> Vec<u8> {
+        SINGLE_OBJECT_HEADER.to_vec()
+    }
+}
+
+thread_local! {
+    /// Per thread, an encoder per schema id with the schema's named types resolved once.
+    static WRITERS: RefCell<HashMap<u32, GenericSingleObjectWriter>> =
+        RefCell::new(HashMap::new());
+}
+
+/// Encodes `value` with the current schema `current` into `out` (after what is there).
+fn encode_datum(
+    current: &Parsed,
+    value: &apache_avro::types::Value,
+    out: &mut Vec<u8>,
+) -> Result<(), apache_avro::Error> {
+    WRITERS.with(|writers| {
+        let mut writers = writers.borrow_mut();
+        let writer = match writers.entry(current.released.id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                GenericSingleObjectWriter::new_with_capacity_and_header_builder(
+                    &current.schema,
+                    256,
+                    PlaceholderHeader,
+                )?,
+            ),
+        };
+        let start = out.len();
+        writer.write_value_ref(value, out)?;
+        // Drop the placeholder header.
+        out.drain(start..start + SINGLE_OBJECT_HEADER.len());
+        Ok(())
+    })
 }
 
 /// The parsed schema table.
@@ -280,10 +342,21 @@ impl Registry {
                     released.name, released.version
                 ));
             }
+            let reader = GenericSingleObjectReader::new_with_header_builder(
+                schema.clone(),
+                PlaceholderHeader,
+            )
+            .map_err(|e| {
+                format!(
+                    "{} v{}: cannot resolve the schema's named types: {e}",
+                    released.name, released.version
+                )
+            })?;
             let parsed = Parsed {
                 kind,
                 released,
                 schema,
+                reader,
             };
             if by_id.insert(released.id, parsed).is_some() {
                 return Err(format!("schema id {} is used twice", released.id));

@@ -156,6 +156,11 @@ fn other_version(kind: EventSchema, json: &serde_json::Value) -> Parsed {
             json: "",
         })),
         schema: Schema::parse_str(&json.to_string()).unwrap(),
+        reader: GenericSingleObjectReader::new_with_header_builder(
+            Schema::parse_str(&json.to_string()).unwrap(),
+            PlaceholderHeader,
+        )
+        .unwrap(),
     }
 }
 
