@@ -204,7 +204,12 @@ pub struct C2sConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusConfig {
     pub backend: Backend,
+    /// Partitions of new topics: `bus.partitions`, or when that is 0 (automatic) 1 on the
+    /// embedded log and 8 on Kafka.
     pub partitions: i32,
+    /// Whether `partitions` was chosen automatically; existing topics with another count
+    /// are then used as they are.
+    pub partitions_automatic: bool,
     pub fsync: Fsync,
     pub segment_bytes: u64,
     pub kafka_bootstrap: String,
@@ -381,6 +386,10 @@ impl Config {
                 })
         };
 
+        let backend = match get("bus.backend")?.string().as_str() {
+            "kafka" => Backend::Kafka,
+            _ => Backend::Embedded,
+        };
         let config = Config {
             domain: get("domain")?.string(),
             data_dir: PathBuf::from(get("data_dir")?.string()),
@@ -450,11 +459,13 @@ impl Config {
                 max_history_length: get("rooms.max_history_length")?.int() as usize,
             },
             bus: BusConfig {
-                backend: match get("bus.backend")?.string().as_str() {
-                    "kafka" => Backend::Kafka,
-                    _ => Backend::Embedded,
+                backend,
+                partitions: match get("bus.partitions")?.int() as i32 {
+                    0 if backend == Backend::Embedded => 1,
+                    0 => 8,
+                    n => n,
                 },
-                partitions: get("bus.partitions")?.int() as i32,
+                partitions_automatic: get("bus.partitions")?.int() == 0,
                 fsync: get("bus.fsync")?.fsync(),
                 segment_bytes: get("bus.segment_bytes")?.int() as u64,
                 kafka_bootstrap: get("bus.kafka.bootstrap")?.string(),

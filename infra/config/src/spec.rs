@@ -671,9 +671,9 @@ pub static SETTINGS: &[SettingSpec] = &[
     },
     SettingSpec {
         name: "bus.partitions",
-        kind: Kind::Int { min: 1, max: 1024 },
-        default: "8",
-        help: "Partitions of each topic imbus creates (the unit of scale-out of processors).",
+        kind: Kind::Int { min: 0, max: 1024 },
+        default: "0",
+        help: "Partitions of each topic imbus creates (the unit of scale-out of processors). 0: automatic, 1 on the embedded log (one process: more partitions only add fsync rounds) and 8 on Kafka; existing topics keep the partitions they were created with.",
         live: false,
     },
     SettingSpec {

@@ -84,10 +84,23 @@ pub fn topic_config(config: &Config, layout: &imbus_config::topics::TopicLayout)
 pub async fn create_system_topics(log: &dyn Log, config: &Config) -> anyhow::Result<()> {
     for layout in SYSTEM_TOPICS {
         let topic = topic_config(config, layout);
-        tokio::time::timeout(Duration::from_secs(60), log.create_topic(&topic))
+        let created = tokio::time::timeout(Duration::from_secs(60), log.create_topic(&topic))
             .await
-            .with_context(|| format!("timed out creating topic {}", layout.name))?
-            .with_context(|| format!("cannot create topic {}", layout.name))?;
+            .with_context(|| format!("timed out creating topic {}", layout.name))?;
+        match created {
+            // Automatic partitioning changed its choice (or the backend's default) since
+            // the topic was made: the topic keeps its partitions, keys stay where they are.
+            Err(imbus_log::LogError::TopicMismatch { existing, .. })
+                if layout.partitions.is_none() && config.bus.partitions_automatic =>
+            {
+                tracing::info!(
+                    topic = layout.name,
+                    partitions = existing,
+                    "topic exists with its own partition count (bus.partitions = 0, automatic); using it"
+                );
+            }
+            other => other.with_context(|| format!("cannot create topic {}", layout.name))?,
+        }
     }
     Ok(())
 }
