@@ -13,35 +13,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, env_for, imbus};
+use common::{Server, add_user, env_for, imbus, listener};
 use sqlx::Connection;
-
-fn listener(data_dir: &Path, name: &str) -> SocketAddr {
-    let bytes = std::fs::read(data_dir.join("run").join("imbus.json")).expect("run file");
-    let info: serde_json::Value = serde_json::from_slice(&bytes).expect("run file is JSON");
-    info["listeners"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|l| l[0].as_str() == Some(name))
-        .and_then(|l| l[1].as_str())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} listener in the run file: {info}"))
-}
-
-fn add_user(data_dir: &Path, jid: &str, password: &str) {
-    let mut cmd = imbus();
-    env_for(&mut cmd, data_dir);
-    let out = cmd
-        .args(["user", "add", jid, "--password", password])
-        .output()
-        .expect("run imbus user add");
-    assert!(
-        out.status.success(),
-        "imbus user add {jid}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Runs `tests/interop/slixmpp_offline.py` (fails the test if slixmpp is missing).
 fn offline_script(c2s: SocketAddr, args: &[&str]) {

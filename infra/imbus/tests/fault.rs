@@ -21,13 +21,12 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Server, env_for, imbus};
+use common::{Server, env_for, imbus, listener, require_slixmpp};
 use imbus_log::{Log, StartAt};
 
 const SENDERS: usize = 4;
@@ -36,33 +35,6 @@ const RECEIVERS: usize = 4;
 const RATE: u32 = 10;
 /// How long the senders send.
 const SECONDS: u32 = 30;
-
-fn listener(data_dir: &Path, name: &str) -> SocketAddr {
-    let bytes = std::fs::read(data_dir.join("run").join("imbus.json")).expect("run file");
-    let info: serde_json::Value = serde_json::from_slice(&bytes).expect("run file is JSON");
-    info["listeners"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|l| l[0].as_str() == Some(name))
-        .and_then(|l| l[1].as_str())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} listener in the run file: {info}"))
-}
-
-fn require_slixmpp() {
-    let ok = Command::new("python3")
-        .args(["-c", "import slixmpp"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "this test drives slixmpp and it is not installed: run `pip install slixmpp` \
-         (tests/run does it)"
-    );
-}
 
 /// Kills a child process on drop (a failed assertion must not leave a router behind).
 struct Reaped(Child);

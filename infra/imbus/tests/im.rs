@@ -17,12 +17,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, env_for, imbus};
+use common::{Server, env_for, imbus, listener, require_slixmpp};
 
 /// `offline.quota` of the servers under test (the quota scenario fills it).
 const QUOTA: u32 = 25;
@@ -31,33 +30,6 @@ const DOMAIN: &str = "localhost";
 const SUITE_TIMEOUT: Duration = Duration::from_secs(110);
 /// The same for the runs with a switch off.
 const SWITCH_TIMEOUT: Duration = Duration::from_secs(45);
-
-fn listener(data_dir: &Path, name: &str) -> SocketAddr {
-    let bytes = std::fs::read(data_dir.join("run").join("imbus.json")).expect("run file");
-    let info: serde_json::Value = serde_json::from_slice(&bytes).expect("run file is JSON");
-    info["listeners"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|l| l[0].as_str() == Some(name))
-        .and_then(|l| l[1].as_str())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} listener in the run file: {info}"))
-}
-
-fn require_slixmpp() {
-    let ok = Command::new("python3")
-        .args(["-c", "import slixmpp"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "this test drives slixmpp and it is not installed: run `pip install slixmpp` \
-         (tests/run does it)"
-    );
-}
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/slixmpp_im.py")

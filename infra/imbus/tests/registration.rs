@@ -9,40 +9,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Server;
-
-/// The address of a listener named in the run file.
-fn listener(data_dir: &Path, name: &str) -> SocketAddr {
-    let bytes = std::fs::read(data_dir.join("run").join("imbus.json")).expect("run file");
-    let info: serde_json::Value = serde_json::from_slice(&bytes).expect("run file is JSON");
-    info["listeners"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|l| l[0].as_str() == Some(name))
-        .and_then(|l| l[1].as_str())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} listener in the run file: {info}"))
-}
-
-fn require_slixmpp() {
-    let ok = Command::new("python3")
-        .args(["-c", "import slixmpp"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "this test drives slixmpp and it is not installed: run `pip install slixmpp` \
-         (tests/run does it)"
-    );
-}
+use common::{Server, listener, require_slixmpp};
 
 /// Runs the registration script's steps against the server's STARTTLS listener and
 /// returns the outcome line of each step (`<step> <jid> -> <outcome>`).

@@ -8,29 +8,15 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, env_for, imbus};
+use common::{Server, env_for, imbus, listener, require_slixmpp};
 use sqlx::Connection;
 
 /// The chat service of a fresh `imbus serve` (node 1, cluster `imbus`, domain `localhost`).
 const SERVICE: &str = "conference-1-imbus.localhost";
-
-fn listener(data_dir: &Path, name: &str) -> SocketAddr {
-    let bytes = std::fs::read(data_dir.join("run").join("imbus.json")).expect("run file");
-    let info: serde_json::Value = serde_json::from_slice(&bytes).expect("run file is JSON");
-    info["listeners"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|l| l[0].as_str() == Some(name))
-        .and_then(|l| l[1].as_str())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} listener in the run file: {info}"))
-}
 
 /// Starts `imbus rooms` (the rooms processor alone) with the server's settings.
 fn start_rooms(data_dir: &Path, env: &[(&str, String)]) -> std::process::Child {
@@ -66,20 +52,6 @@ fn add_users(data_dir: &Path, n: usize) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-}
-
-fn require_slixmpp() {
-    let ok = Command::new("python3")
-        .args(["-c", "import slixmpp"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "this test drives slixmpp and it is not installed: run `pip install slixmpp` \
-         (tests/run does it)"
-    );
 }
 
 /// Runs one scenario of `tests/interop/slixmpp_muc.py` and fails the test with its

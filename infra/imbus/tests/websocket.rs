@@ -7,27 +7,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, env_for, imbus};
+use common::{Server, add_user};
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-fn add_user(dir: &std::path::Path, jid: &str, password: &str) {
-    let mut cmd = imbus();
-    env_for(&mut cmd, dir);
-    let out = cmd
-        .args(["user", "add", jid, "--password", password])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 async fn connect(server: &Server) -> Ws {
     let mut request = server

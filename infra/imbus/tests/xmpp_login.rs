@@ -7,11 +7,9 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
-use common::{Server, env_for, imbus};
+use common::{Server, add_user, listener};
 use futures::StreamExt;
 use tokio_xmpp::connect::{DnsConfig, ServerConnector, StartTlsServerConnector};
 use tokio_xmpp::xmlstream::Timeouts;
@@ -19,34 +17,6 @@ use tokio_xmpp::{Client, Event};
 
 const PASSWORD: &str = "Juliet-Pw-1";
 const PATIENCE: Duration = Duration::from_secs(20);
-
-/// The address of a listener named in the run file (`c2s`, `c2s_tls`, …).
-fn listener(data_dir: &Path, name: &str) -> SocketAddr {
-    let bytes = std::fs::read(data_dir.join("run").join("imbus.json")).unwrap();
-    let info: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    info["listeners"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|l| l[0].as_str() == Some(name))
-        .and_then(|l| l[1].as_str())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} listener in the run file: {info}"))
-}
-
-fn add_user(data_dir: &Path, jid: &str, password: &str) {
-    let mut cmd = imbus();
-    env_for(&mut cmd, data_dir);
-    let out = cmd
-        .args(["user", "add", jid, "--password", password])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 async fn online(client: &mut Client) -> String {
     loop {

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -137,4 +138,48 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The address of a listener named in the run file (`c2s`, `c2s_tls`, …).
+pub fn listener(data_dir: &Path, name: &str) -> SocketAddr {
+    let bytes = std::fs::read(data_dir.join("run").join("imbus.json")).expect("run file");
+    let info: serde_json::Value = serde_json::from_slice(&bytes).expect("run file is JSON");
+    info["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l[0].as_str() == Some(name))
+        .and_then(|l| l[1].as_str())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} listener in the run file: {info}"))
+}
+
+/// Creates an account with `imbus user add` (through the running server when there is one).
+pub fn add_user(data_dir: &Path, jid: &str, password: &str) {
+    let mut cmd = imbus();
+    env_for(&mut cmd, data_dir);
+    let out = cmd
+        .args(["user", "add", jid, "--password", password])
+        .output()
+        .expect("run imbus user add");
+    assert!(
+        out.status.success(),
+        "imbus user add {jid}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Fails with what to install when slixmpp (PyPI) is missing.
+pub fn require_slixmpp() {
+    let ok = Command::new("python3")
+        .args(["-c", "import slixmpp"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "this test drives slixmpp and it is not installed: run `pip install slixmpp` \
+         (tests/run does it)"
+    );
 }
