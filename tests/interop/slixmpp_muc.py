@@ -5,7 +5,10 @@ Usage:
   slixmpp_muc.py HOST PORT SERVICE SCENARIO
 
 Users are userN@<domain of SERVICE without its first label> with password Pw-userN
-(user1 … user4, as many as the scenario needs).
+(user1 … user4, user1 … user50 for fan-out-50, as many as the scenario needs).
+
+Every client connects from its own loopback address (userN from 127.0.N/250.N%250+1), because
+the server limits new connections per source address.
 
 Scenarios:
   basic          create an instant room, 20 messages, history on join (15 by default,
@@ -22,6 +25,16 @@ Scenarios:
                  mediated invitation from the owner let them in
   moderation     kick (307), an admin cannot ban an owner (not-allowed), ban (301),
                  a banned user is refused (forbidden)
+  fan-out-50     50 occupants in one room: one message reaches each of them exactly once
+                 (every arrival counted, nothing deduplicated)
+  direct-invite  XEP-0249 direct invitations travel from user to user with the room JID
+                 (and its password when it has one); they do not make the invitee a
+                 member: a members-only room refuses the invitee (registration-required)
+                 until the owner makes them a member
+  directory      disco#items on the service lists exactly the public, unlocked rooms,
+                 sorted by JID, paged with XEP-0059 (max/after, before, index, count);
+                 the jabber:iq:search form finds rooms by a word of their name or
+                 description (case-insensitive), never hidden or locked rooms
 
 Prints "OK: …" and exits 0 on success; prints "FAILED: …" and exits 1 otherwise.
 MUC_DEBUG=1 prints every message the clients receive.
@@ -48,6 +61,9 @@ NS_DATA = "jabber:x:data"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+NS_CONFERENCE = "jabber:x:conference"
+NS_RSM = "http://jabber.org/protocol/rsm"
+NS_SEARCH = "jabber:iq:search"
 
 
 class Failed(Exception):
@@ -59,14 +75,21 @@ def check(cond, what):
         raise Failed(what)
 
 
+def source_address(n):
+    """The loopback address user n connects from."""
+    return f"127.0.{n // 250}.{n % 250 + 1}"
+
+
 class Client(slixmpp.ClientXMPP):
-    def __init__(self, jid, password):
+    def __init__(self, jid, password, source):
         super().__init__(jid, password)
+        self.source = source
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         self.ssl_context = ctx
         self.enable_direct_tls = False
+        self.enable_plaintext = False
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0203")
         self.ready = asyncio.Event()
@@ -80,6 +103,19 @@ class Client(slixmpp.ClientXMPP):
         self.register_handler(
             Callback("every message", MatchXPath("{jabber:client}message"), self.on_message)
         )
+
+    async def _attempt_connection(self, host, port, tls, server_hostname):
+        # slixmpp's own connection attempt, from this client's source address (STARTTLS
+        # only: direct TLS is off).
+        self.event_when_connected = "connected"
+        try:
+            await self.loop.create_connection(
+                lambda: self, host, port, local_addr=(self.source, 0)
+            )
+            return True
+        except OSError as e:
+            self.event("connection_failed", e)
+            return False
 
     async def start(self, _event):
         self.send_presence()
@@ -202,6 +238,60 @@ class Client(slixmpp.ClientXMPP):
     def leave(self, room, nick):
         self.send_presence(pto=f"{room}/{nick}", ptype="unavailable")
 
+    async def query(self, to, kind, payload):
+        """Sends an IQ `kind` with `payload` (an ElementTree element); the answer's
+        element of the same name."""
+        iq = self.make_iq_set(ito=to) if kind == "set" else self.make_iq_get(ito=to)
+        iq.append(payload)
+        answer = await iq.send(timeout=TIMEOUT)
+        found = answer.xml.find(payload.tag)
+        check(found is not None, f"the answer has no {payload.tag}: {answer}")
+        return found
+
+    async def directory(self, service, **rsm):
+        """disco#items on the service: ([room JIDs], {rsm element: (text, attributes)})."""
+        query = ET.Element(f"{{{NS_DISCO_ITEMS}}}query")
+        add_rsm(query, rsm)
+        answer = await self.query(service, "get", query)
+        jids = [i.get("jid") for i in answer.findall(f"{{{NS_DISCO_ITEMS}}}item")]
+        return jids, rsm_answer(answer)
+
+    async def search(self, service, fields, **rsm):
+        """Submits the room search form: ([(jid, name, description)], rsm answer)."""
+        query = ET.Element(f"{{{NS_SEARCH}}}query")
+        form = ET.SubElement(query, f"{{{NS_DATA}}}x", {"type": "submit"})
+        for var, value in {"FORM_TYPE": NS_SEARCH, **fields}.items():
+            field = ET.SubElement(form, f"{{{NS_DATA}}}field", {"var": var})
+            ET.SubElement(field, f"{{{NS_DATA}}}value").text = value
+        add_rsm(query, rsm)
+        answer = await self.query(service, "set", query)
+        result = answer.find(f"{{{NS_DATA}}}x")
+        check(result is not None and result.get("type") == "result",
+              f"the search answer has no result form: {ET.tostring(answer)}")
+        found = []
+        for item in result.findall(f"{{{NS_DATA}}}item"):
+            values = {f.get("var"): (f.findtext(f"{{{NS_DATA}}}value") or "")
+                      for f in item.findall(f"{{{NS_DATA}}}field")}
+            found.append((values.get("jid"), values.get("name"), values.get("description")))
+        return found, rsm_answer(answer)
+
+
+def add_rsm(query, rsm):
+    """Adds a XEP-0059 <set/> with the given children (max, after, before, index)."""
+    if not rsm:
+        return
+    st = ET.SubElement(query, f"{{{NS_RSM}}}set")
+    for name, value in rsm.items():
+        ET.SubElement(st, f"{{{NS_RSM}}}{name}").text = str(value)
+
+
+def rsm_answer(answer):
+    """The <set/> of an answer as {child: (text, attributes)}, None without one."""
+    st = answer.find(f"{{{NS_RSM}}}set")
+    if st is None:
+        return None
+    return {c.tag.split("}")[1]: (c.text or "", dict(c.attrib)) for c in st}
+
 
 def statuses(pres):
     x = pres.xml.find(f"{{{NS_MUC_USER}}}x")
@@ -221,7 +311,7 @@ def error_condition(stanza):
 
 
 async def connect(host, port, domain, n):
-    client = Client(f"user{n}@{domain}/muc", f"Pw-user{n}")
+    client = Client(f"user{n}@{domain}/muc", f"Pw-user{n}", source_address(n))
     client.connect(host, int(port))
     try:
         await asyncio.wait_for(client.ready.wait(), TIMEOUT)
@@ -450,6 +540,187 @@ async def moderation(clients, service, _domain):
     return "kick 307, admin cannot ban owner (not-allowed), ban 301, banned user forbidden"
 
 
+async def fan_out_50(clients, service, _domain):
+    crowd = clients[:50]
+    room = f"crowd@{service}"
+    await create(crowd[0], room, "U1")
+    results = await asyncio.gather(
+        *(c.join(room, f"U{n}") for n, c in enumerate(crowd[1:], start=2)))
+    for n, result in enumerate(results, start=2):
+        check(result[0] == "ok" and "201" not in result[1], f"user{n} entering: {result}")
+    # Every entry has been answered: all 50 are occupants before the message is said.
+    crowd[0].say(room, "crowd-1")
+    for c in crowd:
+        await c.wait_for(lambda c=c: "crowd-1" in c.groupchat_bodies(room), "crowd-1")
+    # A repeat would arrive with the next message: one more round settles it.
+    crowd[-1].say(room, "crowd-2")
+    for c in crowd:
+        await c.wait_for(lambda c=c: "crowd-2" in c.groupchat_bodies(room), "crowd-2")
+    for c in crowd:
+        bodies = c.groupchat_bodies(room)
+        for b in ("crowd-1", "crowd-2"):
+            check(bodies.count(b) == 1, f"{c.boundjid.bare} got {b} {bodies.count(b)} times")
+    return "50 occupants: each message arrived exactly once at each of the 50"
+
+
+def send_direct_invitation(inviter, to, room, password=None, reason=None):
+    """A XEP-0249 direct invitation from `inviter` to the bare JID `to`."""
+    msg = inviter.make_message(mto=to)
+    attrs = {"jid": room}
+    if password is not None:
+        attrs["password"] = password
+    if reason is not None:
+        attrs["reason"] = reason
+    msg.append(ET.Element(f"{{{NS_CONFERENCE}}}x", attrs))
+    msg.send()
+
+
+def direct_invitations(client, room):
+    """(sender, <x/>) of every direct invitation to `room` the client received."""
+    found = []
+    for m in client.messages:
+        x = m.xml.find(f"{{{NS_CONFERENCE}}}x")
+        if x is not None and x.get("jid") == room:
+            found.append((m["from"], x))
+    return found
+
+
+async def direct_invite(clients, service, _domain):
+    alice, bob, carol = clients[0], clients[1], clients[2]
+    den = f"den@{service}"
+    commons = f"commons@{service}"
+    await create(alice, den, "Alice", {
+        "muc#roomconfig_membersonly": "1",
+        "muc#roomconfig_passwordprotectedroom": "1",
+        "muc#roomconfig_roomsecret": "d00r",
+    })
+    await create(alice, commons, "Alice")
+
+    send_direct_invitation(alice, bob.boundjid.bare, den, password="d00r", reason="Come in")
+    send_direct_invitation(alice, carol.boundjid.bare, commons)
+    await bob.wait_for(lambda: direct_invitations(bob, den), "the direct invitation to den")
+    await carol.wait_for(lambda: direct_invitations(carol, commons),
+                         "the direct invitation to commons")
+    ((sender, x),) = direct_invitations(bob, den)
+    check(sender.bare == alice.boundjid.bare,
+          f"the direct invitation comes from {sender}, not from the inviter")
+    check(x.get("password") == "d00r" and x.get("reason") == "Come in",
+          f"the direct invitation lost its password or reason: {ET.tostring(x)}")
+    ((sender, x),) = direct_invitations(carol, commons)
+    check(sender.bare == alice.boundjid.bare,
+          f"the direct invitation comes from {sender}, not from the inviter")
+    check(x.get("password") is None,
+          f"an invitation to a room without password has one: {ET.tostring(x)}")
+
+    result = await carol.join(commons, "Carol")
+    check(result[0] == "ok", f"carol entering the open room she was invited to: {result}")
+    # The room never saw the direct invitation: bob is no member yet.
+    result = await bob.join(den, "Bob", password="d00r")
+    check(result == ("error", "registration-required"),
+          f"a direct invitation let a non-member into a members-only room: {result}")
+    check(await alice.admin(den, jid=bob.boundjid.bare, affiliation="member") is None,
+          "alice making bob a member")
+    result = await bob.join(den, "Bob", password="d00r")
+    check(result[0] == "ok", f"bob entering as a member with the password: {result}")
+    return ("direct invitations arrive from the inviter with the room JID (and password); "
+            "members-only needs the owner to make the invitee a member")
+
+
+async def directory(clients, service, _domain):
+    alice = clients[0]
+    info = await alice.plugin["xep_0030"].get_info(jid=service, timeout=TIMEOUT)
+    features = info["disco_info"]["features"]
+    for feature in (NS_RSM, NS_SEARCH, NS_DISCO_ITEMS):
+        check(feature in features, f"the service does not announce {feature}: {features}")
+
+    rooms = {
+        "alpha": {"muc#roomconfig_roomname": "Garden club",
+                  "muc#roomconfig_roomdesc": "Roses and tulips"},
+        "bravo": {"muc#roomconfig_roomname": "Book circle",
+                  "muc#roomconfig_roomdesc": "Monthly novels"},
+        "charlie": {"muc#roomconfig_roomname": "Release planning",
+                    "muc#roomconfig_roomdesc": "Shipping the next version"},
+        "delta": {"muc#roomconfig_roomdesc": "Chess openings"},
+        "echo": {"muc#roomconfig_roomname": "Kitchen",
+                 "muc#roomconfig_roomdesc": "Recipes"},
+        "foxtrot": {"muc#roomconfig_roomname": "Hidden garden",
+                    "muc#roomconfig_roomdesc": "Roses too",
+                    "muc#roomconfig_publicroom": "0"},
+    }
+    for node, fields in rooms.items():
+        await create(alice, f"{node}@{service}", "Alice", fields)
+    # A locked room: entered, never configured.
+    result = await alice.join(f"golf@{service}", "Alice")
+    check(result[0] == "ok" and "201" in result[1], f"creating golf: {result}")
+
+    public = [f"{n}@{service}" for n in ("alpha", "bravo", "charlie", "delta", "echo")]
+    # Rooms of other partitions reach the directory through the changelog: ask until
+    # every public room is listed.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    while True:
+        listed, rsm = await alice.directory(service)
+        if listed == public:
+            break
+        check(set(listed) <= set(public), f"the directory lists hidden or locked rooms: {listed}")
+        check(loop.time() < deadline, f"the directory lists {listed}, expected {public}")
+        await asyncio.sleep(0.2)
+    check(rsm is None, f"a <set/> in an answer that asked for no paging: {rsm}")
+
+    # XEP-0059 paging.
+    pages = []
+    after = None
+    while True:
+        listed, rsm = await (alice.directory(service, max=2, after=after) if after
+                             else alice.directory(service, max=2))
+        check(rsm is not None and rsm["count"][0] == "5", f"page after {after}: set {rsm}")
+        if not listed:
+            check("first" not in rsm, f"an empty page with a first item: {rsm}")
+            break
+        check(rsm["first"] == (listed[0], {"index": str(len(sum(pages, [])))})
+              and rsm["last"][0] == listed[-1], f"page {listed}: set {rsm}")
+        pages.append(listed)
+        after = listed[-1]
+        check(len(pages) <= 5, f"paging does not end: {pages}")
+    check(pages == [public[0:2], public[2:4], public[4:5]], f"pages of 2: {pages}")
+    listed, rsm = await alice.directory(service, max=2, before="")
+    check(listed == public[3:5], f"the last page (before empty) is {listed}")
+    listed, rsm = await alice.directory(service, max=2, before=public[2])
+    check(listed == public[0:2], f"the page before {public[2]} is {listed}")
+    listed, rsm = await alice.directory(service, max=2, index=3)
+    check(listed == public[3:5] and rsm["first"][1].get("index") == "3",
+          f"the page at index 3 is {listed} ({rsm})")
+
+    # Room search (jabber:iq:search with the service's form).
+    form = await alice.query(service, "get", ET.Element(f"{{{NS_SEARCH}}}query"))
+    x = form.find(f"{{{NS_DATA}}}x")
+    check(x is not None, f"the search form is missing: {ET.tostring(form)}")
+    fields = {f.get("var") for f in x.findall(f"{{{NS_DATA}}}field")}
+    check({"name", "description", "subject"} <= fields, f"search form fields: {fields}")
+
+    def jids(found):
+        return [f[0] for f in found]
+
+    found, _ = await alice.search(service, {"name": "GARDEN"})
+    check(found == [(public[0], "Garden club", "Roses and tulips")],
+          f"searching the name for 'GARDEN' found {found}")
+    found, _ = await alice.search(service, {"description": "roses"})
+    check(jids(found) == [public[0]], f"searching descriptions for 'roses' found {found}")
+    found, _ = await alice.search(service, {"description": "novels"})
+    check(jids(found) == [public[1]], f"searching descriptions for 'novels' found {found}")
+    found, _ = await alice.search(service, {"name": "delta"})
+    check(jids(found) == [public[3]], f"an unnamed room is found by its node: {found}")
+    found, _ = await alice.search(service, {"name": "release", "description": "recipes"})
+    check(found == [], f"two fields must both match: {found}")
+    found, _ = await alice.search(service, {})
+    check(jids(found) == public, f"an empty search lists {jids(found)}")
+    found, rsm = await alice.search(service, {}, max=2, after=public[1])
+    check(jids(found) == public[2:4] and rsm["count"][0] == "5",
+          f"a search page after {public[1]}: {jids(found)} ({rsm})")
+    return ("disco#items lists the 5 public rooms (not hidden or locked) with RSM paging; "
+            "search by name and description words")
+
+
 SCENARIOS = {
     "basic": (basic, 4),
     "persist-create": (persist_create, 1),
@@ -457,6 +728,9 @@ SCENARIOS = {
     "history-2": (history_live, 2),
     "access": (access, 2),
     "moderation": (moderation, 3),
+    "fan-out-50": (fan_out_50, 50),
+    "direct-invite": (direct_invite, 3),
+    "directory": (directory, 1),
 }
 
 
@@ -465,8 +739,13 @@ async def main(host, port, service, scenario):
     domain = service.split(".", 1)[1]
     clients = []
     try:
-        for n in range(1, users + 1):
-            clients.append(await connect(host, port, domain, n))
+        results = await asyncio.gather(
+            *(connect(host, port, domain, n) for n in range(1, users + 1)),
+            return_exceptions=True)
+        clients = [r for r in results if isinstance(r, Client)]
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
         # Scenarios index clients by user number; pad the ones not needed.
         while len(clients) < 4:
             clients.append(None)

@@ -131,9 +131,15 @@ fn rooms_fan_out_keep_history_vanish_when_temporary_and_archive_once_per_recipie
         }
     }
     expected.sort();
+    wait_for_room_rows(dir.path(), "lobby", expected);
+}
+
+/// Waits until the compliance rows of room `node` are exactly `expected` (sorted), and
+/// fails as soon as there are more rows than expected.
+fn wait_for_room_rows(data_dir: &Path, node: &str, expected: Vec<(String, String)>) {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let db = dir.path().join("compliance.sqlite");
-    let room = format!("lobby@{SERVICE}");
+    let db = data_dir.join("compliance.sqlite");
+    let room = format!("{node}@{SERVICE}");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let rows = rt.block_on(room_rows(&db, &room));
@@ -194,6 +200,42 @@ fn kick_and_ban_follow_the_affiliation_rules() {
     let _server = Server::start(dir.path());
     add_users(dir.path(), 3);
     scenario(dir.path(), "moderation");
+}
+
+#[test]
+fn a_message_in_a_room_of_50_reaches_each_occupant_exactly_once() {
+    require_slixmpp();
+    let dir = tempfile::tempdir().unwrap();
+    let _server = Server::start(dir.path());
+    add_users(dir.path(), 50);
+    scenario(dir.path(), "fan-out-50");
+
+    // Compliance: one row per occupant for each of the two messages.
+    let mut expected: Vec<(String, String)> = (1..=50)
+        .flat_map(|user| {
+            ["crowd-1", "crowd-2"].map(|b| (format!("user{user}@localhost"), b.to_owned()))
+        })
+        .collect();
+    expected.sort();
+    wait_for_room_rows(dir.path(), "crowd", expected);
+}
+
+#[test]
+fn direct_invitations_carry_the_room_and_password_but_grant_no_membership() {
+    require_slixmpp();
+    let dir = tempfile::tempdir().unwrap();
+    let _server = Server::start(dir.path());
+    add_users(dir.path(), 3);
+    scenario(dir.path(), "direct-invite");
+}
+
+#[test]
+fn the_room_directory_pages_public_rooms_and_search_finds_them_by_name_and_description() {
+    require_slixmpp();
+    let dir = tempfile::tempdir().unwrap();
+    let _server = Server::start(dir.path());
+    add_users(dir.path(), 1);
+    scenario(dir.path(), "directory");
 }
 
 #[test]
