@@ -129,8 +129,12 @@ static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
 pub(crate) use imbus_xmpp_stream::parse_stanza;
 
-/// Bytes read from a TCP connection at a time.
+/// Bytes read from a TCP connection at a time (at most).
 const READ_CHUNK: usize = 16 * 1024;
+
+/// The fewest bytes a stanza the session counts can take (`<iq/>`, `<r/>`): a read of `n`
+/// bytes adds at most `n / SMALLEST_STANZA` stanzas waiting for the log.
+const SMALLEST_STANZA: usize = 4;
 
 pub(crate) enum Conn {
     Plain(TcpStream),
@@ -143,14 +147,15 @@ pub(crate) enum Conn {
 impl Conn {
     /// Reads into `buf` and returns how many bytes it holds (0: the connection ended).
     /// On a WebSocket, `buf` holds exactly one text message. Cancel-safe.
-    async fn read(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+    /// At most `limit` bytes are read from a TCP stream (at least one).
+    async fn read(&mut self, buf: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
         match self {
             Conn::Plain(s) => {
-                buf.resize(READ_CHUNK, 0);
+                buf.resize(limit.clamp(1, READ_CHUNK), 0);
                 s.read(buf).await
             }
             Conn::Tls(s) => {
-                buf.resize(READ_CHUNK, 0);
+                buf.resize(limit.clamp(1, READ_CHUNK), 0);
                 s.read(buf).await
             }
             Conn::Ws(ws) => loop {
@@ -446,9 +451,17 @@ impl Connection {
             }
             let deadline = self.deadline;
             let slow = self.slow.clone();
-            let reading = self.session.in_flight() < max_in_flight;
+            // Backpressure: a client that sends faster than the log stores is not read
+            // from until half of its stanzas in flight are stored, and a read never holds
+            // more stanzas than the session may still take (exceeding `max_in_flight`
+            // ends the stream).
+            let in_flight = self.session.in_flight();
+            let reading = in_flight <= max_in_flight / 2;
+            let limit = max_in_flight
+                .saturating_sub(in_flight)
+                .saturating_mul(SMALLEST_STANZA);
             let wake = tokio::select! {
-                read = self.conn.read(&mut buf), if reading => match read {
+                read = self.conn.read(&mut buf, limit), if reading => match read {
                     Ok(0) => Wake::Eof(None),
                     Ok(n) => Wake::Read(n),
                     Err(e) => Wake::Eof(Some(e)),

@@ -325,6 +325,36 @@ async fn a_forged_from_is_overwritten_with_the_authenticated_sender() {
     server.stop().await;
 }
 
+/// A client that sends far faster than the log stores is slowed down, not disconnected:
+/// one write of 5,000 tiny stanzas (more than fit the session's 1,000 stanzas in flight
+/// in a single read) is read as the log acknowledges, and every stanza is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_small_stanzas_is_paced_and_stored_whole() {
+    const BURST: usize = 5_000;
+    let server = Server::start(Options::default()).await;
+    let mut juliet = server.login("juliet", "burst").await;
+    let mut burst = "<presence/>".repeat(BURST);
+    burst.push_str(&format!(
+        "<message to='nurse@{DOMAIN}' type='chat' id='after-burst'><body>after the burst</body></message>"
+    ));
+    juliet.send(burst.as_bytes()).await.unwrap();
+    server.wait_for_stanza("after the burst").await;
+    let presences = server
+        .stanzas()
+        .await
+        .iter()
+        .filter(|s| {
+            s.sender.as_str() == format!("juliet@{DOMAIN}/burst") && s.xml.starts_with("<presence")
+        })
+        .count();
+    assert!(
+        presences >= BURST,
+        "{presences} of the {BURST} presences were stored"
+    );
+    server.assert_serves_a_login("after-burst").await;
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_authorization_identity_of_another_user_is_refused() {
     let server = Server::start(Options {
