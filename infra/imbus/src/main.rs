@@ -19,6 +19,7 @@ mod metrics;
 mod rooms;
 mod route;
 mod serve;
+mod standalone;
 mod telemetry;
 mod user_cmd;
 mod xmpp;
