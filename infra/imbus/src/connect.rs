@@ -42,7 +42,13 @@ impl ComplianceSink {
         metrics.register(registry)?;
         let initial = SinkSettings::from_config(&live.borrow());
         let (settings_tx, settings_rx) = watch::channel(initial);
-        let settings = tokio::spawn(follow_settings(live, settings_tx, shutdown.clone()));
+        let settings = tokio::spawn(crate::live::follow_settings(
+            "compliance",
+            live,
+            settings_tx,
+            shutdown.clone(),
+            |config: &Config| Ok::<_, std::convert::Infallible>(SinkSettings::from_config(config)),
+        ));
         tracing::info!(database = %database, "compliance sink starting");
         let task = tokio::spawn(imbus_connector_compliance::run(
             log,
@@ -82,29 +88,6 @@ impl ComplianceSink {
     /// Whether the sink stopped (on its own, before a shutdown: an error).
     fn is_finished(&self) -> bool {
         self.task.is_finished()
-    }
-}
-
-/// Turns live setting changes into sink settings.
-async fn follow_settings(
-    mut live: watch::Receiver<Arc<Config>>,
-    sink: watch::Sender<SinkSettings>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            changed = live.changed() => if changed.is_err() { return },
-            _ = shutdown.changed() => return,
-        }
-        let settings = SinkSettings::from_config(&live.borrow_and_update());
-        sink.send_if_modified(|current| {
-            let changed = *current != settings;
-            if changed {
-                tracing::info!(?settings, "compliance settings changed");
-            }
-            *current = settings;
-            changed
-        });
     }
 }
 

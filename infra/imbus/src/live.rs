@@ -201,3 +201,38 @@ pub async fn follow(
         }
     }
 }
+
+/// Keeps one component's settings in step with the live configuration: on every change,
+/// `derive` computes them and `settings` is updated when they differ (`what` names them
+/// in the log). A configuration `derive` refuses leaves the settings as they were.
+pub async fn follow_settings<T, E>(
+    what: &'static str,
+    mut live: watch::Receiver<Arc<Config>>,
+    settings: watch::Sender<T>,
+    mut shutdown: watch::Receiver<bool>,
+    derive: impl Fn(&Config) -> Result<T, E>,
+) where
+    T: PartialEq + std::fmt::Debug,
+    E: std::fmt::Display,
+{
+    loop {
+        tokio::select! {
+            changed = live.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+        let config = live.borrow_and_update().clone();
+        match derive(&config) {
+            Ok(new) => {
+                settings.send_if_modified(|current| {
+                    let changed = *current != new;
+                    if changed {
+                        tracing::info!(settings = ?new, "{what} settings changed");
+                    }
+                    *current = new;
+                    changed
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "{what} settings change ignored"),
+        }
+    }
+}

@@ -16,10 +16,12 @@ pub async fn route(config: Config) -> anyhow::Result<ExitCode> {
     let router_config = imbus_router::RouterConfig::from_config(&standalone.live.borrow())
         .with_context(|| format!("domain {:?} is not a valid XMPP domain", config.domain))?;
     let (settings_tx, settings_rx) = watch::channel(router_config.clone());
-    let settings = tokio::spawn(crate::serve::follow_router_settings(
+    let settings = tokio::spawn(crate::live::follow_settings(
+        "router",
         standalone.live.clone(),
         settings_tx,
         standalone.shutdown.clone(),
+        crate::serve::router_settings,
     ));
     let router = tokio::spawn(imbus_router::run(
         standalone.log.clone(),

@@ -89,10 +89,12 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let router_config = imbus_router::RouterConfig::from_config(&live_rx.borrow())
         .with_context(|| format!("domain {:?} is not a valid XMPP domain", config.domain))?;
     let (router_settings_tx, router_settings_rx) = watch::channel(router_config.clone());
-    let router_settings = tokio::spawn(follow_router_settings(
+    let router_settings = tokio::spawn(crate::live::follow_settings(
+        "router",
         live_rx.clone(),
         router_settings_tx,
         shutdown_rx.clone(),
+        router_settings,
     ));
     let router_task = config.router.embedded.then(|| {
         tokio::spawn(imbus_router::run(
@@ -129,10 +131,12 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let rooms_task = if config.rooms.enabled && config.rooms.embedded {
         let rooms_config = crate::rooms::rooms_config(&live_rx.borrow())?;
         let (settings_tx, settings_rx) = watch::channel(rooms_config.clone());
-        let settings = tokio::spawn(crate::rooms::follow_rooms_settings(
+        let settings = tokio::spawn(crate::live::follow_settings(
+            "rooms",
             live_rx.clone(),
             settings_tx,
             shutdown_rx.clone(),
+            crate::rooms::rooms_config,
         ));
         tracing::info!(service = %rooms_config.service, "chat rooms served");
         let task = tokio::spawn(imbus_rooms::run(
@@ -250,28 +254,6 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Turns live setting changes into router settings.
-pub(crate) async fn follow_router_settings(
-    mut live: watch::Receiver<Arc<Config>>,
-    router: watch::Sender<imbus_router::RouterConfig>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            changed = live.changed() => if changed.is_err() { return },
-            _ = shutdown.changed() => return,
-        }
-        let config = live.borrow_and_update().clone();
-        if let Some(settings) = imbus_router::RouterConfig::from_config(&config) {
-            router.send_if_modified(|current| {
-                let changed = *current != settings;
-                *current = settings;
-                changed
-            });
-        }
-    }
-}
-
 /// Applies live setting changes that this process acts on directly.
 async fn apply_live(
     mut live: watch::Receiver<Arc<Config>>,
@@ -320,4 +302,10 @@ pub(crate) async fn wait_for_signal() -> &'static str {
         let _ = tokio::signal::ctrl_c().await;
         "Ctrl-C"
     }
+}
+
+/// The router's settings under a configuration.
+pub(crate) fn router_settings(config: &Config) -> Result<imbus_router::RouterConfig, String> {
+    imbus_router::RouterConfig::from_config(config)
+        .ok_or_else(|| format!("domain {:?} is not a valid XMPP domain", config.domain))
 }
