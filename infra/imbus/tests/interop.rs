@@ -193,9 +193,8 @@ fn on_kafka_a_separate_router_process_serves_slixmpp_and_can_be_replaced() {
     assert!(ok, "slixmpp against a separate router on Kafka:\n{output}");
 
     // Messages sent while no router runs are routed once a new one starts. The router is
-    // stopped with SIGTERM: it leaves the consumer group, so the new one gets the
-    // partitions at once (a SIGKILLed member is only evicted after the broker's session
-    // timeout, which Tansu does not enforce).
+    // stopped with SIGTERM; the new one, on the same node, takes its static group
+    // membership and partitions over at once.
     let status = Command::new("kill")
         .args(["-TERM", &router.id().to_string()])
         .status()

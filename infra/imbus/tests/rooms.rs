@@ -286,8 +286,8 @@ fn on_kafka_a_separate_rooms_process_serves_rooms_and_a_new_one_rebuilds_them() 
     add_users(dir.path(), 2);
     scenario(dir.path(), "persist-create");
 
-    // SIGTERM: the processor leaves the consumer group, so the next one gets the
-    // partitions at once and rebuilds the room from the `rooms` changelog.
+    // SIGTERM: the next processor (same node, so the same static group membership) gets
+    // the partitions at once and rebuilds the room from the `rooms` changelog.
     let status = Command::new("kill")
         .args(["-TERM", &rooms.id().to_string()])
         .status()

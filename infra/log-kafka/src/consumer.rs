@@ -284,8 +284,11 @@ impl Consumer for KafkaConsumer {
     async fn close(mut self: Box<Self>) -> Result<(), LogError> {
         self.finish_inflight().await?;
         if let Some(member) = self.member.take() {
-            // Dropping the last handle closes the consumer: it gives up its partitions
-            // and leaves the group, so the others take over at once.
+            // Dropping the last handle closes the consumer: it gives up its partitions.
+            // A dynamic member leaves the group, so the others take over at once; a static
+            // member (`KafkaOptions::instance_id`) keeps its place for its successor with
+            // the same instance id, and the others take over only after the session
+            // timeout if none comes.
             blocking(move || {
                 drop(member);
                 Ok(())

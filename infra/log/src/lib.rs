@@ -462,6 +462,8 @@ pub trait Consumer: Send + fmt::Debug {
     /// Moves this member's position on an assigned partition (e.g. to replay).
     async fn seek(&mut self, tp: &TopicPartition, start: StartAt) -> Result<(), LogError>;
 
-    /// Leaves the group cleanly, so the others take over at once.
+    /// Stops cleanly: gives up the assigned partitions. On the embedded log and for
+    /// dynamic Kafka members the others take over at once; a static Kafka member keeps its
+    /// place for a successor with the same instance id (see `imbus-log-kafka`).
     async fn close(self: Box<Self>) -> Result<(), LogError>;
 }
