@@ -35,6 +35,20 @@ Scenarios:
                  sorted by JID, paged with XEP-0059 (max/after, before, index, count);
                  the jabber:iq:search form finds rooms by a word of their name or
                  description (case-insensitive), never hidden or locked rooms
+  archive-yesterday  create the persistent room notes (named "Release notes") and say 3
+                 messages, one about the quarterly budget (the test runs the server a day
+                 behind for this one); every echo carries the room's stanza-id
+  archive-today  4 more messages, 22 of them numbered; a user outside the room searches
+                 the transcript (XEP-0313 with XEP-0431 full-text search): "budget" finds
+                 yesterday's and today's message, case-insensitively, with their delay
+                 stamps and the ids occupants saw; all words must match; whole words only;
+                 an end date keeps yesterday's only; with = an occupant; XEP-0059 paging
+                 (max/after, before, count, index, complete); the query form offers
+                 full-text search
+  outage-before  create the persistent room ops and say before-0 … before-4
+  outage-during  (the archive database is down) two occupants exchange during-0 …
+                 during-9, each arriving once; an archive query gets a wait error
+  outage-after   (the database is back) the archive holds all 15 messages, in order
 
 Prints "OK: …" and exits 0 on success; prints "FAILED: …" and exits 1 otherwise.
 MUC_DEBUG=1 prints every message the clients receive.
@@ -64,6 +78,11 @@ NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 NS_CONFERENCE = "jabber:x:conference"
 NS_RSM = "http://jabber.org/protocol/rsm"
 NS_SEARCH = "jabber:iq:search"
+NS_MAM = "urn:xmpp:mam:2"
+NS_FORWARD = "urn:xmpp:forward:0"
+NS_DELAY = "urn:xmpp:delay"
+NS_SID = "urn:xmpp:sid:0"
+FULLTEXT = "{urn:xmpp:fulltext:0}fulltext"
 
 
 class Failed(Exception):
@@ -247,6 +266,48 @@ class Client(slixmpp.ClientXMPP):
         found = answer.xml.find(payload.tag)
         check(found is not None, f"the answer has no {payload.tag}: {answer}")
         return found
+
+    async def mam(self, room, fields=None, **rsm):
+        """Queries the room's archive: ([(id, stamp, from, body)], fin element, rsm answer)."""
+        self.mam_queries = getattr(self, "mam_queries", 0) + 1
+        qid = f"q{self.mam_queries}"
+        query = ET.Element(f"{{{NS_MAM}}}query", {"queryid": qid})
+        if fields:
+            form = ET.SubElement(query, f"{{{NS_DATA}}}x", {"type": "submit"})
+            for var, value in {"FORM_TYPE": NS_MAM, **fields}.items():
+                field = ET.SubElement(form, f"{{{NS_DATA}}}field", {"var": var})
+                ET.SubElement(field, f"{{{NS_DATA}}}value").text = value
+        add_rsm(query, rsm)
+        start = len(self.messages)
+        iq = self.make_iq_set(ito=room)
+        iq.append(query)
+        answer = await iq.send(timeout=TIMEOUT)
+        fin = answer.xml.find(f"{{{NS_MAM}}}fin")
+        check(fin is not None, f"the archive answer has no fin: {answer}")
+        results = []
+        # The results arrive before the IQ result, on the same stream.
+        for m in self.messages[start:]:
+            r = m.xml.find(f"{{{NS_MAM}}}result")
+            if r is None or r.get("queryid") != qid:
+                continue
+            check(m["from"].bare == room, f"a result not from the room: {m}")
+            fwd = r.find(f"{{{NS_FORWARD}}}forwarded")
+            delay = fwd.find(f"{{{NS_DELAY}}}delay")
+            msg = fwd.find("{jabber:client}message")
+            results.append((r.get("id"), delay.get("stamp"), msg.get("from"),
+                            msg.findtext("{jabber:client}body")))
+        return results, fin, rsm_answer(fin)
+
+    def stanza_ids(self, room):
+        """{body: stanza-id} of the room's live group chat messages this client got."""
+        out = {}
+        for m in self.messages:
+            if m["from"].bare != room or m["type"] != "groupchat" or not m["body"]:
+                continue
+            sid = m.xml.find(f"{{{NS_SID}}}stanza-id")
+            if sid is not None and sid.get("by") == room:
+                out[m["body"]] = sid.get("id")
+        return out
 
     async def directory(self, service, **rsm):
         """disco#items on the service: ([room JIDs], {rsm element: (text, attributes)})."""
@@ -721,6 +782,143 @@ async def directory(clients, service, _domain):
             "search by name and description words")
 
 
+YESTERDAY = ["kickoff", "the quarterly budget review is on friday", "unrelated chatter"]
+
+
+async def archive_yesterday(clients, service, _domain):
+    alice = clients[0]
+    room = f"notes@{service}"
+    await create(alice, room, "Alice", {
+        "muc#roomconfig_persistentroom": "1",
+        "muc#roomconfig_roomname": "Release notes",
+    })
+    for body in YESTERDAY:
+        alice.say(room, body)
+    await alice.wait_for(lambda: len(alice.groupchat_bodies(room)) >= 3, "3 echoes")
+    ids = alice.stanza_ids(room)
+    check(sorted(ids) == sorted(YESTERDAY), f"echoes without the room's stanza-id: {ids}")
+    check(len(set(ids.values())) == 3, f"stanza-ids repeat: {ids}")
+    return "persistent room notes with 3 archived messages"
+
+
+async def archive_today(clients, service, _domain):
+    import datetime
+    alice, bob = clients[0], clients[1]
+    room = f"notes@{service}"
+    result = await alice.join(room, "Alice")
+    check(result[0] == "ok", f"alice entering notes: {result}")
+    today = ["Budget approved by finance"] + [f"today-{i}" for i in range(22)] + ["budgeting"]
+    for body in today:
+        alice.say(room, body)
+    await alice.wait_for(lambda: len(alice.groupchat_bodies(room)) >= len(today), "today's echoes")
+    seen = alice.stanza_ids(room)
+    check(all(b in seen for b in today), f"today's echoes lack stanza-ids: {seen}")
+    everything = YESTERDAY + today
+    total = len(everything)
+
+    form = await bob.query(room, "get", ET.Element(f"{{{NS_MAM}}}query"))
+    fields = [f.get("var") for f in form.iter(f"{{{NS_DATA}}}field")]
+    check(FULLTEXT in fields, f"the archive's query form does not offer full-text search: {fields}")
+
+    # Full text: case-insensitive, whole words, every word.
+    found, fin, _ = await bob.mam(room, {FULLTEXT: "BUDGET"})
+    bodies = [r[3] for r in found]
+    check(bodies == ["the quarterly budget review is on friday", "Budget approved by finance"],
+          f"'budget' found {bodies}")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    stamps = [datetime.datetime.fromisoformat(r[1].replace("Z", "+00:00")) for r in found]
+    check(now - stamps[0] > datetime.timedelta(hours=20),
+          f"the budget review was said yesterday, but is stamped {found[0][1]} (now {now})")
+    check(now - stamps[1] < datetime.timedelta(hours=1),
+          f"the approval was said today, but is stamped {found[1][1]}")
+    check(all(r[2] == f"{room}/Alice" for r in found), f"results not from the occupant: {found}")
+    check(found[1][0] == seen["Budget approved by finance"],
+          f"the result id {found[1][0]} is not the stanza-id occupants saw")
+    check(fin.get("complete") == "true", "a one-page result is complete")
+    found, _, _ = await bob.mam(room, {FULLTEXT: "budget friday"})
+    check([r[3] for r in found] == [YESTERDAY[1]], f"'budget friday' found {found}")
+    found, _, _ = await bob.mam(room, {FULLTEXT: "budg"})
+    check(found == [], f"'budg' matched parts of words: {found}")
+    found, _, _ = await bob.mam(room, {FULLTEXT: "\" OR * -(budget"})
+    check(all("budget" in (r[3] or "").lower() for r in found), f"hostile text: {found}")
+
+    # Dates and the sender.
+    noon_ago = (now - datetime.timedelta(hours=12)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    found, _, _ = await bob.mam(room, {"end": noon_ago})
+    check([r[3] for r in found] == YESTERDAY, f"messages until 12 hours ago: {found}")
+    found, _, _ = await bob.mam(room, {"start": noon_ago, FULLTEXT: "budget"})
+    check([r[3] for r in found] == ["Budget approved by finance"], f"since 12 hours ago: {found}")
+    found, _, rsm = await bob.mam(room, {"with": f"{room}/Alice"}, max=0)
+    check(found == [] and rsm["count"][0] == str(total), f"count of alice's messages: {rsm}")
+    found, _, _ = await bob.mam(room, {"with": f"{room}/Nobody"})
+    check(found == [], f"messages of nobody: {found}")
+
+    # Paging through the whole transcript.
+    pages = []
+    found, fin, rsm = await bob.mam(room, max=10)
+    pages.append(found)
+    check(rsm["count"][0] == str(total) and rsm["first"][1].get("index") == "0",
+          f"first page: {rsm}")
+    check(fin.get("complete") != "true", "the first page is not the last")
+    while fin.get("complete") != "true":
+        found, fin, rsm = await bob.mam(room, max=10, after=rsm["last"][0])
+        pages.append(found)
+        check(len(pages) <= 4, "paging does not end")
+    got = [r[3] for page in pages for r in page]
+    check(got == everything, f"paged transcript {got}")
+    check(rsm["first"][1].get("index") == "20", f"last page index: {rsm}")
+    found, fin, rsm = await bob.mam(room, max=5, before="")
+    check([r[3] for r in found] == everything[-5:], f"last page: {found}")
+    check(rsm["first"][1].get("index") == str(total - 5), f"last page index {rsm}")
+    found, fin, rsm = await bob.mam(room, max=5, before=rsm["first"][0])
+    check([r[3] for r in found] == everything[-10:-5], f"page before the last: {found}")
+    return (f"transcript search: full text over {total} messages (yesterday's found), dates, "
+            "sender, paging")
+
+
+async def outage_before(clients, service, _domain):
+    alice = clients[0]
+    room = f"ops@{service}"
+    await create(alice, room, "Alice", {"muc#roomconfig_persistentroom": "1"})
+    for i in range(5):
+        alice.say(room, f"before-{i}")
+    await alice.wait_for(lambda: len(alice.groupchat_bodies(room)) >= 5, "5 echoes")
+    return "persistent room ops with 5 messages"
+
+
+async def outage_during(clients, service, _domain):
+    alice, bob = clients[0], clients[1]
+    room = f"ops@{service}"
+    for c, nick in ((alice, "Alice"), (bob, "Bob")):
+        result = await c.join(room, nick)
+        check(result[0] == "ok", f"{nick} entering ops while the database is down: {result}")
+    for i in range(10):
+        (alice if i % 2 == 0 else bob).say(room, f"during-{i}")
+    want = [f"during-{i}" for i in range(10)]
+    for c in (alice, bob):
+        await c.wait_for(lambda c=c: all(b in c.groupchat_bodies(room) for b in want),
+                         "the messages said during the outage")
+        bodies = c.groupchat_bodies(room)
+        check(all(bodies.count(b) == 1 for b in want), f"duplicates: {bodies}")
+    try:
+        await bob.mam(room)
+        raise Failed("an archive query succeeded while the archive database was down")
+    except IqError as e:
+        check(e.iq["error"]["type"] == "wait" and e.condition == "internal-server-error",
+              f"archive query during the outage: {e.iq['error']}")
+    return "rooms work during the outage; archive queries get a wait error"
+
+
+async def outage_after(clients, service, _domain):
+    bob = clients[1]
+    room = f"ops@{service}"
+    want = [f"before-{i}" for i in range(5)] + [f"during-{i}" for i in range(10)]
+    found, fin, rsm = await bob.mam(room)
+    check([r[3] for r in found] == want, f"the archive after the outage: {found}")
+    check(fin.get("complete") == "true", "complete")
+    return "the archive caught up: 15 messages in order"
+
+
 SCENARIOS = {
     "basic": (basic, 4),
     "persist-create": (persist_create, 1),
@@ -731,6 +929,11 @@ SCENARIOS = {
     "fan-out-50": (fan_out_50, 50),
     "direct-invite": (direct_invite, 3),
     "directory": (directory, 1),
+    "archive-yesterday": (archive_yesterday, 1),
+    "archive-today": (archive_today, 2),
+    "outage-before": (outage_before, 1),
+    "outage-during": (outage_during, 2),
+    "outage-after": (outage_after, 2),
 }
 
 

@@ -129,26 +129,7 @@ impl Backend {
     }
 }
 
-/// A database URL fit for logs and metrics: the password, if any, replaced by `***`;
-/// query parameters (which may hold one too) removed.
-pub fn redact_url(url: &str) -> String {
-    let url = url.split('?').next().unwrap_or_default();
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = match userinfo.split_once(':') {
-                Some((user, _password)) => format!("{user}:***"),
-                None => userinfo.to_owned(),
-            };
-            format!("{scheme}://{user}@{host}{path}")
-        }
-        None => format!("{scheme}://{authority}{path}"),
-    }
-}
+pub use imbus_config::redact_url;
 
 #[cfg(test)]
 mod tests {

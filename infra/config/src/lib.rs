@@ -23,6 +23,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod aliases;
 mod spec;
 pub mod topics;
 
@@ -179,6 +180,26 @@ pub struct RoomsSettings {
     pub history_for_new_joiners: usize,
     /// The longest history a room keeps (`rooms.max_history_length`).
     pub max_history_length: usize,
+    /// Owners may make rooms persistent (`rooms.persistent_chat`, live).
+    pub persistent_chat: bool,
+    /// Every group chat message of a persistent room is archived and searchable
+    /// (`rooms.archive_all`, live).
+    pub archive_all: bool,
+    /// The room-archive connector (`rooms.archive.*`).
+    pub archive: RoomArchiveSettings,
+}
+
+/// Settings of the room-archive connector (`rooms.archive.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomArchiveSettings {
+    /// `imbus serve` runs the connector (`rooms.archive.embedded`).
+    pub embedded: bool,
+    /// The database URL; empty: SQLite file `data_dir/rooms.sqlite`.
+    pub database_url: String,
+    /// Database connections.
+    pub pool_size: u32,
+    /// Database check interval while idle (live).
+    pub heartbeat_interval: Duration,
 }
 
 /// Settings of client-to-server XMPP sessions.
@@ -238,6 +259,9 @@ pub struct Config {
     pub compliance: ComplianceConfig,
     pub mam: MamSettings,
     pub rooms: RoomsSettings,
+    /// The chat nodes and their aliases, cluster-wide (`rooms.aliases`, live; managed
+    /// with `imbus alias`).
+    pub chat_nodes: aliases::ChatNodes,
     pub bus: BusConfig,
     raw: BTreeMap<&'static str, (String, Source)>,
 }
@@ -457,6 +481,14 @@ impl Config {
                 embedded: get("rooms.embedded")?.int() != 0,
                 history_for_new_joiners: get("rooms.history_for_new_joiners")?.int() as usize,
                 max_history_length: get("rooms.max_history_length")?.int() as usize,
+                persistent_chat: get("rooms.persistent_chat")?.int() != 0,
+                archive_all: get("rooms.archive_all")?.int() != 0,
+                archive: RoomArchiveSettings {
+                    embedded: get("rooms.archive.embedded")?.int() != 0,
+                    database_url: get("rooms.archive.database_url")?.string(),
+                    pool_size: get("rooms.archive.pool_size")?.int() as u32,
+                    heartbeat_interval: get("rooms.archive.heartbeat_interval")?.duration(),
+                },
             },
             bus: BusConfig {
                 backend,
@@ -471,6 +503,8 @@ impl Config {
                 kafka_bootstrap: get("bus.kafka.bootstrap")?.string(),
                 kafka_replication_factor: get("bus.kafka.replication_factor")?.int() as i32,
             },
+            chat_nodes: aliases::ChatNodes::parse(&get("rooms.aliases")?.string())
+                .map_err(|e| ConfigError::Conflict(format!("`rooms.aliases`: {e}")))?,
             raw,
         };
         config.check_ports()?;
@@ -511,15 +545,63 @@ impl Config {
                 rooms.history_for_new_joiners, rooms.max_history_length
             )));
         }
+        let url = &rooms.archive.database_url;
+        if !url.is_empty() && *url == self.compliance.database_url {
+            return Err(ConfigError::Conflict(format!(
+                "`rooms.archive.database_url` and `compliance.database_url` are both {}; \
+                 the persistent chat database and the compliance database each need their own \
+                 database (both have a TC_MSGARCHIVE table)",
+                redact_url(url)
+            )));
+        }
         Ok(())
     }
 
     /// The system-managed chat node alias of this node: `conference-<node>-<cluster>.<domain>`.
     pub fn system_chat_alias(&self) -> String {
-        format!(
-            "conference-{}-{}.{}",
-            self.node_id, self.cluster_id, self.domain
-        )
+        self.chat_site().system_alias(self.node_id)
+    }
+
+    /// What this node's configuration makes system chat node aliases of: its cluster id
+    /// and domain.
+    pub fn chat_site(&self) -> aliases::Site {
+        aliases::Site::new(&self.cluster_id, &self.domain)
+    }
+
+    /// The domains of the chat service: every chat node alias of the cluster but one equal
+    /// to the IM domain (after a domain change); before any chat node registered
+    /// (`rooms.aliases` empty), this node's system alias.
+    pub fn chat_domains(&self) -> Vec<String> {
+        if self.chat_nodes.is_empty() {
+            vec![self.system_chat_alias()]
+        } else {
+            self.chat_nodes
+                .aliases()
+                .map(|(name, _)| name.to_owned())
+                .filter(|name| *name != self.domain)
+                .collect()
+        }
+    }
+}
+
+/// A database URL fit for logs and metrics: the password, if any, replaced by `***`;
+/// query parameters (which may hold one too) removed.
+pub fn redact_url(url: &str) -> String {
+    let url = url.split('?').next().unwrap_or_default();
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = match userinfo.split_once(':') {
+                Some((user, _password)) => format!("{user}:***"),
+                None => userinfo.to_owned(),
+            };
+            format!("{scheme}://{user}@{host}{path}")
+        }
+        None => format!("{scheme}://{authority}{path}"),
     }
 }
 

@@ -60,6 +60,8 @@ pub enum Kind {
     /// A database URL (`postgres://`, `postgresql://`, `mysql://`, `mariadb://` or
     /// `sqlite:`), or empty for the default.
     DatabaseUrl,
+    /// The chat node alias table ([`crate::aliases::ChatNodes`] in its stored form).
+    ChatNodes,
 }
 
 pub(crate) enum Value {
@@ -137,6 +139,7 @@ impl Kind {
                 options.join(", ")
             ),
             Kind::DatabaseUrl => "expected a database URL starting with postgres://, postgresql://, mysql://, mariadb:// or sqlite:, or an empty value for the default".into(),
+            Kind::ChatNodes => "expected the chat node alias table as `imbus alias` writes it (change it with `imbus alias`)".into(),
         }
     }
 
@@ -281,6 +284,10 @@ impl Kind {
                     bad()
                 }
             }
+            Kind::ChatNodes => match crate::aliases::ChatNodes::parse(t) {
+                Ok(_) => Ok(Value::Str(t.to_owned())),
+                Err(e) => Err(format!("{e}; {}", self.expected())),
+            },
         }
     }
 }
@@ -635,6 +642,13 @@ pub static SETTINGS: &[SettingSpec] = &[
         live: false,
     },
     SettingSpec {
+        name: "rooms.aliases",
+        kind: Kind::ChatNodes,
+        default: "",
+        help: "The chat nodes and their aliases, cluster-wide: the domains the chat service answers at (a room's address is room@alias, and the alias is part of the room's identity). Managed with `imbus alias` and /admin/v1/aliases rather than set by hand. While system aliases are on (the default), every chat node (an `imbus serve` running rooms, or an `imbus rooms`, with its node_id) registers at start with its system alias conference-<node_id>-<cluster_id>.<domain>, which cannot be edited or deleted. Administrators add further (manual) aliases to any node; aliases are unique and never the IM domain. Turning system aliases off, or changing cluster_id or domain, turns the former system alias into a manual one, so rooms created under it stay addressable. Deleting a node drops its system alias until it is added to another node. Changes apply at once.",
+        live: true,
+    },
+    SettingSpec {
         name: "rooms.enabled",
         kind: Kind::Bool,
         default: "true",
@@ -661,6 +675,51 @@ pub static SETTINGS: &[SettingSpec] = &[
         default: "50",
         help: "The longest history a room keeps and sends to new participants, whatever its owner configures.",
         live: false,
+    },
+    SettingSpec {
+        name: "rooms.persistent_chat",
+        kind: Kind::Bool,
+        default: "true",
+        help: "Enable persistent chat: owners may make rooms persistent (they survive their last occupant and every restart) and persistent rooms are stored in the room-archive database (TC_ROOMS, TC_USERS). When false, configuring a room as persistent is refused with not-acceptable; rooms already persistent stay so. Changes apply at once.",
+        live: true,
+    },
+    SettingSpec {
+        name: "rooms.archive_all",
+        kind: Kind::Bool,
+        default: "true",
+        help: "Archive all room messages: every group chat message of a persistent room goes to the room-archive database (TC_MSGARCHIVE, with a full-text index), and occupants can search the room's transcript with XEP-0313 (with full-text search, XEP-0431). Expect more load on the database. Changes apply at once to messages sent afterwards.",
+        live: true,
+    },
+    SettingSpec {
+        name: "rooms.archive.embedded",
+        kind: Kind::Bool,
+        default: "true",
+        help: "Run the room-archive connector inside `imbus serve`. Set false to run it as its own process with `imbus connect room-archive`.",
+        live: false,
+    },
+    SettingSpec {
+        name: "rooms.archive.database_url",
+        kind: Kind::DatabaseUrl,
+        default: "",
+        help: "The persistent chat database (one per cluster; not the compliance database): postgres://user:password@host:5432/db, mysql://user:password@host:3306/db (MySQL or MariaDB) or sqlite:/path/file. Empty: SQLite file data_dir/rooms.sqlite. Tables are created and upgraded at connection. While it is unreachable rooms keep working; the connector raises the alarm (imbus_room_archive_up = 0) and catches up from the log when it is back.",
+        live: false,
+    },
+    SettingSpec {
+        name: "rooms.archive.pool_size",
+        kind: Kind::Int { min: 1, max: 100 },
+        default: "4",
+        help: "Number of connections to the persistent chat database.",
+        live: false,
+    },
+    SettingSpec {
+        name: "rooms.archive.heartbeat_interval",
+        kind: Kind::Duration {
+            min_ms: 1000,
+            max_ms: 3_600_000,
+        },
+        default: "30s",
+        help: "Database connection heartbeat interval: how often the room-archive connector checks its database while there is nothing to write (a failure raises the alarm metric imbus_room_archive_up = 0).",
+        live: true,
     },
     SettingSpec {
         name: "bus.backend",

@@ -45,6 +45,12 @@ pub const ROOMS: &str = "rooms";
 /// domain for stanzas to the service itself), so a room's stanzas are processed in order
 /// on its partition.
 pub const ROOMS_STANZAS: &str = "rooms.stanzas";
+/// The room archive's input besides the `rooms` changelog: every group chat message of
+/// an archived room (`ArchivedMessage`, owner the room) and the archive queries to the
+/// room (`StanzaReceived`) the rooms processor accepted, both keyed by the room's bare
+/// JID, so a query follows every message of the room written before it. Delete policy;
+/// its retention is the `mam.retention` setting.
+pub const ROOMS_ARCHIVE: &str = "rooms.archive";
 
 /// The prefix of the per-gateway delivery topics: `deliver.<gateway-id>`.
 pub const DELIVER_PREFIX: &str = "deliver.";
@@ -139,6 +145,13 @@ pub const SYSTEM_TOPICS: &[TopicLayout] = &[
         compacted: false,
         partitions: None,
         retention: Some(Duration::from_secs(7 * 24 * 3600)),
+    },
+    TopicLayout {
+        name: ROOMS_ARCHIVE,
+        compacted: false,
+        partitions: None,
+        // The default of `mam.retention`; processes create it with the configured value.
+        retention: Some(Duration::from_secs(365 * 24 * 3600)),
     },
 ];
 

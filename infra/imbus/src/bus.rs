@@ -74,7 +74,9 @@ pub fn topic_config(config: &Config, layout: &imbus_config::topics::TopicLayout)
     if let Some(retention) = layout.retention {
         topic = topic.with_retention(retention);
     }
-    if layout.name == imbus_config::topics::ARCHIVE {
+    if layout.name == imbus_config::topics::ARCHIVE
+        || layout.name == imbus_config::topics::ROOMS_ARCHIVE
+    {
         topic.retention = config.mam.retention;
     }
     topic

@@ -64,6 +64,57 @@ pub enum Command {
     /// Manage user accounts (on the running server, or on the log when it is stopped).
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage chat node aliases, the domains chat rooms are reached at (on the running
+    /// server, or on the log when it is stopped).
+    #[command(subcommand)]
+    Alias(AliasCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AliasCommand {
+    /// List the chat nodes and their aliases.
+    List,
+    /// Add a manual alias (a domain such as chat.example.com) to a chat node.
+    Add {
+        alias: String,
+        /// The chat node (default: this node's node_id).
+        #[arg(long)]
+        node: Option<u32>,
+    },
+    /// Rename a manual alias and/or move it to another chat node (system aliases cannot
+    /// be edited: turn them off first).
+    Edit {
+        alias: String,
+        /// The new alias.
+        #[arg(long)]
+        to: Option<String>,
+        /// The chat node it moves to.
+        #[arg(long)]
+        node: Option<u32>,
+    },
+    /// Delete a manual alias (rooms created under it are no longer reachable).
+    Del { alias: String },
+    /// Turn system-managed aliases (conference-<node_id>-<cluster_id>.<domain>) on or
+    /// off; off turns each system alias into a manual one.
+    System { state: OnOff },
+    /// Add or delete chat nodes.
+    #[command(subcommand)]
+    Node(AliasNodeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AliasNodeCommand {
+    /// Add a chat node (it gets its system alias while they are on).
+    Add { id: u32 },
+    /// Delete a chat node and its system alias (refused while it has manual aliases).
+    Del { id: u32 },
+}
+
+/// A switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +123,11 @@ pub enum ConnectCommand {
     /// of `compliance.database_url` (consumer group compliance-sink); serves /metrics and
     /// /healthz on http_bind:http_port.
     Compliance,
+    /// The room archive: persistent rooms and their transcripts into the database of
+    /// `rooms.archive.database_url`, and archive queries to rooms answered from it
+    /// (consumer group room-archive); serves /metrics and /healthz on
+    /// http_bind:http_port.
+    RoomArchive,
 }
 
 #[derive(Debug, Subcommand)]
@@ -181,7 +237,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve => crate::serve::serve(config).await,
         Command::Route => crate::route::route(config).await,
-        Command::Connect(ConnectCommand::Compliance) => crate::connect::compliance(config).await,
+        Command::Connect(ConnectCommand::Compliance) => {
+            crate::connect::connect(config, crate::connect::ConnectorKind::Compliance).await
+        }
+        Command::Connect(ConnectCommand::RoomArchive) => {
+            crate::connect::connect(config, crate::connect::ConnectorKind::RoomArchive).await
+        }
         Command::Audit(AuditCommand::Tail {
             from,
             from_beginning,
@@ -204,5 +265,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Config(cmd) => crate::config_cmd::run(config, cmd).await,
         Command::User(cmd) => crate::user_cmd::run(config, cmd).await,
+        Command::Alias(cmd) => crate::alias_cmd::run(config, cmd).await,
     }
 }

@@ -1,7 +1,9 @@
-//! The compliance sink in the binary: embedded in `imbus serve` (the default), or alone
-//! with `imbus connect compliance` (`compliance.embedded = false` on the `serve` nodes),
-//! against the configured bus. Several `imbus connect compliance` processes on Kafka split
-//! the partitions of the `compliance` topic (consumer group `compliance-sink`).
+//! The connectors in the binary: the compliance sink and the room archive, embedded in
+//! `imbus serve` (the default), or each alone with `imbus connect compliance` /
+//! `imbus connect room-archive` (`compliance.embedded = false` /
+//! `rooms.archive.embedded = false` on the `serve` nodes), against the configured bus.
+//! Several processes of one connector on Kafka split the partitions of its topics
+//! (consumer groups `compliance-sink`, `room-archive`).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -10,74 +12,31 @@ use std::sync::Arc;
 use anyhow::Context;
 use imbus_config::Config;
 use imbus_connector_compliance::{
-    Database, SinkError, SinkMetrics, SinkOptions, SinkSettings, database_url, redact_url,
+    Database, SinkMetrics, SinkOptions, SinkSettings, database_url, redact_url,
 };
 use imbus_ops::HttpServer;
 use prometheus::Registry;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// A running compliance sink.
-pub struct ComplianceSink {
-    task: JoinHandle<Result<(), SinkError>>,
+/// A connector running in this process (the compliance sink or the room archive).
+pub struct RunningConnector {
+    name: &'static str,
+    task: JoinHandle<anyhow::Result<()>>,
     settings: JoinHandle<()>,
 }
 
-impl ComplianceSink {
-    /// Starts the sink on `log` with the database of the configuration, its metrics in
-    /// `registry`, following live setting changes. An invalid database URL is an error
-    /// now; an unreachable database only delays archiving (the sink waits for it).
-    pub fn start(
-        log: Arc<dyn imbus_log::Log>,
-        config: &Config,
-        live: watch::Receiver<Arc<Config>>,
-        shutdown: watch::Receiver<bool>,
-        registry: &Registry,
-    ) -> anyhow::Result<ComplianceSink> {
-        let url = database_url(config);
-        let database = redact_url(&url);
-        let db =
-            Database::open(&url, config.compliance.pool_size).context("compliance.database_url")?;
-        let metrics = SinkMetrics::new(&database)?;
-        metrics.register(registry)?;
-        let initial = SinkSettings::from_config(&live.borrow());
-        let (settings_tx, settings_rx) = watch::channel(initial);
-        let settings = tokio::spawn(crate::live::follow_settings(
-            "compliance",
-            live,
-            settings_tx,
-            shutdown.clone(),
-            |config: &Config| Ok::<_, std::convert::Infallible>(SinkSettings::from_config(config)),
-        ));
-        tracing::info!(database = %database, "compliance sink starting");
-        let task = tokio::spawn(imbus_connector_compliance::run(
-            log,
-            db,
-            database,
-            metrics,
-            settings_rx,
-            shutdown,
-            SinkOptions {
-                // One transaction per pooled connection at most.
-                parallel_writes: usize::try_from(config.compliance.pool_size)
-                    .unwrap_or(1)
-                    .clamp(1, 8),
-                ..SinkOptions::default()
-            },
-        ));
-        Ok(ComplianceSink { task, settings })
-    }
-
-    /// Waits for the sink to stop (after shutdown); true when it stopped cleanly.
+impl RunningConnector {
+    /// Waits for the connector to stop (after shutdown); true when it stopped cleanly.
     pub async fn join(self) -> bool {
         let clean = match self.task.await {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
-                tracing::error!(error = %e, "the compliance sink stopped with an error");
+                tracing::error!(error = %e, "the {} stopped with an error", self.name);
                 false
             }
             Err(e) => {
-                tracing::error!(error = %e, "the compliance sink task failed");
+                tracing::error!(error = %e, "the {} task failed", self.name);
                 false
             }
         };
@@ -85,20 +44,125 @@ impl ComplianceSink {
         clean
     }
 
-    /// Whether the sink stopped (on its own, before a shutdown: an error).
+    /// Whether the connector stopped (on its own, before a shutdown: an error).
     fn is_finished(&self) -> bool {
         self.task.is_finished()
     }
 }
 
-/// `imbus connect compliance`: the sink alone until SIGTERM/SIGINT, with `/metrics` and
-/// `/healthz` on `http_bind:http_port`.
-pub async fn compliance(config: Config) -> anyhow::Result<ExitCode> {
+/// Starts the compliance sink on `log` with the database of the configuration, its
+/// metrics in `registry`, following live setting changes. An invalid database URL is an
+/// error now; an unreachable database only delays archiving (the sink waits for it).
+pub fn start_compliance(
+    log: Arc<dyn imbus_log::Log>,
+    config: &Config,
+    live: watch::Receiver<Arc<Config>>,
+    shutdown: watch::Receiver<bool>,
+    registry: &Registry,
+) -> anyhow::Result<RunningConnector> {
+    let url = database_url(config);
+    let database = redact_url(&url);
+    let db =
+        Database::open(&url, config.compliance.pool_size).context("compliance.database_url")?;
+    let metrics = SinkMetrics::new(&database)?;
+    metrics.register(registry)?;
+    let initial = SinkSettings::from_config(&live.borrow());
+    let (settings_tx, settings_rx) = watch::channel(initial);
+    let settings = tokio::spawn(crate::live::follow_settings(
+        "compliance",
+        live,
+        settings_tx,
+        shutdown.clone(),
+        |config: &Config| Ok::<_, std::convert::Infallible>(SinkSettings::from_config(config)),
+    ));
+    tracing::info!(database = %database, "compliance sink starting");
+    let options = SinkOptions {
+        // One transaction per pooled connection at most.
+        parallel_writes: usize::try_from(config.compliance.pool_size)
+            .unwrap_or(1)
+            .clamp(1, 8),
+        ..SinkOptions::default()
+    };
+    let task = tokio::spawn(async move {
+        imbus_connector_compliance::run(log, db, database, metrics, settings_rx, shutdown, options)
+            .await
+            .map_err(anyhow::Error::from)
+    });
+    Ok(RunningConnector {
+        name: "compliance sink",
+        task,
+        settings,
+    })
+}
+
+/// Starts the room-archive connector on `log` with the persistent chat database of the
+/// configuration, its metrics in `registry`, following the live heartbeat interval. An
+/// invalid database URL is an error now; an unreachable database only delays archiving.
+pub fn start_room_archive(
+    log: Arc<dyn imbus_log::Log>,
+    config: &Config,
+    live: watch::Receiver<Arc<Config>>,
+    shutdown: watch::Receiver<bool>,
+    registry: &Registry,
+) -> anyhow::Result<RunningConnector> {
+    use imbus_connector_room_archive as room_archive;
+    let url = room_archive::database_url(config);
+    let database = redact_url(&url);
+    let db = room_archive::db::ArchiveDb::open(&url, config.rooms.archive.pool_size)
+        .context("rooms.archive.database_url")?;
+    let metrics = room_archive::ArchiveMetrics::new(&database)?;
+    metrics.register(registry)?;
+    let heartbeat = |config: &Config| {
+        Ok::<_, std::convert::Infallible>(config.rooms.archive.heartbeat_interval)
+    };
+    let (settings_tx, settings_rx) = watch::channel(config.rooms.archive.heartbeat_interval);
+    let settings = tokio::spawn(crate::live::follow_settings(
+        "room archive",
+        live,
+        settings_tx,
+        shutdown.clone(),
+        heartbeat,
+    ));
+    tracing::info!(database = %database, "room-archive connector starting");
+    let task = tokio::spawn(async move {
+        room_archive::run(
+            log,
+            db,
+            database,
+            metrics,
+            settings_rx,
+            shutdown,
+            room_archive::ConnectorOptions::default(),
+        )
+        .await
+        .map_err(anyhow::Error::from)
+    });
+    Ok(RunningConnector {
+        name: "room-archive connector",
+        task,
+        settings,
+    })
+}
+
+/// Which connector `imbus connect` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectorKind {
+    Compliance,
+    RoomArchive,
+}
+
+/// `imbus connect compliance|room-archive`: one connector alone until SIGTERM/SIGINT,
+/// with `/metrics` and `/healthz` on `http_bind:http_port`.
+pub async fn connect(config: Config, kind: ConnectorKind) -> anyhow::Result<ExitCode> {
     let log_control = crate::telemetry::init(&config)?;
-    if !config.compliance.enabled {
-        anyhow::bail!(
+    match kind {
+        ConnectorKind::Compliance if !config.compliance.enabled => anyhow::bail!(
             "compliance.enabled is false: there is nothing to archive; set it to true to run the compliance sink"
-        );
+        ),
+        ConnectorKind::RoomArchive if !config.rooms.enabled => anyhow::bail!(
+            "rooms.enabled is false: there are no rooms to archive; set it to true to run the room-archive connector"
+        ),
+        _ => {}
     }
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
@@ -123,7 +187,11 @@ pub async fn compliance(config: Config) -> anyhow::Result<ExitCode> {
         shutdown_rx.clone(),
     ));
     let registry = crate::metrics::registry(log.backend(), embedded)?;
-    let sink = ComplianceSink::start(
+    let start = match kind {
+        ConnectorKind::Compliance => start_compliance,
+        ConnectorKind::RoomArchive => start_room_archive,
+    };
+    let connector = start(
         log.clone(),
         &config,
         live_rx,
@@ -134,7 +202,7 @@ pub async fn compliance(config: Config) -> anyhow::Result<ExitCode> {
     let http = HttpServer::bind(http_addr)
         .await
         .with_context(|| format!("http_bind/http_port {http_addr}"))?;
-    tracing::info!(backend = log.backend(), http = %http.local_addr(), "compliance sink running");
+    tracing::info!(backend = log.backend(), http = %http.local_addr(), connector = connector.name, "connector running");
     let mut http_shutdown = shutdown_rx.clone();
     let http_task =
         tokio::spawn(
@@ -146,10 +214,10 @@ pub async fn compliance(config: Config) -> anyhow::Result<ExitCode> {
     let mut watchdog = tokio::time::interval(std::time::Duration::from_secs(1));
     tokio::select! {
         signal = crate::serve::wait_for_signal() => tracing::info!(signal, "shutting down"),
-        _ = async { loop { watchdog.tick().await; if sink.is_finished() { break } } } => {}
+        _ = async { loop { watchdog.tick().await; if connector.is_finished() { break } } } => {}
     }
     let _ = shutdown_tx.send(true);
-    let clean = sink.join().await;
+    let clean = connector.join().await;
     let _ = http_task.await;
     let _ = follower.await;
     let flushed = log.shutdown().await;

@@ -53,6 +53,8 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     // Live settings: fold the config topic, then follow it.
     let base = Arc::new(config.clone());
     let (fold, next) = crate::live::load(log.as_ref(), config.clone()).await?;
+    let (fold, next) =
+        crate::aliases::register(log.as_ref(), &config, config.rooms.embedded, fold, next).await?;
     let effective = Arc::new(fold.current().clone());
     if effective.log_level != config.log_level {
         log_control.set_filter(&effective.log_level);
@@ -109,7 +111,7 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     }
     // The compliance sink: every IM archived into the compliance database.
     let compliance = if config.compliance.enabled && config.compliance.embedded {
-        Some(crate::connect::ComplianceSink::start(
+        Some(crate::connect::start_compliance(
             log.clone(),
             &config,
             live_rx.clone(),
@@ -120,6 +122,24 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         if config.compliance.enabled {
             tracing::info!(
                 "compliance.embedded = false: archiving is left to `imbus connect compliance` processes"
+            );
+        }
+        None
+    };
+    // The room archive: persistent rooms and their transcripts in the persistent chat
+    // database, and archive queries to rooms.
+    let room_archive = if config.rooms.enabled && config.rooms.archive.embedded {
+        Some(crate::connect::start_room_archive(
+            log.clone(),
+            &config,
+            live_rx.clone(),
+            shutdown_rx.clone(),
+            &registry,
+        )?)
+    } else {
+        if config.rooms.enabled {
+            tracing::info!(
+                "rooms.archive.embedded = false: the room archive is left to `imbus connect room-archive` processes"
             );
         }
         None
@@ -216,6 +236,9 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     }
     if let Some(sink) = compliance {
         sink.join().await;
+    }
+    if let Some(connector) = room_archive {
+        connector.join().await;
     }
     if let Some(task) = archive_task {
         match task.await {

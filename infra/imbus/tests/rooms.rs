@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, env_for, imbus, listener, require_slixmpp};
+use common::{Server, env_for, imbus, require_slixmpp};
 use sqlx::Connection;
 
 /// The chat service of a fresh `imbus serve` (node 1, cluster `imbus`, domain `localhost`).
@@ -33,65 +33,12 @@ fn start_rooms(data_dir: &Path, env: &[(&str, String)]) -> std::process::Child {
 
 /// Creates user1 … user`n` with the passwords the script expects (`Pw-userN`).
 fn add_users(data_dir: &Path, n: usize) {
-    for i in 1..=n {
-        let mut cmd = imbus();
-        env_for(&mut cmd, data_dir);
-        let out = cmd
-            .args([
-                "user",
-                "add",
-                &format!("user{i}@localhost"),
-                "--password",
-                &format!("Pw-user{i}"),
-            ])
-            .output()
-            .expect("run imbus user add");
-        assert!(
-            out.status.success(),
-            "imbus user add user{i}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    common::add_numbered_users(data_dir, n);
 }
 
-/// Runs one scenario of `tests/interop/slixmpp_muc.py` and fails the test with its
-/// output unless it succeeded.
+/// Runs one scenario of `tests/interop/slixmpp_muc.py` on the system chat service.
 fn scenario(data_dir: &Path, name: &str) -> String {
-    let c2s = listener(data_dir, "c2s");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/slixmpp_muc.py");
-    let timeout = Duration::from_secs(120);
-    let mut child = Command::new("python3")
-        .arg(&path)
-        .args([
-            c2s.ip().to_string(),
-            c2s.port().to_string(),
-            SERVICE.to_owned(),
-            name.to_owned(),
-        ])
-        .env("IMBUS_INTEROP_TIMEOUT", "30")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn python3");
-    let deadline = Instant::now() + timeout;
-    while child.try_wait().expect("wait for the script").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().expect("script output");
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && text.contains("OK:"),
-        "slixmpp_muc.py {name} failed:\n{text}"
-    );
-    text
+    common::muc_scenario(data_dir, SERVICE, name)
 }
 
 /// (recipient, body) of every compliance row of a room, sorted.

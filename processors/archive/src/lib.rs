@@ -22,10 +22,11 @@ mod runner;
 
 pub use index::{Entry, Index, UserArchive};
 pub use query::{
-    Answer, DEFAULT_PAGE, MAX_PAGE, NS_MAM, Page, Plan, Query, evaluate, parse_datetime,
-    parse_query, plan,
+    Answer, DEFAULT_PAGE, FULLTEXT_FIELD, MAX_PAGE, NS_FULLTEXT, NS_MAM, Page, Plan, Query,
+    answer_delivery, error_delivery, evaluate, fin_element, parse_datetime, parse_query, plan,
+    query_form, result_delivery,
 };
-pub use runner::{ArchiveError, GROUP, run};
+pub use runner::{ArchiveError, GROUP, QUERY_MAX_AGE, run, write_deliveries};
 
 #[cfg(test)]
 mod tests;

@@ -75,31 +75,74 @@ impl Answer {
                 continue;
             };
             n += 1;
-            let id = Uuid::new_v5(&self.query.event_id, &n.to_be_bytes());
-            let mut result =
-                Element::new("result", NS_MAM).with_attr("id", item.id.hyphenated().to_string());
-            if let Some(q) = &self.query_id {
-                result.set_attr("queryid", q);
-            }
-            result.push_child(
-                Element::new("forwarded", NS_FORWARD)
-                    .with_child(
-                        Element::new("delay", NS_DELAY)
-                            .with_attr("stamp", message.timestamp.to_rfc3339()),
-                    )
-                    .with_child(original),
-            );
-            let wrapper = Element::new("message", ns::JABBER_CLIENT)
-                .with_attr("from", owner.as_str())
-                .with_attr("to", self.query.sender.as_str())
-                .with_attr("id", id.simple().to_string())
-                .with_child(result);
-            out.push(delivery(&self.query, n, wrapper.to_xml()));
+            out.push(result_delivery(
+                &self.query,
+                owner.as_str(),
+                self.query_id.as_deref(),
+                n,
+                &item.id,
+                message.timestamp,
+                original,
+            ));
         }
-        let result = iq_result(&self.request, &self.query.sender).with_child(self.fin);
-        out.push(delivery(&self.query, 0, result.to_xml()));
+        out.push(answer_delivery(&self.query, &self.request, Some(self.fin)));
         out
     }
+}
+
+/// The `n`th result message (from 1) of the query `query`: the archived message
+/// `original` (archive id `id`, archived at `stamp`) forwarded from the archive
+/// `archive` (the owner's bare JID, or a room's).
+pub fn result_delivery(
+    query: &StanzaReceived,
+    archive: &str,
+    query_id: Option<&str>,
+    n: u32,
+    id: &Uuid,
+    stamp: Timestamp,
+    original: Element,
+) -> Delivery {
+    let message_id = Uuid::new_v5(&query.event_id, &n.to_be_bytes());
+    let mut result = Element::new("result", NS_MAM).with_attr("id", id.hyphenated().to_string());
+    if let Some(q) = query_id {
+        result.set_attr("queryid", q);
+    }
+    result.push_child(
+        Element::new("forwarded", NS_FORWARD)
+            .with_child(Element::new("delay", NS_DELAY).with_attr("stamp", stamp.to_rfc3339()))
+            .with_child(original),
+    );
+    let wrapper = Element::new("message", ns::JABBER_CLIENT)
+        .with_attr("from", archive)
+        .with_attr("to", query.sender.as_str())
+        .with_attr("id", message_id.simple().to_string())
+        .with_child(result);
+    delivery(query, n, wrapper.to_xml())
+}
+
+/// The IQ result answering `request` (the query `query` carried), with `payload`.
+pub fn answer_delivery(
+    query: &StanzaReceived,
+    request: &Element,
+    payload: Option<Element>,
+) -> Delivery {
+    let mut result = iq_result(request, &query.sender);
+    if let Some(p) = payload {
+        result.push_child(p);
+    }
+    delivery(query, 0, result.to_xml())
+}
+
+/// The IQ error answering `request` (the query `query` carried); `None` when `request`
+/// must not be answered with an error (it is itself an error or a result).
+pub fn error_delivery(
+    query: &StanzaReceived,
+    request: &Element,
+    error: &StanzaError,
+) -> Option<Delivery> {
+    let mut reply = error_reply(request, error)?;
+    reply.set_attr("to", query.sender.as_str());
+    Some(delivery(query, 0, reply.to_xml()))
 }
 
 fn delivery(query: &StanzaReceived, n: u32, xml: String) -> Delivery {
@@ -155,7 +198,15 @@ pub struct Query {
     pub before: Option<String>,
     pub index: Option<usize>,
     pub flip: bool,
+    /// XEP-0431 full-text search (`{urn:xmpp:fulltext:0}fulltext`): only messages whose
+    /// body contains these words. Room archives support it.
+    pub fulltext: Option<String>,
 }
+
+/// The form field of XEP-0431 full-text search.
+pub const FULLTEXT_FIELD: &str = "{urn:xmpp:fulltext:0}fulltext";
+/// XEP-0431's namespace (a disco feature of archives that support it).
+pub const NS_FULLTEXT: &str = "urn:xmpp:fulltext:0";
 
 /// Parses `<query xmlns='urn:xmpp:mam:2'>`.
 pub fn parse_query(query: &Element) -> Result<Query, StanzaError> {
@@ -215,6 +266,7 @@ pub fn parse_query(query: &Element) -> Result<Query, StanzaError> {
                         }
                     }
                 }
+                FULLTEXT_FIELD => q.fulltext = single()?,
                 "after-id" => q.after_id = single()?,
                 "before-id" => q.before_id = single()?,
                 "ids" => {
@@ -228,7 +280,7 @@ pub fn parse_query(query: &Element) -> Result<Query, StanzaError> {
                 }
                 other => {
                     return Err(bad_request(format!(
-                        "unknown field {other:?}; this archive supports with, start, end, after-id, before-id and ids"
+                        "unknown field {other:?}; archives support with, start, end, after-id, before-id, ids and (room archives) {FULLTEXT_FIELD}"
                     )));
                 }
             }
@@ -278,6 +330,13 @@ pub struct Page {
 pub fn evaluate(user: Option<&UserArchive>, q: &Query) -> Result<Page, StanzaError> {
     let empty = UserArchive::default();
     let user = user.unwrap_or(&empty);
+    if q.fulltext.is_some() {
+        return Err(StanzaError::new(StanzaErrorCondition::FeatureNotImplemented)
+            .with_type(StanzaErrorType::Cancel)
+            .with_text(format!(
+                "{FULLTEXT_FIELD}: full-text search is offered by room archives, not by the personal archive"
+            )));
+    }
     let entries = user.entries();
     let known = |id: &str| -> Result<usize, StanzaError> {
         Uuid::parse_str(id)
@@ -355,48 +414,69 @@ pub fn evaluate(user: Option<&UserArchive>, q: &Query) -> Result<Page, StanzaErr
 
 /// The `<fin/>` closing a page.
 fn fin(page: &Page) -> Element {
-    let mut fin = Element::new("fin", NS_MAM);
-    if page.complete {
-        fin.set_attr("complete", "true");
-    }
-    let mut set = Element::new("set", NS_RSM);
     let in_order: Vec<&Entry> = {
         let mut v: Vec<&Entry> = page.items.iter().collect();
         v.sort_by_key(|e| e.offset);
         v
     };
-    if let (Some(first), Some(last)) = (in_order.first(), in_order.last()) {
+    let ends = in_order
+        .first()
+        .zip(in_order.last())
+        .map(|(f, l)| (f.id, l.id));
+    fin_element(page.complete, page.first_index, page.count, ends)
+}
+
+/// The `<fin/>` closing a page of `count` matches whose first message (in archive order)
+/// is at `first_index`; `ends`: the archive ids of the page's first and last message in
+/// archive order (`None` for an empty page).
+pub fn fin_element(
+    complete: bool,
+    first_index: usize,
+    count: usize,
+    ends: Option<(Uuid, Uuid)>,
+) -> Element {
+    let mut fin = Element::new("fin", NS_MAM);
+    if complete {
+        fin.set_attr("complete", "true");
+    }
+    let mut set = Element::new("set", NS_RSM);
+    if let Some((first, last)) = ends {
         set.push_child(
             Element::new("first", NS_RSM)
-                .with_attr("index", page.first_index.to_string())
-                .with_text(first.id.hyphenated().to_string()),
+                .with_attr("index", first_index.to_string())
+                .with_text(first.hyphenated().to_string()),
         );
-        set.push_child(Element::new("last", NS_RSM).with_text(last.id.hyphenated().to_string()));
+        set.push_child(Element::new("last", NS_RSM).with_text(last.hyphenated().to_string()));
     }
-    set.push_child(Element::new("count", NS_RSM).with_text(page.count.to_string()));
+    set.push_child(Element::new("count", NS_RSM).with_text(count.to_string()));
     fin.with_child(set)
 }
 
-fn form() -> Element {
+/// The query form (the answer to a `get` of `<query xmlns='urn:xmpp:mam:2'/>`), with
+/// the XEP-0431 full-text field when `fulltext`.
+pub fn query_form(fulltext: bool) -> Element {
     let field = |var: &str, kind: &str| {
         Element::new("field", NS_DATA)
             .with_attr("var", var)
             .with_attr("type", kind)
     };
-    Element::new("query", NS_MAM).with_child(
-        Element::new("x", NS_DATA)
-            .with_attr("type", "form")
-            .with_child(
-                field("FORM_TYPE", "hidden")
-                    .with_child(Element::new("value", NS_DATA).with_text(NS_MAM)),
-            )
-            .with_child(field("with", "jid-single"))
-            .with_child(field("start", "text-single"))
-            .with_child(field("end", "text-single"))
-            .with_child(field("after-id", "text-single"))
-            .with_child(field("before-id", "text-single"))
-            .with_child(field("ids", "text-multi")),
-    )
+    let mut x = Element::new("x", NS_DATA)
+        .with_attr("type", "form")
+        .with_child(
+            field("FORM_TYPE", "hidden")
+                .with_child(Element::new("value", NS_DATA).with_text(NS_MAM)),
+        )
+        .with_child(field("with", "jid-single"))
+        .with_child(field("start", "text-single"))
+        .with_child(field("end", "text-single"));
+    if fulltext {
+        x.push_child(field(FULLTEXT_FIELD, "text-single").with_attr("label", "Search text"));
+    }
+    let x = x
+        .with_child(field("after-id", "text-single"))
+        .with_child(field("before-id", "text-single"))
+        .with_child(field("ids", "text-multi"));
+    Element::new("query", NS_MAM).with_child(x)
 }
 
 fn prefs() -> Element {
@@ -438,22 +518,12 @@ pub fn plan(index: &Index, query: StanzaReceived) -> Plan {
     let (name, namespace) = payload
         .map(|p| (p.name(), p.namespace()))
         .unwrap_or(("", ""));
-    let reply = |child: Option<Element>| {
-        let mut result = iq_result(&request, &query.sender);
-        if let Some(c) = child {
-            result.push_child(c);
-        }
-        Plan::Reply(vec![delivery(&query, 0, result.to_xml())])
-    };
-    let error = |e: StanzaError| match error_reply(&request, &e) {
-        Some(mut r) => {
-            r.set_attr("to", query.sender.as_str());
-            Plan::Reply(vec![delivery(&query, 0, r.to_xml())])
-        }
-        None => Plan::Reply(Vec::new()),
-    };
+    let reply =
+        |child: Option<Element>| Plan::Reply(vec![answer_delivery(&query, &request, child)]);
+    let error =
+        |e: StanzaError| Plan::Reply(error_delivery(&query, &request, &e).into_iter().collect());
     match (kind, name, namespace) {
-        ("get", "query", NS_MAM) => reply(Some(form())),
+        ("get", "query", NS_MAM) => reply(Some(query_form(false))),
         ("get", "metadata", NS_MAM) => reply(Some(metadata(user))),
         ("get", "prefs", NS_MAM) => reply(Some(prefs())),
         ("set", "prefs", NS_MAM) => {

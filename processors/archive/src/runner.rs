@@ -24,7 +24,7 @@ pub const GROUP: &str = "archive";
 
 /// Queries older than this when they are read (the processor was down) are not answered:
 /// their client gave up long ago.
-const QUERY_MAX_AGE: Duration = Duration::from_secs(600);
+pub const QUERY_MAX_AGE: Duration = Duration::from_secs(600);
 
 /// Why the archive processor stopped.
 #[derive(Debug, thiserror::Error)]
@@ -132,7 +132,7 @@ pub async fn run(
                         None => {}
                     }
                 }
-                write(log.as_ref(), deliveries).await?;
+                write_deliveries(log.as_ref(), deliveries).await?;
                 let offsets: Vec<_> = next.into_iter().collect();
                 consumer.commit(&offsets).await?;
             }
@@ -253,8 +253,9 @@ async fn fetch(
     Ok(found)
 }
 
-/// Appends the answers to the delivery topics of the querying sessions' gateways.
-async fn write(log: &dyn Log, deliveries: Vec<Delivery>) -> Result<(), ArchiveError> {
+/// Appends the answers to the delivery topics of the querying sessions' gateways (answers
+/// for a gateway without a delivery topic are dropped with a warning).
+pub async fn write_deliveries(log: &dyn Log, deliveries: Vec<Delivery>) -> Result<(), ArchiveError> {
     let mut by_topic: HashMap<String, Vec<Record>> = HashMap::new();
     for delivery in deliveries {
         let topic = format!("{DELIVER_PREFIX}{}", delivery.gateway_id.as_str());

@@ -28,12 +28,13 @@ pub enum ConfigError {
 /// Settings of the rooms service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomsConfig {
-    /// The canonical service domain: a room's identity (the key of its changelog record,
-    /// its compliance records) is `node@<canonical>`.
+    /// This chat node's primary domain (its system alias, or its first alias), named in
+    /// logs.
     pub service: BareJid,
-    /// Further domains the service answers for (chat node aliases). A room is the same
-    /// room whichever domain addresses it; each occupant hears the room from the domain
-    /// it joined through.
+    /// Further domains the service answers for (the other chat node aliases of the
+    /// cluster). The domain is part of a room's identity: `team@a.example` and
+    /// `team@b.example` are two rooms, each keyed (changelog, compliance records,
+    /// partition) by its own bare JID.
     pub aliases: BTreeSet<BareJid>,
     /// The service's name in service discovery.
     pub name: String,
@@ -63,6 +64,14 @@ pub struct RoomsConfig {
     /// The most rooms one service discovery or search answer lists when the client asks
     /// for no limit (default 100).
     pub max_items: usize,
+    /// "Enable persistent chat" (default on): owners may make rooms persistent. When
+    /// off, a configuration that makes a room persistent is refused with
+    /// `not-acceptable`; rooms already persistent stay so.
+    pub persistent_chat: bool,
+    /// "Archive all room messages" (default off here, on in the server's settings):
+    /// every group chat message of a persistent room goes to the room archive
+    /// ([`crate::Output::Archive`]) and carries a `<stanza-id/>` (its archive id).
+    pub archive_all: bool,
 }
 
 impl RoomsConfig {
@@ -81,16 +90,20 @@ impl RoomsConfig {
             sip_gateways: BTreeSet::new(),
             sip_domains: BTreeSet::new(),
             max_items: 100,
+            persistent_chat: true,
+            archive_all: false,
         }
     }
 
-    /// The settings of a server configuration: the system chat node alias
-    /// (`conference-<node_id>-<cluster_id>.<domain>`) as the canonical service, and the
-    /// `rooms.*` history settings; `None` when the alias is not a valid XMPP domain.
+    /// The settings of a server configuration: every chat node alias of the cluster
+    /// (`rooms.aliases`, see [`Self::chat_node`]), and the `rooms.*` settings; `None` when
+    /// an alias is not a valid XMPP domain.
     pub fn from_config(config: &imbus_config::Config) -> Option<Self> {
-        let mut rooms = Self::new(BareJid::new(&config.system_chat_alias()).ok()?);
+        let mut rooms = Self::chat_node(config)?;
         rooms.history_for_new_joiners = config.rooms.history_for_new_joiners;
         rooms.max_history_length = config.rooms.max_history_length;
+        rooms.persistent_chat = config.rooms.persistent_chat;
+        rooms.archive_all = config.rooms.archive_all;
         Some(rooms)
     }
 
@@ -117,19 +130,19 @@ impl RoomsConfig {
             || self.aliases.iter().any(|a| a.domain().as_str() == domain)
     }
 
-    /// The identity of the room `node` (at the canonical service).
-    pub fn room_jid(&self, node: &str) -> Option<BareJid> {
-        BareJid::new(&format!("{node}@{}", self.service.domain().as_str())).ok()
+    /// The identity of the room `node` at the service domain `domain`.
+    pub fn room_jid(&self, node: &str, domain: &str) -> Option<BareJid> {
+        BareJid::new(&format!("{node}@{domain}")).ok()
     }
 
-    /// The partitioning key of a stanza addressed to `to`: the room's canonical bare JID
-    /// when `to` is a room or an occupant at any of the service's domains (so a room
-    /// reached through an alias is handled on its own partition), `None` for the service
-    /// itself and for other domains.
+    /// The room a stanza addressed to `to` is for (its identity and partitioning key):
+    /// `room@<domain>` when `to` is a room or an occupant at one of the service's domains,
+    /// `None` for the service itself and for other domains.
     pub fn canonical_room(&self, to: &imbus_core::Jid) -> Option<BareJid> {
         let node = to.node()?;
-        self.serves(to.domain().as_str())
-            .then(|| self.room_jid(node.as_str()))
+        let domain = to.domain().as_str();
+        self.serves(domain)
+            .then(|| self.room_jid(node.as_str(), domain))
             .flatten()
     }
 
@@ -141,6 +154,30 @@ impl RoomsConfig {
                 .creators
                 .iter()
                 .any(|c| c.node().is_none() && c.domain() == user.domain())
+    }
+
+    /// The service domains of a configuration with the defaults: this node's system alias
+    /// (or, when it has none, its first alias, or else the cluster's first) as
+    /// [`Self::service`], every other chat node alias of the cluster as
+    /// [`Self::aliases`]. Before any chat node registered, the system alias alone.
+    pub fn chat_node(config: &imbus_config::Config) -> Option<Self> {
+        let domains = config.chat_domains();
+        let own = config.chat_nodes.aliases_of(config.node_id);
+        let mut own: Vec<(&str, imbus_config::aliases::AliasKind)> = own
+            .filter(|(name, _)| domains.iter().any(|d| d == name))
+            .collect();
+        own.sort_by_key(|(_, kind)| *kind);
+        let system = config.system_chat_alias();
+        let primary = own
+            .first()
+            .map(|(name, _)| (*name).to_owned())
+            .or_else(|| domains.first().cloned())
+            .unwrap_or(system);
+        let mut rooms = Self::new(BareJid::new(&primary).ok()?);
+        for domain in domains.iter().filter(|d| **d != primary) {
+            rooms.aliases.insert(BareJid::new(domain).ok()?);
+        }
+        Some(rooms)
     }
 
     /// The history length of a room configured with `room`.

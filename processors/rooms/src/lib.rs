@@ -20,19 +20,20 @@
 //!
 //! # Partitions
 //!
-//! Everything about a room is keyed by its canonical bare JID
-//! ([`RoomsConfig::canonical_room`] maps any address of a room, through any service
-//! domain, to it). An instance acts on the rooms it folded with [`Rooms::apply`] (its
+//! Everything about a room is keyed by its bare JID
+//! ([`RoomsConfig::canonical_room`] gives it for any address of the room or of an
+//! occupant). An instance acts on the rooms it folded with [`Rooms::apply`] (its
 //! partitions); a session end ([`Input::SessionClosed`]) removes that session's
 //! occupants from those rooms. The room directory and room search list every public
 //! room: rooms of other partitions are folded with [`Rooms::observe`] and only listed.
 //!
 //! # Addresses
 //!
-//! The service answers for its canonical domain ([`RoomsConfig::service`]) and its
-//! aliases ([`RoomsConfig::aliases`]). A room's identity is its node at the canonical
-//! domain (`team@conference.example.com`), whichever domain is used to reach it; each
-//! occupant hears the room from the domain it joined through.
+//! The service answers for every chat node alias of the cluster: this node's primary
+//! domain ([`RoomsConfig::service`]) and the others ([`RoomsConfig::aliases`]). The
+//! alias is part of a room's identity: `team@conference-1-mycup.example.com` and
+//! `team@chat.example.com` are two rooms, and the room directory of an alias lists that
+//! alias's rooms.
 //!
 //! # Rooms
 //!
@@ -120,7 +121,7 @@ mod state;
 mod xml;
 
 pub use config::{ConfigError, RoomsConfig};
-pub use rooms::{Input, Output, Rooms, SIP_REFUSED, message_delivery_id};
+pub use rooms::{Input, Output, Rooms, SIP_REFUSED, message_delivery_id, room_archive_id};
 pub use runner::{GROUP, RoomsError, run};
 pub use state::{
     Affiliation, HistoryMessage, Occupant, Role, Room, RoomConfig, RoomEvent, Subject, Whois,

@@ -3,11 +3,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use imbus_core::{
-    BareJid, ComplianceRecord, Delivery, Direction, FullJid, GatewayId, Jid, MessageType, Origin,
-    SessionClosed, SessionId, StanzaKind, StanzaReceived, Timestamp, Uuid,
+    ArchivedMessage, BareJid, ComplianceRecord, Delivery, Direction, FullJid, GatewayId, Jid,
+    MessageType, Origin, SessionClosed, SessionId, StanzaKind, StanzaReceived, Timestamp, Uuid,
 };
 use imbus_xmpp_stream::{
-    Element, StanzaError, StanzaErrorCondition as Cond, StanzaErrorType, error_reply, parse_stanza,
+    Element, Node, StanzaError, StanzaErrorCondition as Cond, StanzaErrorType, error_reply,
+    parse_stanza,
 };
 
 use crate::config::RoomsConfig;
@@ -46,6 +47,26 @@ pub enum Output {
     /// A message with a body delivered to one recipient of the room (one record per
     /// bare JID, not per resource): topic `compliance`, key the recipient's bare JID.
     Compliance(ComplianceRecord),
+    /// A group chat message of an archived room (persistent, with "archive all room
+    /// messages" on): owner the room, `with` the sender's real full JID (for the
+    /// archive's records; results show only the message, from `room@service/nick`):
+    /// topic `rooms.archive`, key the room's bare JID.
+    Archive(ArchivedMessage),
+    /// An archive query (XEP-0313) to a room, from a user allowed to read its archive:
+    /// topic `rooms.archive`, key the room's bare JID, after the room's messages, for the
+    /// room-archive connector to answer.
+    ArchiveQuery(StanzaReceived),
+}
+
+/// The archive id of a room message: the XEP-0313 result id and the `<stanza-id/>` the
+/// room stamps on it.
+pub fn room_archive_id(message_event_id: &Uuid, room: &BareJid) -> Uuid {
+    ArchivedMessage::derive_id(message_event_id, room, room)
+}
+
+/// Whether a room's messages go to its archive.
+fn archived(config: &RoomsConfig, room: &Room) -> bool {
+    config.archive_all && room.config.persistent
 }
 
 /// The id of the delivery of the message `message_event_id` to the session `to` (the
@@ -190,6 +211,12 @@ impl Out {
             xml: element.to_xml(),
         }));
     }
+}
+
+/// Whether `room` is a room of the service domain `service` (the domain is part of a
+/// room's identity).
+fn at(room: &Room, service: &str) -> bool {
+    room.jid.domain().as_str() == service
 }
 
 /// The address of a room through the service domain `service`.
@@ -484,7 +511,7 @@ impl Rooms {
             self.service_stanza(&stanza, &element, &service, &mut out);
             return out.outputs;
         };
-        let Some(room_jid) = self.config.room_jid(node.as_str()) else {
+        let Some(room_jid) = self.config.room_jid(node.as_str(), &service) else {
             return out.outputs;
         };
         let nick = to.resource().map(|r| r.as_str().to_owned());
@@ -986,8 +1013,21 @@ impl Rooms {
         let mut message = ctx.element.clone();
         message.remove_attr("from");
         message.remove_attr("to");
+        // A client cannot choose the archive id: only the room's own stanza-id stays.
+        message
+            .nodes_mut()
+            .retain(|n| !matches!(n, Node::Element(e) if e.is("stanza-id", NS_SID)));
+        let archive_id = (archived(&self.config, room) && body.is_some())
+            .then(|| room_archive_id(&ctx.stanza.event_id, &room.jid));
         for occupant in room.occupants.values() {
             let mut copy = message.clone();
+            if let Some(id) = archive_id {
+                copy.push_child(
+                    Element::new("stanza-id", NS_SID)
+                        .with_attr("id", id.hyphenated().to_string())
+                        .with_attr("by", room_address(room, &occupant.service)),
+                );
+            }
             copy.set_attr("from", occupant_address(room, occupant, &nick));
             copy.set_attr("to", occupant.jid.as_str());
             out.deliver_message(occupant, &copy);
@@ -1008,6 +1048,23 @@ impl Rooms {
         room.history.drain(..excess);
         let mut archived = message.clone();
         archived.set_attr("from", format!("{}/{nick}", room.jid));
+        if let Some(archive_id) = archive_id {
+            let mut stored = archived.clone();
+            stored.push_child(
+                Element::new("stanza-id", NS_SID)
+                    .with_attr("id", archive_id.hyphenated().to_string())
+                    .with_attr("by", room.jid.as_str()),
+            );
+            out.outputs.push(Output::Archive(ArchivedMessage {
+                archive_id,
+                event_id: ctx.stanza.event_id,
+                owner: room.jid.clone(),
+                with: Jid::from(ctx.stanza.sender.clone()),
+                direction: Direction::Inbound,
+                timestamp: ctx.stanza.received_at,
+                xml: stored.to_xml(),
+            }));
+        }
         let recipients: BTreeSet<BareJid> =
             room.occupants.values().map(|o| o.jid.to_bare()).collect();
         for recipient in recipients {
@@ -1184,6 +1241,10 @@ impl Rooms {
                 }
                 ctx.answer(out, Some(items));
             }
+            ("get", "query", NS_MAM) => {
+                ctx.answer(out, Some(imbus_archive::query_form(true)));
+            }
+            ("set", "query", NS_MAM) => self.archive_query(ctx, room, out),
             (_, "query", NS_MUC_OWNER) => self.owner_iq(ctx, room, query, out),
             (_, "query", NS_MUC_ADMIN) => admin_iq(ctx, room, query, out),
             _ => ctx.refuse(
@@ -1193,6 +1254,36 @@ impl Rooms {
                 "The room does not answer this request",
             ),
         }
+    }
+
+    /// Hands an archive query (XEP-0313) to the room-archive connector, when the room
+    /// keeps an archive and the sender may read it: occupants, and users who could enter
+    /// (affiliated users; anyone but outcasts in an open room without password).
+    fn archive_query(&self, ctx: &Ctx<'_>, room: &Room, out: &mut Out) {
+        if !room.config.persistent {
+            return ctx.refuse(
+                out,
+                Cond::ServiceUnavailable,
+                StanzaErrorType::Cancel,
+                "This room keeps no archive: only persistent rooms are archived",
+            );
+        }
+        let user = ctx.sender().to_bare();
+        let affiliation = room.affiliation(&user);
+        let occupant = room.nick_of(ctx.sender()).is_some();
+        let allowed = affiliation != Affiliation::Outcast
+            && (occupant
+                || affiliation >= Affiliation::Member
+                || (!room.config.members_only && room.config.password.is_none()));
+        if !allowed {
+            return ctx.refuse(
+                out,
+                Cond::Forbidden,
+                StanzaErrorType::Auth,
+                "Only occupants and members may read this room's archive",
+            );
+        }
+        out.outputs.push(Output::ArchiveQuery(ctx.stanza.clone()));
     }
 
     /// The disco#info of a room (XEP-0045 §6.4).
@@ -1233,8 +1324,13 @@ impl Rooms {
                 Whois::Anyone => "muc_nonanonymous",
             },
         ];
-        for feature in features {
-            query.push_child(Element::new("feature", NS_DISCO_INFO).with_attr("var", feature));
+        let archive: &[&str] = if c.persistent {
+            &[NS_MAM, imbus_archive::NS_FULLTEXT, NS_SID]
+        } else {
+            &[]
+        };
+        for feature in features.iter().chain(archive) {
+            query.push_child(Element::new("feature", NS_DISCO_INFO).with_attr("var", *feature));
         }
         let subject = room.subject.as_ref().map(|s| s.text.as_str()).unwrap_or("");
         let form = form("result", NS_ROOMINFO)
@@ -1478,6 +1574,13 @@ impl Rooms {
             c.description = description;
         }
         flag("muc#roomconfig_persistentroom", &mut c.persistent)?;
+        if c.persistent && !current.persistent && !self.config.persistent_chat {
+            return Err((
+                Cond::NotAcceptable,
+                "Persistent chat is disabled on this server: rooms cannot be made persistent"
+                    .to_owned(),
+            ));
+        }
         flag("muc#roomconfig_publicroom", &mut c.public)?;
         flag("muc#roomconfig_membersonly", &mut c.members_only)?;
         flag("muc#roomconfig_moderatedroom", &mut c.moderated)?;
@@ -1893,7 +1996,7 @@ impl Rooms {
                 ctx.answer(out, Some(info));
             }
             ("get", "query", NS_DISCO_ITEMS) => {
-                let rooms: Vec<&Room> = self.public_rooms().collect();
+                let rooms: Vec<&Room> = self.public_rooms().filter(|r| at(r, service)).collect();
                 let keys: Vec<String> = rooms.iter().map(|r| room_address(r, service)).collect();
                 let (range, set) = self.page(&keys, query.child("set", NS_RSM));
                 let mut items = Element::new("query", NS_DISCO_ITEMS);
@@ -2032,7 +2135,10 @@ impl Rooms {
                 text.to_lowercase().contains(wanted.as_str())
             })
         };
-        let rooms: Vec<&Room> = self.public_rooms().filter(|r| matches(r)).collect();
+        let rooms: Vec<&Room> = self
+            .public_rooms()
+            .filter(|r| at(r, ctx.service) && matches(r))
+            .collect();
         let keys: Vec<String> = rooms.iter().map(|r| room_address(r, ctx.service)).collect();
         let (range, set) = self.page(&keys, query.child("set", NS_RSM));
         let mut result = form("result", NS_SEARCH);

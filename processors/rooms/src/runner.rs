@@ -10,7 +10,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use imbus_config::topics::{COMPLIANCE, DELIVER_PREFIX, ROOMS, ROOMS_STANZAS, ROUTED};
+use imbus_config::topics::{
+    COMPLIANCE, DELIVER_PREFIX, ROOMS, ROOMS_ARCHIVE, ROOMS_STANZAS, ROUTED,
+};
 use imbus_core::{BareJid, Event, SessionEvent, Timestamp};
 use imbus_log::{
     ConsumedRecord, Consumer, ConsumerEvent, ConsumerOptions, Log, LogError, Offset, Partition,
@@ -254,14 +256,16 @@ fn encode(event: Event) -> Result<Vec<u8>, RoomsError> {
 
 /// Hands the outputs of a batch to the log in one ordered submission and waits for the
 /// acknowledgement: room states first (once a delivery is visible, its cause is on the
-/// changelog), compliance records before the deliveries (a message an occupant has seen
-/// is archived), then stanzas for the router and the deliveries.
+/// changelog), then the room archive's messages and queries (in the order they were
+/// produced) and compliance records, before the deliveries (a message an occupant has
+/// seen is archived), then stanzas for the router and the deliveries.
 async fn submit_outputs(log: &dyn Log, outputs: Vec<Output>) -> Result<(), RoomsError> {
     if outputs.is_empty() {
         return Ok(());
     }
     let mut states = Vec::new();
     let mut compliance = Vec::new();
+    let mut archive = Vec::new();
     let mut routed = Vec::new();
     let mut deliveries: Vec<(String, Record)> = Vec::new();
     for output in outputs {
@@ -276,6 +280,14 @@ async fn submit_outputs(log: &dyn Log, outputs: Vec<Output>) -> Result<(), Rooms
             Output::Compliance(record) => {
                 let key = record.recipient.as_str().to_owned();
                 compliance.push(Record::new(key, encode(Event::Compliance(record))?));
+            }
+            Output::Archive(message) => {
+                let key = message.owner.as_str().to_owned();
+                archive.push(Record::new(key, encode(Event::Archived(message))?));
+            }
+            Output::ArchiveQuery(query) => {
+                let key = query.owner().as_str().to_owned();
+                archive.push(Record::new(key, encode(Event::from(query))?));
             }
             Output::Route(stanza) => {
                 let key = stanza.owner().as_str().to_owned();
@@ -292,6 +304,11 @@ async fn submit_outputs(log: &dyn Log, outputs: Vec<Output>) -> Result<(), Rooms
         .into_iter()
         .map(|record| Submission::keyed(ROOMS, record))
         .collect();
+    submissions.extend(
+        archive
+            .into_iter()
+            .map(|record| Submission::keyed(ROOMS_ARCHIVE, record)),
+    );
     submissions.extend(
         compliance
             .into_iter()

@@ -32,6 +32,8 @@ struct World {
     routed: Vec<StanzaReceived>,
     events: Vec<RoomEvent>,
     compliance: Vec<ComplianceRecord>,
+    archived: Vec<imbus_core::ArchivedMessage>,
+    queries: Vec<StanzaReceived>,
     /// Seconds since T0 of the next stanza.
     clock: i64,
     next_id: u128,
@@ -66,6 +68,8 @@ impl World {
             routed: Vec::new(),
             events: Vec::new(),
             compliance: Vec::new(),
+            archived: Vec::new(),
+            queries: Vec::new(),
             clock: 0,
             next_id: 1,
         }
@@ -86,6 +90,8 @@ impl World {
                 Output::Route(s) => self.routed.push(s),
                 Output::Room(e) => self.events.push(e),
                 Output::Compliance(c) => self.compliance.push(c),
+                Output::Archive(a) => self.archived.push(a),
+                Output::ArchiveQuery(q) => self.queries.push(q),
             }
         }
         outputs
@@ -147,6 +153,8 @@ impl World {
         self.routed.clear();
         self.events.clear();
         self.compliance.clear();
+        self.archived.clear();
+        self.queries.clear();
         self.deliveries.clear();
     }
 
@@ -1496,7 +1504,10 @@ fn room_discovery_lists_its_features_and_room_info() {
             "muc_unsecured",
             "muc_public",
             "muc_unmoderated",
-            "muc_nonanonymous"
+            "muc_nonanonymous",
+            "urn:xmpp:mam:2",
+            "urn:xmpp:fulltext:0",
+            "urn:xmpp:sid:0"
         ]
     );
     assert!(info.contains("<identity category='conference' type='text' name='The Team'/>"));
@@ -1685,7 +1696,9 @@ fn room_search_finds_public_rooms_by_name_description_and_subject() {
 // ---------------------------------------------------------------- aliases, IQs, restart
 
 #[test]
-fn a_room_is_the_same_through_every_service_domain() {
+fn each_service_domain_has_its_own_rooms() {
+    // team@conference.example.com exists with Alice; team@chat.example.com is another
+    // room: Bob creates it and is alone in it.
     let mut w = room_with(&[]);
     w.send(
         B,
@@ -1695,20 +1708,24 @@ fn a_room_is_the_same_through_every_service_domain() {
     );
     let bob = w.take(B);
     assert!(
-        bob[0].contains(&format!("from='team@{ALIAS}/Alice'")),
+        bob.iter()
+            .all(|x| !x.contains("Alice") && x.contains(&format!("from='team@{ALIAS}"))),
         "{bob:#?}"
     );
-    assert!(bob[1].contains(&format!("from='team@{ALIAS}/Bob'")));
+    assert!(w.take(A).is_empty());
+    let aliased = BareJid::new(&format!("team@{ALIAS}")).unwrap();
+    assert_eq!(w.rooms.rooms().len(), 2);
+    assert!(w.rooms.rooms().contains_key(&aliased));
+    assert!(w.rooms.rooms().contains_key(&BareJid::new(ROOM).unwrap()));
+    w.send(
+        A,
+        &format!("<message to='{ROOM}' type='groupchat'><body>hi</body></message>"),
+    );
     assert!(
         w.take_one(A)
-            .contains(&format!("from='team@{SERVICE}/Bob'"))
+            .contains(&format!("from='team@{SERVICE}/Alice'"))
     );
-    assert_eq!(w.rooms.rooms().len(), 1);
-    w.send(
-        B,
-        &format!("<message to='team@{ALIAS}' type='groupchat'><body>hi</body></message>"),
-    );
-    assert!(w.take_one(B).contains(&format!("from='team@{ALIAS}/Bob'")));
+    assert!(w.take(B).is_empty());
     assert_eq!(w.compliance[0].room, Some(BareJid::new(ROOM).unwrap()));
     w.clear();
     // Not a domain of ours: not for this service.
@@ -1893,7 +1910,7 @@ fn settings_are_validated() {
 }
 
 #[test]
-fn the_directory_lists_rooms_of_other_partitions_and_aliases_share_a_partition_key() {
+fn the_directory_lists_rooms_of_other_partitions_and_each_alias_is_its_own_key() {
     let mut w = directory();
     // Every room but r3 moves to another instance; this one now only observes them.
     w.rooms
@@ -1910,14 +1927,17 @@ fn the_directory_lists_rooms_of_other_partitions_and_aliases_share_a_partition_k
         room: BareJid::new(&format!("r5@{SERVICE}")).unwrap(),
         at: now(0),
     });
-    w.send(B, &format!("<iq type='get' id='d' to='{ALIAS}'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>"));
+    w.send(B, &format!("<iq type='get' id='d' to='{SERVICE}'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>"));
     assert_eq!(
         items(&w.take_one(B)),
         ["r0", "r1", "r2", "r3", "r4"]
             .iter()
-            .map(|n| format!("{n}@{ALIAS}"))
+            .map(|n| format!("{n}@{SERVICE}"))
             .collect::<Vec<_>>()
     );
+    // The rooms of one alias are not rooms of another.
+    w.send(B, &format!("<iq type='get' id='d' to='{ALIAS}'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>"));
+    assert!(items(&w.take_one(B)).is_empty());
     // Observed rooms are not acted on: a session end only touches owned rooms.
     let outputs = w.close(A);
     assert!(outputs.iter().all(|o| match o {
@@ -1928,9 +1948,175 @@ fn the_directory_lists_rooms_of_other_partitions_and_aliases_share_a_partition_k
     let key = |to: &str| config.canonical_room(&Jid::new(to).unwrap());
     assert_eq!(
         key(&format!("team@{ALIAS}/Bob")),
-        Some(BareJid::new(ROOM).unwrap())
+        Some(BareJid::new(&format!("team@{ALIAS}")).unwrap())
     );
     assert_eq!(key(ROOM), Some(BareJid::new(ROOM).unwrap()));
     assert_eq!(key(SERVICE), None);
     assert_eq!(key("team@elsewhere.org"), None);
+}
+
+fn archiving_world(fields: &[(&str, &str)], others: &[(&str, &str)]) -> World {
+    let mut config = config();
+    config.archive_all = true;
+    let mut w = World::with(config);
+    w.join(A, "Alice");
+    w.configure(A, fields);
+    for (full, nick) in others {
+        w.join(full, nick);
+    }
+    w.clear();
+    w
+}
+
+const MAM_QUERY: &str = "<iq type='set' id='q1' to='team@conference.example.com'><query xmlns='urn:xmpp:mam:2' queryid='f1'/></iq>";
+
+#[test]
+fn persistent_rooms_archive_each_message_once_with_a_stanza_id_the_client_cannot_forge() {
+    let mut w = archiving_world(&[("muc#roomconfig_persistentroom", "1")], &[(B, "Bob")]);
+    w.send(
+        A,
+        &format!(
+            "<message to='{ROOM}' type='groupchat' id='m1'><body>release at noon</body>\
+             <stanza-id xmlns='urn:xmpp:sid:0' id='forged' by='{ROOM}'/></message>"
+        ),
+    );
+    let event_id = Uuid::from_u128(w.next_id);
+    let id = room_archive_id(&event_id, &BareJid::new(ROOM).unwrap());
+    assert_eq!(w.archived.len(), 1, "one archive record per message");
+    let a = &w.archived[0];
+    assert_eq!(a.archive_id, id);
+    assert_eq!(a.event_id, event_id);
+    assert_eq!(a.owner.as_str(), ROOM);
+    assert_eq!(a.with.as_str(), A, "the archive records the real sender");
+    assert_eq!(
+        a.xml,
+        format!(
+            "<message xmlns='jabber:client' type='groupchat' id='m1' from='{ROOM}/Alice'><body>release at noon</body>\
+             <stanza-id xmlns='urn:xmpp:sid:0' id='{}' by='{ROOM}'/></message>",
+            id.hyphenated()
+        )
+    );
+    let got = w.take_one(B);
+    assert!(
+        got.contains(&format!(
+            "<stanza-id xmlns='urn:xmpp:sid:0' id='{}' by='{ROOM}'/>",
+            id.hyphenated()
+        )),
+        "{got}"
+    );
+    assert!(!got.contains("forged"), "{got}");
+    // The same input again (a redelivery after a restart) gives the same archive id.
+    assert_eq!(room_archive_id(&event_id, &BareJid::new(ROOM).unwrap()), id);
+}
+
+#[test]
+fn temporary_rooms_and_archiving_off_archive_nothing() {
+    let mut w = archiving_world(&[], &[(B, "Bob")]);
+    w.send(
+        A,
+        &format!("<message to='{ROOM}' type='groupchat'><body>hi</body></message>"),
+    );
+    assert!(w.archived.is_empty());
+    assert!(!w.take_one(B).contains("stanza-id"));
+    let mut w = room_configured(&[("muc#roomconfig_persistentroom", "1")], &[(B, "Bob")]);
+    w.send(
+        A,
+        &format!("<message to='{ROOM}' type='groupchat'><body>hi</body></message>"),
+    );
+    assert!(w.archived.is_empty(), "archive_all is off");
+    // Messages without a body are not archived either.
+    let mut w = archiving_world(&[("muc#roomconfig_persistentroom", "1")], &[(B, "Bob")]);
+    w.send(
+        A,
+        &format!("<message to='{ROOM}' type='groupchat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>"),
+    );
+    assert!(w.archived.is_empty());
+}
+
+#[test]
+fn archive_queries_go_to_the_archive_from_those_allowed_to_read_it() {
+    let mut w = archiving_world(
+        &[
+            ("muc#roomconfig_persistentroom", "1"),
+            ("muc#roomconfig_membersonly", "1"),
+        ],
+        &[],
+    );
+    // The owner (an occupant) may.
+    w.send(A, MAM_QUERY);
+    assert_eq!(w.queries.len(), 1);
+    assert_eq!(w.queries[0].sender.as_str(), A);
+    assert!(w.take(A).is_empty(), "the connector answers, not the room");
+    // An outsider of a members-only room may not.
+    w.send(C, MAM_QUERY);
+    assert_eq!(w.queries.len(), 1);
+    assert_error(
+        &w.take_one(C),
+        "auth",
+        "forbidden",
+        "Only occupants and members may read this room's archive",
+    );
+    // A member who is not in the room may.
+    w.admin(A, "<item affiliation='member' jid='carol@example.com'/>");
+    w.clear();
+    w.send(C, MAM_QUERY);
+    assert_eq!(w.queries.len(), 1);
+    // An outcast may not, even of an open room.
+    let mut w = archiving_world(&[("muc#roomconfig_persistentroom", "1")], &[]);
+    w.send(D, MAM_QUERY);
+    assert_eq!(w.queries.len(), 1, "anyone may read an open room's archive");
+    w.admin(A, "<item affiliation='outcast' jid='dave@example.com'/>");
+    w.clear();
+    w.send(D, MAM_QUERY);
+    assert!(w.queries.is_empty());
+    assert_eq!(error_of(&w.take_one(D)).1, "forbidden");
+}
+
+#[test]
+fn temporary_rooms_have_no_archive_and_the_form_offers_full_text_search() {
+    let mut w = archiving_world(&[], &[]);
+    w.send(A, MAM_QUERY);
+    assert!(w.queries.is_empty());
+    assert_error(
+        &w.take_one(A),
+        "cancel",
+        "service-unavailable",
+        "This room keeps no archive: only persistent rooms are archived",
+    );
+    w.send(
+        A,
+        &format!("<iq type='get' id='f' to='{ROOM}'><query xmlns='urn:xmpp:mam:2'/></iq>"),
+    );
+    let form = w.take_one(A);
+    assert!(
+        form.contains("var='{urn:xmpp:fulltext:0}fulltext'"),
+        "{form}"
+    );
+    let mut w = archiving_world(&[("muc#roomconfig_persistentroom", "1")], &[]);
+    w.send(A, &format!("<iq type='get' id='i' to='{ROOM}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"));
+    let info = w.take_one(A);
+    for feature in ["urn:xmpp:mam:2", "urn:xmpp:fulltext:0", "urn:xmpp:sid:0"] {
+        assert!(
+            info.contains(&format!("var='{feature}'")),
+            "{feature} in {info}"
+        );
+    }
+}
+
+#[test]
+fn rooms_cannot_become_persistent_when_persistent_chat_is_off() {
+    let mut config = config();
+    config.persistent_chat = false;
+    let mut w = World::with(config);
+    w.join(A, "Alice");
+    w.configure(A, &[]);
+    w.clear();
+    w.configure(A, &[("muc#roomconfig_persistentroom", "1")]);
+    assert_error(
+        &w.take_one(A),
+        "modify",
+        "not-acceptable",
+        "Persistent chat is disabled on this server: rooms cannot be made persistent",
+    );
+    assert!(!w.room().unwrap().config.persistent);
 }

@@ -18,6 +18,9 @@ pub const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 pub const NS_RSM: &str = "http://jabber.org/protocol/rsm";
 pub const NS_SEARCH: &str = "jabber:iq:search";
 pub const NS_DELAY: &str = "urn:xmpp:delay";
+/// XEP-0359 unique and stable stanza ids (the room's archive id of a message).
+pub const NS_SID: &str = "urn:xmpp:sid:0";
+pub use imbus_archive::NS_MAM;
 
 /// An element with text content.
 pub fn text_el(name: &str, namespace: &str, text: impl AsRef<str>) -> Element {

@@ -183,3 +183,55 @@ pub fn require_slixmpp() {
          (tests/run does it)"
     );
 }
+
+/// Creates user1 … user`n` with the passwords the interop scripts expect (`Pw-userN`).
+pub fn add_numbered_users(data_dir: &Path, n: usize) {
+    for i in 1..=n {
+        add_user(
+            data_dir,
+            &format!("user{i}@localhost"),
+            &format!("Pw-user{i}"),
+        );
+    }
+}
+
+/// Runs one scenario of `tests/interop/slixmpp_muc.py` against the chat service
+/// `service` of the server on `data_dir`, and fails the test with its output unless it
+/// succeeded. Returns the output.
+pub fn muc_scenario(data_dir: &Path, service: &str, name: &str) -> String {
+    let c2s = listener(data_dir, "c2s");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/slixmpp_muc.py");
+    let timeout = Duration::from_secs(120);
+    let mut child = Command::new("python3")
+        .arg(&path)
+        .args([
+            c2s.ip().to_string(),
+            c2s.port().to_string(),
+            service.to_owned(),
+            name.to_owned(),
+        ])
+        .env("IMBUS_INTEROP_TIMEOUT", "30")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn python3");
+    let deadline = Instant::now() + timeout;
+    while child.try_wait().expect("wait for the script").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("script output");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("OK:"),
+        "slixmpp_muc.py {name} failed:\n{text}"
+    );
+    text
+}
