@@ -5,6 +5,8 @@
 //! * [`contract`] is the log contract suite: one async function per guarantee of the
 //!   [`imbus_log::Log`] trait, run by `tests/log_contract_embedded.rs` and
 //!   `tests/log_contract_kafka.rs` against both backends.
+//! * [`proxy`] is a TCP proxy a test can cut and restore, to simulate a database or
+//!   broker outage.
 //!
 //! `cargo test -p imbus-tests` runs both. The Kafka half needs the `tansu` binary
 //! (`cargo install tansu --locked --features libsql`); it fails, never skips, without it.
@@ -13,6 +15,7 @@
 //! tracing output, default `warn`).
 
 pub mod contract;
+pub mod proxy;
 pub mod tansu;
 
 /// Why the harness could not provide what a test needs.

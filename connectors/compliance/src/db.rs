@@ -143,6 +143,17 @@ impl Database {
     /// Prepares a pool for `url` without connecting (connections are opened when first
     /// needed, so a database that is down at start only delays archiving).
     pub fn open(url: &str, pool_size: u32) -> Result<Database, DbError> {
+        Database::open_for(url, pool_size, "imbus-compliance")
+    }
+
+    /// [`Database::open`] for another component: the same pool set-up (MySQL strict mode,
+    /// `utf8mb4` and UTC; SQLite WAL with full fsync; bounded waits for a connection),
+    /// with `application_name` naming the component's connections on PostgreSQL.
+    pub fn open_for(
+        url: &str,
+        pool_size: u32,
+        application_name: &str,
+    ) -> Result<Database, DbError> {
         let config_error = |detail: String| DbError::Config {
             url: redact_url(url),
             detail,
@@ -161,7 +172,7 @@ impl Database {
                     PgPoolOptions::new()
                         .max_connections(pool_size)
                         .acquire_timeout(ACQUIRE_TIMEOUT)
-                        .connect_lazy_with(options.application_name("imbus-compliance")),
+                        .connect_lazy_with(options.application_name(application_name)),
                 )
             }
             Backend::MySql => {

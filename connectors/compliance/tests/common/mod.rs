@@ -1,12 +1,11 @@
 //! Test harness of the compliance sink: a fresh database per test on SQLite, PostgreSQL
 //! and MariaDB/MySQL, an embedded log with the compliance topics, the sink as a task, and
-//! a TCP proxy that can cut the connection to the database.
+//! the TCP proxy of `imbus-tests` that can cut the connection to the database.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,10 +20,11 @@ use imbus_core::{
 use imbus_log::{ConsumedRecord, Log, Record, StartAt, TopicConfig, TopicPartition};
 use imbus_log_embedded::{EmbeddedLog, EmbeddedOptions};
 use sqlx::Connection;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
+
+pub use imbus_tests::proxy::Proxy;
 
 pub const PARTITIONS: i32 = 4;
 
@@ -470,74 +470,6 @@ pub fn header(record: &ConsumedRecord, key: &str) -> Option<String> {
     record
         .header(key)
         .map(|v| String::from_utf8_lossy(v).into_owned())
-}
-
-/// A TCP proxy to the database that the test can cut and restore.
-pub struct Proxy {
-    pub addr: SocketAddr,
-    open: Arc<AtomicBool>,
-    cut: watch::Sender<u64>,
-    task: JoinHandle<()>,
-}
-
-impl Proxy {
-    pub async fn start(target: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let open = Arc::new(AtomicBool::new(true));
-        let (cut, cut_rx) = watch::channel(0u64);
-        let flag = open.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((client, _)) = listener.accept().await else {
-                    return;
-                };
-                if !flag.load(Ordering::SeqCst) {
-                    // Down: the connection is refused at once.
-                    drop(client);
-                    continue;
-                }
-                let target = target.clone();
-                let mut cut_rx = cut_rx.clone();
-                cut_rx.borrow_and_update();
-                tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(&target).await else {
-                        return;
-                    };
-                    let (mut cr, mut cw) = client.into_split();
-                    let (mut sr, mut sw) = server.into_split();
-                    tokio::select! {
-                        _ = tokio::io::copy(&mut cr, &mut sw) => {}
-                        _ = tokio::io::copy(&mut sr, &mut cw) => {}
-                        _ = cut_rx.changed() => {}
-                    }
-                });
-            }
-        });
-        Proxy {
-            addr,
-            open,
-            cut,
-            task,
-        }
-    }
-
-    /// Cuts every connection and refuses new ones.
-    pub fn close(&self) {
-        self.open.store(false, Ordering::SeqCst);
-        self.cut.send_modify(|n| *n += 1);
-    }
-
-    /// Accepts connections again.
-    pub fn reopen(&self) {
-        self.open.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// The body of a dead letter's original record.
