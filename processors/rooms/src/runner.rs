@@ -1,7 +1,8 @@
 //! The consume/produce loop around [`Rooms`]: a member of the consumer group `rooms` on
 //! `rooms.stanzas` (stanzas the router forwards to the chat service, keyed by room, and
 //! the session ends it relays to every partition). When partitions are assigned it
-//! rebuilds their rooms by folding the `rooms` changelog; for every batch it runs the
+//! rebuilds their rooms by folding the `rooms` changelog (and it follows the changelog of
+//! the other partitions, for the room directory and room search); for every batch it runs the
 //! rooms core, hands the outputs to the log and commits the input offsets only once the
 //! log has acknowledged them (a crash redoes the batch; outputs carry derived ids so
 //! their consumers recognise a repeat).
@@ -18,7 +19,7 @@ use imbus_log::{
     ConsumedRecord, Consumer, ConsumerEvent, ConsumerOptions, Log, LogError, Offset, Partition,
     Record, StartAt, Submission, TopicPartition, partition_for_key,
 };
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::RoomsConfig;
 use crate::rooms::{Input, Output, Rooms};
@@ -56,6 +57,22 @@ pub async fn run(
         .await?;
     let mut rooms = Rooms::new(config);
     let mut restored: BTreeSet<Partition> = BTreeSet::new();
+    // The room directory lists the public rooms of every partition: the changelog of
+    // the partitions this instance does not own is followed and observed.
+    let (owned_tx, owned_rx) = watch::channel(BTreeSet::new());
+    let (directory_tx, mut directory_rx) = mpsc::channel::<(Partition, RoomEvent)>(1024);
+    let followers: Vec<_> = (0..log.partition_count(ROOMS).await?)
+        .map(|p| {
+            tokio::spawn(follow_directory(
+                log.clone(),
+                p,
+                owned_rx.clone(),
+                directory_tx.clone(),
+                shutdown.clone(),
+            ))
+        })
+        .collect();
+    drop(directory_tx);
     let mut ready: HashMap<TopicPartition, Offset> = HashMap::new();
     let mut last_commit = Instant::now();
     tracing::info!(
@@ -77,6 +94,12 @@ pub async fn run(
         }
         let event = tokio::select! {
             event = consumer.poll(Duration::from_secs(1)) => event,
+            Some((partition, change)) = directory_rx.recv() => {
+                if !restored.contains(&partition) {
+                    rooms.observe(&change);
+                }
+                continue;
+            }
             _ = shutdown.changed() => continue,
         };
         match event {
@@ -88,8 +111,9 @@ pub async fn run(
                     .filter(|p| !restored.contains(p))
                     .collect();
                 for p in new {
-                    restore(log.as_ref(), &mut rooms, p).await?;
                     restored.insert(p);
+                    owned_tx.send_replace(restored.clone());
+                    restore(log.as_ref(), &mut rooms, p).await?;
                 }
             }
             Ok(ConsumerEvent::Revoked(tps)) => {
@@ -103,6 +127,7 @@ pub async fn run(
                 for p in gone.difference(&still) {
                     restored.remove(p);
                 }
+                owned_tx.send_replace(restored.clone());
                 let keep = restored.clone();
                 rooms.retain_rooms(|room| {
                     keep.contains(&partition_for_key(room.as_str().as_bytes(), partitions))
@@ -142,6 +167,9 @@ pub async fn run(
         }
     }
     commit(consumer.as_mut(), &mut ready).await?;
+    for follower in followers {
+        follower.abort();
+    }
     if let Err(e) = consumer.close().await {
         tracing::debug!(error = %e, "closing the rooms consumer");
     }
@@ -222,30 +250,82 @@ async fn restore(log: &dyn Log, rooms: &mut Rooms, partition: Partition) -> Resu
 }
 
 fn apply_changelog(rooms: &mut Rooms, record: &ConsumedRecord) {
+    if let Some(event) = changelog_event(record) {
+        rooms.apply(&event);
+    }
+}
+
+/// The room event a record of the `rooms` changelog holds (a tombstone: the room ended).
+fn changelog_event(record: &ConsumedRecord) -> Option<RoomEvent> {
     let Some(value) = record.value.as_ref() else {
-        if let Some(room) = record
+        let room = record
             .key
             .as_ref()
             .and_then(|k| std::str::from_utf8(k).ok())
-            .and_then(|k| BareJid::new(k).ok())
-        {
-            rooms.apply(&RoomEvent::Destroyed {
-                room,
-                at: Timestamp::from_micros(record.timestamp.saturating_mul(1000)),
-            });
-        }
-        return;
+            .and_then(|k| BareJid::new(k).ok())?;
+        return Some(RoomEvent::Destroyed {
+            room,
+            at: Timestamp::from_micros(record.timestamp.saturating_mul(1000)),
+        });
     };
     match imbus_schemas::decode(value) {
-        Ok(Event::RoomState(room)) => rooms.apply(&RoomEvent::Updated(room)),
+        Ok(Event::RoomState(room)) => Some(RoomEvent::Updated(room)),
         Ok(_) => {
             tracing::warn!(
                 offset = record.offset,
                 "unexpected event on the rooms changelog; skipped"
             );
+            None
         }
         Err(e) => {
             tracing::warn!(offset = record.offset, error = %e, "undecodable rooms changelog record; skipped");
+            None
+        }
+    }
+}
+
+/// Follows the `rooms` changelog of one partition for the room directory and room
+/// search: every change of a room of a partition this instance does not own (`owned`)
+/// goes to `tx`; records of owned partitions are skipped undecoded (their rooms are this
+/// instance's own). Ends with `shutdown`, or when the log fails (logged: the directory
+/// then misses later changes of that partition's rooms until a restart).
+async fn follow_directory(
+    log: Arc<dyn Log>,
+    partition: Partition,
+    owned: watch::Receiver<BTreeSet<Partition>>,
+    tx: mpsc::Sender<(Partition, RoomEvent)>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut reader = match log.reader(ROOMS, partition, StartAt::Earliest).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(partition, error = %e, "cannot follow the rooms changelog for the room directory");
+            return;
+        }
+    };
+    loop {
+        let records = tokio::select! {
+            _ = shutdown.changed() => return,
+            r = reader.read(256, Duration::from_secs(1)) => r,
+        };
+        let records = match records {
+            Ok(r) => r,
+            Err(LogError::Closed) => return,
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "reading the rooms changelog for the room directory failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        for record in &records {
+            if owned.borrow().contains(&partition) {
+                continue;
+            }
+            if let Some(event) = changelog_event(record)
+                && tx.send((partition, event)).await.is_err()
+            {
+                return;
+            }
         }
     }
 }

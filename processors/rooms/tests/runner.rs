@@ -1,7 +1,8 @@
 //! The rooms processor's consume/produce loop on the embedded log: stanzas in on
 //! `rooms.stanzas`, deliveries, compliance records and room states out; a restarted
 //! processor rebuilds its rooms from the `rooms` changelog; a relayed session end
-//! removes that session's occupant.
+//! removes that session's occupant; with two processors sharing the partitions, the room
+//! directory of either lists the rooms of both.
 
 #![allow(clippy::unwrap_used)]
 
@@ -71,6 +72,8 @@ async fn send(log: &Arc<dyn Log>, from: &str, xml: &str, to: &str) {
     let recipient = Jid::new(to).unwrap();
     let kind = if xml.starts_with("<presence") {
         StanzaKind::Presence
+    } else if xml.starts_with("<iq") {
+        StanzaKind::Iq
     } else {
         StanzaKind::Message
     };
@@ -251,5 +254,83 @@ async fn rooms_come_back_from_the_changelog_and_session_ends_remove_occupants() 
     .await;
     assert!(!states.is_empty());
     stop(processor).await;
+    log.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_processors_the_room_directory_lists_the_rooms_of_every_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path()).await;
+    let first = start(&log);
+    let second = start(&log);
+    let rooms: Vec<String> = (0..8)
+        .map(|i| format!("room{i}@conference.example.com"))
+        .collect();
+    let spread: std::collections::BTreeSet<i32> = rooms
+        .iter()
+        .map(|r| imbus_log::partition_for_key(r.as_bytes(), PARTITIONS))
+        .collect();
+    assert!(
+        spread.len() > 2,
+        "the rooms are spread over the partitions: {spread:?}"
+    );
+    for room in &rooms {
+        send(
+            &log,
+            "alice@example.com/a",
+            "<presence><x xmlns='http://jabber.org/protocol/muc'/></presence>",
+            &format!("{room}/Al"),
+        )
+        .await;
+    }
+    read_until(&log, ROOMS, |events| {
+        rooms.iter().all(|room| {
+            events
+                .iter()
+                .any(|e| matches!(e, Event::RoomState(r) if r.jid.as_str() == room))
+        })
+    })
+    .await;
+    // The directory is answered on the service's partition, by one of the two; the
+    // other's rooms reach it through the changelog, so ask until they are all there.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let id = format!("d{n}");
+        send(
+            &log,
+            "alice@example.com/a",
+            &format!("<iq type='get' id='{id}'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>"),
+            "conference.example.com",
+        )
+        .await;
+        let events = read_until(&log, DELIVER, |events| {
+            deliveries_to(events, "alice@example.com/a")
+                .iter()
+                .any(|x| x.contains(&format!("id='{id}'")))
+        })
+        .await;
+        let answers = deliveries_to(&events, "alice@example.com/a");
+        let answer = answers
+            .iter()
+            .find(|x| x.contains(&format!("id='{id}'")))
+            .unwrap();
+        let listed = rooms
+            .iter()
+            .filter(|r| answer.contains(&format!("jid='{r}'")))
+            .count();
+        if listed == rooms.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the directory lists {listed} of {} rooms: {answer}",
+            rooms.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop(first).await;
+    stop(second).await;
     log.shutdown().await.unwrap();
 }
