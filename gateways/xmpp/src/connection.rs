@@ -23,6 +23,7 @@ use imbus_log::{Log, LogError, Record, partition_for_key};
 use imbus_xmpp_auth::{Decision, SaslCondition, Throttle};
 use imbus_xmpp_c2s::{Action, BindAnswer, Input, ResumeState, Session, SessionConfig, Transport};
 use imbus_xmpp_stream::{Element, StanzaKind, StreamError, StreamErrorCondition};
+use futures::FutureExt;
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -148,16 +149,31 @@ impl Conn {
     /// Reads into `buf` and returns how many bytes it holds (0: the connection ended).
     /// On a WebSocket, `buf` holds exactly one text message. Cancel-safe.
     /// At most `limit` bytes are read from a TCP stream (at least one).
+    ///
+    /// A TCP stream is read only when bytes (or, over TLS, decrypted bytes) are there
+    /// at once; otherwise `buf`'s memory is released and the read waits for the socket to
+    /// become readable without holding a buffer: an idle connection keeps no read buffer.
     async fn read(&mut self, buf: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
+        let size = limit.clamp(1, READ_CHUNK);
         match self {
-            Conn::Plain(s) => {
-                buf.resize(limit.clamp(1, READ_CHUNK), 0);
-                s.read(buf).await
-            }
-            Conn::Tls(s) => {
-                buf.resize(limit.clamp(1, READ_CHUNK), 0);
-                s.read(buf).await
-            }
+            Conn::Plain(s) => loop {
+                buf.resize(size, 0);
+                if let Some(read) = s.read(buf).now_or_never() {
+                    return read;
+                }
+                *buf = Vec::new();
+                s.readable().await?;
+            },
+            Conn::Tls(s) => loop {
+                buf.resize(size, 0);
+                // A read that cannot finish now keeps what it took from the socket inside
+                // rustls (the TLS stream's reads are cancel-safe).
+                if let Some(read) = s.read(buf).now_or_never() {
+                    return read;
+                }
+                *buf = Vec::new();
+                s.get_ref().0.readable().await?;
+            },
             Conn::Ws(ws) => loop {
                 match ws.recv().await {
                     None | Some(Ok(Message::Close(_))) => return Ok(0),
@@ -433,7 +449,7 @@ impl Connection {
         command_rx: &mut mpsc::Receiver<Command>,
         ack_rx: &mut mpsc::UnboundedReceiver<Result<u64, LogError>>,
     ) -> End {
-        let mut buf = Vec::with_capacity(READ_CHUNK);
+        let mut buf = Vec::new();
         let mut shutdown = self.shared.shutdown.clone();
         let mut shutting_down = *shutdown.borrow();
         if shutting_down {
