@@ -24,8 +24,9 @@
 //! without any word does not filter. The words are passed to the database as data, never
 //! as query syntax, so no user text can change what is searched:
 //!
-//! * PostgreSQL: a generated `tsvector` column (`simple` configuration, GIN index) of the
-//!   first 100,000 characters of the body, matched by `plainto_tsquery('simple', words)`.
+//! * PostgreSQL: a generated `tsvector` column (GIN index) of the words of the first
+//!   100,000 characters of the body (punctuation replaced by spaces, `simple`
+//!   configuration), matched by `plainto_tsquery('simple', words)`.
 //! * SQLite: an FTS5 table over the body (unicode61 tokenizer, also folding diacritics),
 //!   matched by the words each in double quotes.
 //! * MySQL/MariaDB: a `FULLTEXT` index without stop words, matched in boolean mode with
@@ -521,30 +522,29 @@ impl Tx {
 /// `Stored` of the same room is overwritten by it, and a `Gone` right after a `Gone` of
 /// the same room finds nothing left to do. Skipping those changes nothing in the tables.
 fn effective_room_changes(changes: &[RoomChange]) -> Vec<&RoomChange> {
-    let room = |c: &'_ RoomChange| -> String {
+    fn room(c: &RoomChange) -> &str {
         match c {
-            RoomChange::Stored(r) => r.room_jid.clone(),
-            RoomChange::Gone { room_jid, .. } => room_jid.clone(),
+            RoomChange::Stored(r) => &r.room_jid,
+            RoomChange::Gone { room_jid, .. } => room_jid,
         }
-    };
-    let mut next_is_stored = vec![false; changes.len()];
-    let mut later: HashMap<String, bool> = HashMap::new();
-    for (i, c) in changes.iter().enumerate().rev() {
-        let jid = room(c);
-        next_is_stored[i] = later.get(&jid) == Some(&true);
-        later.insert(jid, matches!(c, RoomChange::Stored(_)));
     }
-    let mut previous_gone: HashMap<String, bool> = HashMap::new();
+    // Whether the next change of the same room (if any) is a `Stored`.
+    let mut next_is_stored = vec![false; changes.len()];
+    let mut later: HashMap<&str, bool> = HashMap::new();
+    for (i, c) in changes.iter().enumerate().rev() {
+        next_is_stored[i] = later.get(room(c)) == Some(&true);
+        later.insert(room(c), matches!(c, RoomChange::Stored(_)));
+    }
+    let mut previous_gone: HashMap<&str, bool> = HashMap::new();
     let mut out = Vec::with_capacity(changes.len());
     for (i, c) in changes.iter().enumerate() {
-        let jid = room(c);
         let gone = matches!(c, RoomChange::Gone { .. });
         let skip = if gone {
-            previous_gone.get(&jid) == Some(&true)
+            previous_gone.get(room(c)) == Some(&true)
         } else {
             next_is_stored[i]
         };
-        previous_gone.insert(jid, gone);
+        previous_gone.insert(room(c), gone);
         if !skip {
             out.push(c);
         }
@@ -1288,6 +1288,22 @@ mod tests {
                 .iter()
                 .all(|s| s.params.len() / 11 <= MAX_MESSAGES_PER_STATEMENT)
         );
-        assert_eq!(statements.len(), 5);
+        for sql in &statements {
+            let rows = sql.params.len() / 11;
+            let bytes: usize = sql
+                .params
+                .iter()
+                .map(|p| match p {
+                    Param::Text(t) => t.map_or(0, str::len),
+                    _ => 0,
+                })
+                .sum();
+            assert!(
+                rows == 1 || bytes <= MAX_BYTES_PER_STATEMENT,
+                "{rows} rows, {bytes} bytes"
+            );
+        }
+        // 50 + 50 + (20 and one large message) + the other large message.
+        assert_eq!(statements.len(), 4);
     }
 }

@@ -748,7 +748,7 @@ async fn later_room_changes_win(backend: Backend) {
 }
 
 /// Bodies for the full-text tests.
-const TEXTS: [&str; 12] = [
+const TEXTS: [&str; 13] = [
     "Hello World",
     "hello there",
     "HELLO",
@@ -761,6 +761,7 @@ const TEXTS: [&str; 12] = [
     "nothing here",
     "release notes: deploy the server",
     "it's a tie; \"quoted\" (paren) +plus -minus *star",
+    "mail alice@example.com or see https://example.com/docs/page.html",
 ];
 
 /// Indexes into [`TEXTS`] of the bodies holding every word of `query` (runs of letters
@@ -830,7 +831,12 @@ async fn fulltext_finds_whole_words_ignoring_case(backend: Backend) {
         // Short words and (elsewhere) stop words.
         ("to be", &[6]),
         ("the", &[7, 10]),
-        ("or", &[6, 7]),
+        ("or", &[6, 7, 12]),
+        // Words inside addresses and URLs.
+        ("example", &[12]),
+        ("ALICE example com", &[12]),
+        ("docs page html", &[12]),
+        ("alice@example.com", &[12]),
         ("a", &[11]),
         // Non-Latin text.
         ("中文", &[8]),

@@ -60,11 +60,14 @@ CREATE TABLE IF NOT EXISTS TC_USERS (
 --   message_len  the stanza's length in bytes of UTF-8
 --   body_text    the <body/>, NULL when none
 --   message_text the message as the room broadcast it (XML)
---   body_tsv     full-text index of the body: the 'simple' configuration (lower-cased
---                words, no stemming, no stop words), so a search finds whole words
---                case-insensitively. Only the first 100,000 characters of a body are
---                indexed: a tsvector is limited to 1 MB, and a larger body must still be
---                stored.
+--   body_tsv     full-text index of the body: its words (runs of letters and digits:
+--                punctuation and spaces are replaced by a space first, so "example.com"
+--                or "alice@example.com" hold the words "example" and "com" as on the
+--                other backends) in the 'simple' configuration (lower-cased, no stemming,
+--                no stop words), so a search finds whole words case-insensitively (for
+--                non-ASCII letters, as the database's LC_CTYPE says). Only the first
+--                100,000 characters of a body are indexed: a tsvector is limited to 1 MB,
+--                and a larger body must still be stored.
 CREATE TABLE IF NOT EXISTS TC_MSGARCHIVE (
     msg_id       VARCHAR(36)  NOT NULL PRIMARY KEY,
     room_jid     TEXT         NOT NULL,
@@ -78,7 +81,8 @@ CREATE TABLE IF NOT EXISTS TC_MSGARCHIVE (
     body_text    TEXT,
     message_text TEXT         NOT NULL,
     body_tsv     tsvector     GENERATED ALWAYS AS
-                 (to_tsvector('simple', left(coalesce(body_text, ''), 100000))) STORED
+                 (to_tsvector('simple', regexp_replace(left(coalesce(body_text, ''), 100000),
+                                                      '[[:punct:][:space:]]+', ' ', 'g'))) STORED
 );
 -- Transcript order within a room (paging, counting), a nickname's messages, a period.
 CREATE INDEX IF NOT EXISTS tc_msgarchive_room_seq ON TC_MSGARCHIVE (room_jid, seq);
