@@ -13,6 +13,7 @@
 //! | `PUT /admin/v1/users/{jid}/password` (JSON `{"password"}`) | change a password |
 //! | `DELETE /admin/v1/users/{jid}` | delete an account |
 //! | `POST /admin/v1/announce` (JSON `{"body", "subject"?, "to"?: [jid]}`) | a message from the server to the listed users, or to all |
+//! | `/admin/v1/aliases…` | chat node aliases (see `aliases.rs`) |
 
 use std::sync::Arc;
 
@@ -47,6 +48,7 @@ pub fn router(
     base: Arc<Config>,
     live: LiveConfig,
 ) -> Router {
+    let aliases = crate::aliases::admin_router(log.clone(), base.clone(), live.clone());
     let state = AdminState {
         token: token.into(),
         accounts,
@@ -66,7 +68,8 @@ pub fn router(
         .route("/admin/v1/users/{jid}/password", put(change_password))
         .route("/admin/v1/announce", axum::routing::post(announce))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(aliases.route_layer(middleware::from_fn_with_state(state, require_token)))
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

@@ -6,6 +6,8 @@
 
 mod accounts;
 mod admin;
+mod alias_cmd;
+mod aliases;
 mod announce;
 mod archive;
 mod audit;

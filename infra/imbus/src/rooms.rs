@@ -16,8 +16,8 @@ use crate::standalone::Standalone;
 pub(crate) fn rooms_config(config: &Config) -> anyhow::Result<imbus_rooms::RoomsConfig> {
     let rooms = imbus_rooms::RoomsConfig::from_config(config).with_context(|| {
         format!(
-            "the chat node alias {:?} (from node_id, cluster_id and domain) is not a valid XMPP domain",
-            config.system_chat_alias()
+            "a chat node alias ({}) is not a valid XMPP domain",
+            config.chat_domains().join(", ")
         )
     })?;
     rooms.validate().context("invalid rooms settings")?;
@@ -29,7 +29,7 @@ pub async fn rooms(config: Config) -> anyhow::Result<ExitCode> {
     if !config.rooms.enabled {
         anyhow::bail!("rooms.enabled is false: there are no chat rooms to serve");
     }
-    let standalone = Standalone::start(&config).await?;
+    let standalone = Standalone::start_chat_node(&config).await?;
     let initial = rooms_config(&standalone.live.borrow())?;
     let (settings_tx, settings_rx) = watch::channel(initial.clone());
     let settings = tokio::spawn(crate::live::follow_settings(

@@ -27,10 +27,22 @@ impl Standalone {
     /// Opens the bus, creates the system topics, loads the live settings and follows them
     /// (the log level follows the live setting too).
     pub async fn start(config: &Config) -> anyhow::Result<Standalone> {
+        Self::start_as(config, false).await
+    }
+
+    /// [`Self::start`] for a chat node: registers this node and its system alias on the
+    /// chat node alias table before following the live settings.
+    pub async fn start_chat_node(config: &Config) -> anyhow::Result<Standalone> {
+        Self::start_as(config, true).await
+    }
+
+    async fn start_as(config: &Config, chat_node: bool) -> anyhow::Result<Standalone> {
         let log_control = crate::telemetry::init(config)?;
         let log = crate::bus::open(config).await?;
         crate::bus::create_system_topics(log.as_ref(), config).await?;
         let (fold, next) = crate::live::load(log.as_ref(), config.clone()).await?;
+        let (fold, next) =
+            crate::aliases::register(log.as_ref(), config, chat_node, fold, next).await?;
         let effective = Arc::new(fold.current().clone());
         if effective.log_level != config.log_level {
             log_control.set_filter(&effective.log_level);

@@ -12,6 +12,8 @@
 //! Outputs carry ids derived from the id of the event that caused them (UUID v5), so
 //! reprocessing an event after a restart produces the same ids.
 
+use std::collections::BTreeSet;
+
 use imbus_core::{
     ArchivedMessage, Availability, BareJid, ClientFeatures, ComplianceRecord, Delivery, Direction,
     FullJid, GatewayId, Jid, MessageType, OfflineDelivered, OfflineEvent, OfflineStored, Origin,
@@ -76,11 +78,11 @@ pub struct RouterConfig {
     /// archive processor ([`Output::ArchiveQuery`]); when off, neither, and queries get
     /// `service-unavailable`.
     pub mam_enabled: bool,
-    /// The chat service (XEP-0045 rooms), when rooms are enabled: stanzas addressed to
-    /// it, its rooms or their occupants go to the rooms processor ([`Output::ToRooms`]),
-    /// session ends are relayed to it ([`Output::SessionClosedToRooms`]) and the server's
-    /// `disco#items` lists it.
-    pub rooms_service: Option<BareJid>,
+    /// The domains of the chat service (XEP-0045 rooms: every chat node alias), when
+    /// rooms are enabled: stanzas addressed to one of them, its rooms or their occupants
+    /// go to the rooms processor ([`Output::ToRooms`]), session ends are relayed to it
+    /// ([`Output::SessionClosedToRooms`]) and the server's `disco#items` lists each.
+    pub rooms_services: Option<BTreeSet<BareJid>>,
 }
 
 impl RouterConfig {
@@ -96,7 +98,7 @@ impl RouterConfig {
             im_enabled: true,
             presence_enabled: true,
             mam_enabled: true,
-            rooms_service: None,
+            rooms_services: None,
         }
     }
 
@@ -113,7 +115,11 @@ impl RouterConfig {
         router.version_enabled = settings.expose_version;
         router.mam_enabled = config.mam.enabled;
         if config.rooms.enabled {
-            router.rooms_service = Some(BareJid::new(&config.system_chat_alias()).ok()?);
+            let mut services = BTreeSet::new();
+            for domain in config.chat_domains() {
+                services.insert(BareJid::new(&domain).ok()?);
+            }
+            router.rooms_services = Some(services);
         }
         Some(router)
     }
@@ -598,12 +604,13 @@ impl Router {
         jid.domain().as_str() == self.config.domain.as_str()
     }
 
-    /// The chat service when `jid` is at its domain.
+    /// The chat service domain `jid` is at, if it is at one.
     fn rooms_service_of(&self, jid: &Jid) -> Option<&BareJid> {
         self.config
-            .rooms_service
-            .as_ref()
-            .filter(|service| service.domain() == jid.domain())
+            .rooms_services
+            .as_ref()?
+            .iter()
+            .find(|service| service.domain() == jid.domain())
     }
 
     fn is_server(&self, jid: &Jid) -> bool {
@@ -668,7 +675,7 @@ impl Router {
                 // The router's own records: already applied when it wrote them.
             }
             SessionEvent::Closed(closed) => {
-                if self.config.rooms_service.is_some() {
+                if self.config.rooms_services.is_some() {
                     out.outputs
                         .push(Output::SessionClosedToRooms(closed.clone()));
                 }
@@ -1602,12 +1609,14 @@ impl Router {
             }
             ("get", "query", NS_DISCO_ITEMS) => {
                 let mut query = Element::new("query", NS_DISCO_ITEMS);
-                if !own_account && let Some(service) = &self.config.rooms_service {
-                    query.push_child(
-                        Element::new("item", NS_DISCO_ITEMS)
-                            .with_attr("jid", service.as_str())
-                            .with_attr("name", "Chat rooms"),
-                    );
+                if !own_account && let Some(services) = &self.config.rooms_services {
+                    for service in services {
+                        query.push_child(
+                            Element::new("item", NS_DISCO_ITEMS)
+                                .with_attr("jid", service.as_str())
+                                .with_attr("name", "Chat rooms"),
+                        );
+                    }
                 }
                 let result = iq_result(element, sender.as_str(), from.as_deref()).with_child(query);
                 self.reply(sender, session, result, out);

@@ -1220,11 +1220,17 @@ fn a_message_reaches_a_session_under_one_delivery_id_whichever_path_it_takes() {
 fn stanzas_to_the_chat_service_go_to_the_rooms_processor_with_session_ends_after_them() {
     let mut w = online(&["alice"], &["alice@example.com/a"]);
     let service = BareJid::new("conference-1-imbus.example.com").unwrap();
-    w.router.config_mut().rooms_service = Some(service.clone());
+    let alias = BareJid::new("chat.example.com").unwrap();
+    w.router.config_mut().rooms_services = Some([service, alias].into_iter().collect());
     w.changelog.clear();
     w.send(
         "alice@example.com/a",
         "<presence to='Team@conference-1-imbus.example.com/Al'><x xmlns='http://jabber.org/protocol/muc'/></presence>",
+    );
+    // Another chat node alias: another room, keyed by its own address.
+    w.send(
+        "alice@example.com/a",
+        "<presence to='team@chat.example.com/Al'><x xmlns='http://jabber.org/protocol/muc'/></presence>",
     );
     w.send(
         "alice@example.com/a",
@@ -1250,6 +1256,7 @@ fn stanzas_to_the_chat_service_go_to_the_rooms_processor_with_session_ends_after
         to_rooms,
         [
             ("team@conference-1-imbus.example.com".to_owned(), None),
+            ("team@chat.example.com".to_owned(), None),
             (
                 "conference-1-imbus.example.com".to_owned(),
                 Some("d1".to_owned())
@@ -1257,8 +1264,8 @@ fn stanzas_to_the_chat_service_go_to_the_rooms_processor_with_session_ends_after
             ("closed alice@example.com/a".to_owned(), None),
         ]
     );
-    // The server's own disco#items lists the chat service; the router answered nothing
-    // addressed to the service itself.
+    // The server's own disco#items lists every chat service domain; the router answered
+    // nothing addressed to the service itself.
     let answers = w.take("alice@example.com/a");
     assert!(
         answers
@@ -1271,6 +1278,12 @@ fn stanzas_to_the_chat_service_go_to_the_rooms_processor_with_session_ends_after
             .iter()
             .any(|x| x.contains("jid=\"conference-1-imbus.example.com\"")
                 || x.contains("jid='conference-1-imbus.example.com'")),
+        "{answers:?}"
+    );
+    assert!(
+        answers.iter().any(
+            |x| x.contains("jid=\"chat.example.com\"") || x.contains("jid='chat.example.com'")
+        ),
         "{answers:?}"
     );
     assert!(
