@@ -99,14 +99,17 @@ pub(crate) struct Registered {
 
 /// What the gateway asks a connection task to do.
 #[derive(Debug)]
+///
+/// Payloads are boxed: a connection's channel allocates its first block of 32 slots when
+/// it is created, so the slot size is memory every idle connection holds.
 pub(crate) enum Command {
     /// Write this stanza to the client; the number is its size as queued (counted
     /// against `ConnectionLimits::outbound_queue_bytes` until the connection takes it).
-    Deliver(Element, usize),
+    Deliver(Box<Element>, usize),
     /// End the session with this stream error.
-    Shutdown(StreamError),
+    Shutdown(Box<StreamError>),
     /// Hand this detached session over to a resuming connection.
-    Resume(Handover),
+    Resume(Box<Handover>),
 }
 
 /// A resuming connection's request for a detached session.
@@ -248,15 +251,15 @@ enum Append {
 /// reports each stored stanza's sequence number.
 async fn append_loop(
     log: Arc<dyn Log>,
-    mut appends: mpsc::Receiver<Append>,
-    acks: mpsc::UnboundedSender<Result<u64, LogError>>,
+    mut appends: mpsc::Receiver<Box<Append>>,
+    acks: mpsc::UnboundedSender<Result<u64, Box<LogError>>>,
 ) {
     while let Some(append) = appends.recv().await {
-        match append {
+        match *append {
             Append::Stanza { seq, key, value } => {
                 let result = log.append(STANZAS, Record::new(key, value)).await;
                 let failed = result.is_err();
-                let _ = acks.send(result.map(|_| seq));
+                let _ = acks.send(result.map(|_| seq).map_err(Box::new));
                 if failed {
                     return;
                 }
@@ -282,7 +285,7 @@ enum Wake {
     Read(usize),
     Eof(Option<io::Error>),
     Command(Command),
-    Appended(Result<u64, LogError>),
+    Appended(Result<u64, Box<LogError>>),
     Timer,
     Slow,
     Shutdown,
@@ -309,7 +312,7 @@ struct Connection {
     slow: Arc<Notify>,
     /// Bytes of stanzas the gateway queued for this connection and it has not taken yet.
     queued_bytes: Arc<AtomicUsize>,
-    appends: mpsc::Sender<Append>,
+    appends: mpsc::Sender<Box<Append>>,
     bound: Option<FullJid>,
     deadline: Option<tokio::time::Instant>,
     close_reason: Option<(CloseReason, Option<String>)>,
@@ -447,7 +450,7 @@ impl Connection {
         &mut self,
         mut pending: VecDeque<Action>,
         command_rx: &mut mpsc::Receiver<Command>,
-        ack_rx: &mut mpsc::UnboundedReceiver<Result<u64, LogError>>,
+        ack_rx: &mut mpsc::UnboundedReceiver<Result<u64, Box<LogError>>>,
     ) -> End {
         let mut buf = Vec::new();
         let mut shutdown = self.shared.shutdown.clone();
@@ -498,10 +501,10 @@ impl Connection {
                 }
                 Wake::Command(Command::Deliver(element, bytes)) => {
                     self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-                    self.session.handle(Input::Deliver(element), now)
+                    self.session.handle(Input::Deliver(*element), now)
                 }
                 Wake::Command(Command::Shutdown(error)) => {
-                    self.session.handle(Input::Shutdown(error), now)
+                    self.session.handle(Input::Shutdown(*error), now)
                 }
                 Wake::Command(Command::Resume(handover)) => {
                     // Only detached sessions hand over.
@@ -697,7 +700,7 @@ impl Connection {
                 };
                 if self
                     .appends
-                    .send(Append::Stanza { seq, key, value })
+                    .send(Box::new(Append::Stanza { seq, key, value }))
                     .await
                     .is_err()
                 {
@@ -751,7 +754,7 @@ impl Connection {
             to: self.registration(),
             reply,
         };
-        if target.send(Command::Resume(handover)).await.is_err() {
+        if target.send(Command::Resume(Box::new(handover))).await.is_err() {
             return None;
         }
         let (state, session_id) = tokio::time::timeout(HANDOVER_TIMEOUT, answer)
@@ -772,7 +775,7 @@ impl Connection {
     async fn detach(
         &mut self,
         command_rx: &mut mpsc::Receiver<Command>,
-        ack_rx: &mut mpsc::UnboundedReceiver<Result<u64, LogError>>,
+        ack_rx: &mut mpsc::UnboundedReceiver<Result<u64, Box<LogError>>>,
     ) -> bool {
         let (Some(id), Some(user)) = (
             self.session.resumption_id().map(str::to_owned),
@@ -801,7 +804,7 @@ impl Connection {
                 command = command_rx.recv() => match command {
                     Some(Command::Deliver(element, bytes)) => {
                         self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-                        let actions = self.session.handle(Input::Deliver(element), Instant::now());
+                        let actions = self.session.handle(Input::Deliver(*element), Instant::now());
                         if self.detached_actions(actions) {
                             break false;
                         }
@@ -811,7 +814,7 @@ impl Connection {
                         break false;
                     }
                     Some(Command::Resume(handover)) => {
-                        if self.hand_over(handover, command_rx, ack_rx).await {
+                        if self.hand_over(*handover, command_rx, ack_rx).await {
                             break true;
                         }
                     }
@@ -863,7 +866,7 @@ impl Connection {
         &mut self,
         handover: Handover,
         command_rx: &mut mpsc::Receiver<Command>,
-        ack_rx: &mut mpsc::UnboundedReceiver<Result<u64, LogError>>,
+        ack_rx: &mut mpsc::UnboundedReceiver<Result<u64, Box<LogError>>>,
     ) -> bool {
         let Handover { h, to, reply } = handover;
         let acceptable = self
@@ -906,7 +909,7 @@ impl Connection {
             match command {
                 Command::Deliver(element, bytes) => {
                     self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-                    let _ = self.session.handle(Input::Deliver(element), Instant::now());
+                    let _ = self.session.handle(Input::Deliver(*element), Instant::now());
                 }
                 Command::Resume(other) => {
                     let _ = other.reply.send(None);
@@ -944,7 +947,7 @@ impl Connection {
             let error = StreamError::new(StreamErrorCondition::Conflict);
             if previous
                 .commands
-                .try_send(Command::Shutdown(error))
+                .try_send(Command::Shutdown(Box::new(error)))
                 .is_err()
             {
                 previous.slow.notify_one();
@@ -965,7 +968,7 @@ impl Connection {
                     key: jid.as_str().to_owned(),
                     value,
                 };
-                let _ = self.appends.send(append).await;
+                let _ = self.appends.send(Box::new(append)).await;
             }
             Err(e) => {
                 tracing::warn!(session = jid.as_str(), error = %e, "cannot encode a session event")

@@ -539,18 +539,18 @@ fn deliver(shared: &Shared, full_jid: &str, element: Element, bytes: usize) -> R
         target.slow.notify_one();
         return Err(element);
     }
-    match target.commands.try_send(Command::Deliver(element, bytes)) {
+    match target.commands.try_send(Command::Deliver(Box::new(element), bytes)) {
         Ok(()) => Ok(()),
         Err(mpsc::error::TrySendError::Full(Command::Deliver(element, _))) => {
             target.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             tracing::warn!(to = full_jid, "client reads too slowly; disconnecting it");
             target.slow.notify_one();
-            Err(element)
+            Err(*element)
         }
         Err(mpsc::error::TrySendError::Closed(Command::Deliver(element, _))) => {
             target.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             tracing::debug!(to = full_jid, "delivery for a closing session");
-            Err(element)
+            Err(*element)
         }
         Err(_) => Ok(()),
     }
