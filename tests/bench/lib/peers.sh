@@ -6,8 +6,9 @@
 # peers_prepare, start_imbus, start_prosody, start_ejabberd. Ports: imbus 25222, Prosody
 # 35222, ejabberd 45222 (STARTTLS client ports). The process ids to measure end up in
 # IMBUS_PID, PROSODY_PID, EJABBERD_PID. Extra server settings come from IMBUS_EXTRA_ENV
-# (an array of NAME=value), PROSODY_EXTRA_MODULES and EJABBERD_EXTRA_MODULES (YAML lines
-# under `modules:`).
+# (an array of NAME=value), PROSODY_EXTRA_MODULES, PROSODY_EXTRA_CONFIG (Lua appended after
+# the VirtualHost, such as a Component), EJABBERD_EXTRA_MODULES (YAML lines under
+# `modules:`) and EJABBERD_EXTRA_CONFIG (top-level YAML lines).
 
 say() { printf '\n== %s\n' "$*" >&2; }
 
@@ -104,6 +105,7 @@ network_settings = { tcp_backlog = 1024 }
 modules_enabled = { "roster"; "saslauth"; "tls"; "disco"; "ping"; "admin_shell"; ${PROSODY_EXTRA_MODULES:-} }
 ssl = { certificate = "$WORK/cert.pem"; key = "$WORK/key.pem" }
 VirtualHost "$DOMAIN"
+${PROSODY_EXTRA_CONFIG:-}
 EOF
   PROSODYCTL=(prosodyctl --config "$WORK/prosody/prosody.cfg.lua")
   prosody --config "$WORK/prosody/prosody.cfg.lua" >"$WORK/prosody/stdout.log" 2>&1 &
@@ -151,6 +153,7 @@ api_permissions:
 shaper_rules:
   max_user_sessions: 100000
   max_user_offline_messages: 1000000
+${EJABBERD_EXTRA_CONFIG:-}
 modules:
   mod_roster: {}
   mod_disco: {}

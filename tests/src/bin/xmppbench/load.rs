@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 
 use crate::{Bench, Tls, histogram, quantiles};
 
-const MARKER: &[u8] = b"imbusload ";
+pub(crate) const MARKER: &[u8] = b"imbusload ";
 
 /// Options of the `messages` workload.
 #[derive(Debug, Clone)]
@@ -127,20 +127,20 @@ impl Received {
 
 /// A marker read off a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Marker {
-    step: usize,
-    stream: usize,
-    seq: u64,
-    due_ns: u64,
+pub(crate) struct Marker {
+    pub(crate) step: usize,
+    pub(crate) stream: usize,
+    pub(crate) seq: u64,
+    pub(crate) due_ns: u64,
 }
 
-fn marker_text(step: usize, stream: usize, seq: u64, due_ns: u64) -> String {
+pub(crate) fn marker_text(step: usize, stream: usize, seq: u64, due_ns: u64) -> String {
     format!("imbusload {step} {stream} {seq} {due_ns}")
 }
 
 /// Finds the complete markers in `buf`, returning them and how many leading bytes can be
 /// discarded (everything before a marker that may still be incomplete).
-fn scan(buf: &[u8]) -> (Vec<Marker>, usize) {
+pub(crate) fn scan(buf: &[u8]) -> (Vec<Marker>, usize) {
     let mut found = Vec::new();
     let mut at = 0;
     let mut consumed = 0;
@@ -175,7 +175,7 @@ fn scan(buf: &[u8]) -> (Vec<Marker>, usize) {
     (found, keep_from)
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
@@ -223,7 +223,7 @@ async fn receive(
     }
 }
 
-fn count(haystack: &[u8], needle: &[u8]) -> usize {
+pub(crate) fn count(haystack: &[u8], needle: &[u8]) -> usize {
     haystack
         .windows(needle.len())
         .filter(|w| *w == needle)
@@ -234,7 +234,7 @@ fn count(haystack: &[u8], needle: &[u8]) -> usize {
 /// message is due at `start + k / rate`; whatever fell due while the previous write was in
 /// progress is written together. Returns how many were sent.
 #[allow(clippy::too_many_arguments)]
-async fn send_open_loop(
+pub(crate) async fn send_open_loop(
     write: &mut WriteHalf<Tls>,
     epoch: Instant,
     start: Instant,
@@ -270,7 +270,7 @@ async fn send_open_loop(
 }
 
 /// User time + system time of the given processes, in clock ticks.
-fn cpu_ticks(pids: &[u32]) -> Option<u64> {
+pub(crate) fn cpu_ticks(pids: &[u32]) -> Option<u64> {
     let mut total = 0;
     for pid in pids {
         // Threads' times are included in the process's utime/stime.
@@ -285,7 +285,7 @@ fn cpu_ticks(pids: &[u32]) -> Option<u64> {
     Some(total)
 }
 
-fn clock_ticks_per_second() -> f64 {
+pub(crate) fn clock_ticks_per_second() -> f64 {
     // Linux reports 100 ticks per second to user space on every architecture it runs
     // imbus on (USER_HZ); `getconf CLK_TCK` says the same.
     100.0

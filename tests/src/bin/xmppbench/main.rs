@@ -28,10 +28,16 @@
 //! - `presence`: users follow each other in a ring of `--contacts` subscriptions (set up
 //!   over the protocol) and broadcast presence changes at an open-loop rate; deliveries/s
 //!   and latency.
+//! - `rooms`: `--occupants` users enter one chat room (XEP-0045) at once after the first
+//!   created it (a join storm: joins/s, join latency), then `--senders` of them send group
+//!   chat at stepped open-loop rates; per step: deliveries/s counted at every occupant,
+//!   loss, latency p50/p99/p99.9 and the server's CPU time per delivery; stops at
+//!   saturation and runs a last step at half the highest sustained rate.
 //!
 //! `cargo run --release -p imbus-tests --bin xmppbench -- --help`
 
 mod load;
+mod rooms;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -59,7 +65,7 @@ use tokio_rustls::client::TlsStream;
 
 #[derive(Debug, Parser)]
 #[command(
-    about = "Load and benchmark client for any XMPP server's client port: logins, idle connections, messages, offline, presence"
+    about = "Load and benchmark client for any XMPP server's client port: logins, idle connections, messages, offline, presence, chat rooms"
 )]
 struct Args {
     /// The server's STARTTLS client port.
@@ -169,6 +175,48 @@ enum Mode {
         #[arg(long, default_value_t = 5)]
         drain_seconds: u64,
         /// Server process ids (repeatable) whose CPU time is charged to the deliveries.
+        #[arg(long = "server-pid")]
+        server_pids: Vec<u32>,
+    },
+    /// A join storm into one chat room, then group chat fan-out at stepped open-loop rates.
+    Rooms {
+        /// The chat service's domain (default: conference.<domain>).
+        #[arg(long)]
+        service: Option<String>,
+        /// The room's name (localpart).
+        #[arg(long, default_value = "bench")]
+        room: String,
+        /// Occupants (accounts 1…N); the first creates the room, the others enter at once.
+        #[arg(long, default_value_t = 50)]
+        occupants: usize,
+        /// Occupants that send (accounts 1…S).
+        #[arg(long, default_value_t = 10)]
+        senders: usize,
+        /// Offered rates (messages/s over all senders, each delivered to every occupant),
+        /// stepped in this order.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "100,200,500,1000,2000,4000"
+        )]
+        rates: Vec<u64>,
+        /// Seconds of sending per step.
+        #[arg(long, default_value_t = 10)]
+        step_seconds: u64,
+        /// Seconds to wait for stragglers after a step.
+        #[arg(long, default_value_t = 5)]
+        drain_seconds: u64,
+        /// Run every rate even after the server saturated.
+        #[arg(long)]
+        all_rates: bool,
+        /// Do not run the extra step at half the highest sustained rate.
+        #[arg(long)]
+        no_half: bool,
+        /// Logins in progress at once before the join storm.
+        #[arg(long, default_value_t = 32)]
+        ramp: usize,
+        /// Server process ids (repeatable) whose CPU time is charged to joins and
+        /// deliveries.
         #[arg(long = "server-pid")]
         server_pids: Vec<u32>,
     },
@@ -816,6 +864,38 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     rate,
                     seconds,
                     drain_seconds,
+                    server_pids,
+                },
+            )
+            .await
+        }
+        Mode::Rooms {
+            service,
+            room,
+            occupants,
+            senders,
+            rates,
+            step_seconds,
+            drain_seconds,
+            all_rates,
+            no_half,
+            ramp,
+            server_pids,
+        } => {
+            let service = service.unwrap_or_else(|| format!("conference.{}", bench.domain));
+            rooms::rooms(
+                bench,
+                rooms::RoomsOptions {
+                    service,
+                    room,
+                    occupants,
+                    senders,
+                    rates,
+                    step_seconds,
+                    drain_seconds,
+                    all_rates,
+                    half: !no_half,
+                    ramp,
                     server_pids,
                 },
             )
