@@ -718,6 +718,42 @@ mod tests {
     }
 
     #[test]
+    fn the_table_is_a_live_setting_that_gives_the_chat_domains() {
+        let base = crate::Config::load(None, Vec::<(String, String)>::new()).unwrap();
+        // Before any chat node registered: this node's system alias.
+        assert!(base.chat_nodes.is_empty());
+        assert_eq!(base.chat_domains(), ["conference-1-imbus.localhost"]);
+        let site = base.chat_site();
+        let mut t = ChatNodes::default();
+        t.register(1, &site);
+        t.add("chat.localhost", 1, &site).unwrap();
+        let live = base
+            .with_override(&base, "rooms.aliases", Some(&t.to_text()))
+            .unwrap();
+        assert_eq!(live.chat_nodes, t);
+        assert_eq!(
+            live.chat_domains(),
+            ["chat.localhost", "conference-1-imbus.localhost"]
+        );
+        // Every alias deleted: no chat domain at all.
+        t.set_system_aliases(false, &site);
+        t.delete("chat.localhost").unwrap();
+        t.delete("conference-1-imbus.localhost").unwrap();
+        let live = base
+            .with_override(&base, "rooms.aliases", Some(&t.to_text()))
+            .unwrap();
+        assert!(live.chat_domains().is_empty());
+        let e = base
+            .with_override(&base, "rooms.aliases", Some("{\"nodes\": 1}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`rooms.aliases`") && e.contains("imbus alias"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn the_stored_form_round_trips_and_refuses_nonsense() {
         let site = cisco();
         let mut t = one_node(&site);
