@@ -17,6 +17,7 @@ use imbus_connector_room_archive::db::{ArchiveDb, SearchError};
 use imbus_connector_room_archive::model::{
     Batch, Found, MessageRow, PageRequest, RoomChange, RoomRow, Search,
 };
+use imbus_tests::proxy::Proxy;
 use sqlx::{Connection, Row};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime, PrimitiveDateTime, UtcOffset};
@@ -61,6 +62,8 @@ on_every_backend!(
     count_only,
     ids_filter,
     large_and_non_ascii_messages_round_trip,
+    a_batch_is_one_transaction,
+    an_unreachable_database_is_transient,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -1338,6 +1341,106 @@ async fn large_and_non_ascii_messages_round_trip(backend: Backend) {
     s.nickname = None;
     s.fulltext = Some("短信".into());
     assert_eq!(seqs(&db.search(&s).await.unwrap()), vec![small.seq]);
+    db.close().await;
+    t.drop().await;
+}
+
+async fn a_batch_is_one_transaction(backend: Backend) {
+    let t = TestDb::new(backend).await;
+    let db = t.archive().await;
+    // Data the database refuses: PostgreSQL text cannot hold NUL; a MariaDB room JID
+    // has at most 1536 bytes. SQLite stores both, exactly.
+    let mut poison = message(ROOM, 2, "alice", "bad \u{0} body");
+    if backend == Backend::MySql {
+        poison = message(
+            &format!("{}@conference.example.com", "r".repeat(2000)),
+            2,
+            "alice",
+            "x",
+        );
+    }
+    let batch = Batch {
+        rooms: vec![RoomChange::Stored(room_row(
+            ROOM,
+            "Team",
+            &[("alice@example.com", "owner")],
+        ))],
+        messages: vec![message(ROOM, 1, "alice", "fine"), poison.clone()],
+    };
+    match (backend, db.write(&batch).await) {
+        (Backend::Sqlite, Ok(())) => {
+            let mut s = search(&poison.room_jid);
+            s.ids = Some(vec![poison.archive_id]);
+            assert_eq!(db.search(&s).await.unwrap().messages, vec![poison]);
+        }
+        (Backend::Postgres | Backend::MySql, Err(e @ DbError::Rejected(_))) => {
+            assert!(!e.is_transient());
+            // Nothing of the batch was stored.
+            assert_eq!(t.message_stats().await.0, 0);
+            assert!(t.rooms().await.is_empty());
+            assert!(t.users().await.is_empty());
+        }
+        (_, other) => panic!("writing refused data: {other:?}"),
+    }
+    db.close().await;
+    t.drop().await;
+}
+
+async fn an_unreachable_database_is_transient(backend: Backend) {
+    let t = TestDb::new(backend).await;
+    let db = t.archive().await;
+    let unreachable = match backend {
+        // A file in a directory that does not exist.
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            let url = sqlite_url(&dir.path().join("missing").join("archive.sqlite"));
+            ArchiveDb::open(&url, 1).unwrap()
+        }
+        // A server that refuses connections.
+        Backend::Postgres | Backend::MySql => {
+            let server = t.url.split("://").nth(1).unwrap();
+            let server = server.split('/').next().unwrap();
+            let server = server.rsplit_once('@').map_or(server, |(_, h)| h);
+            let proxy = Proxy::start(server.to_owned()).await;
+            proxy.close();
+            let scheme_end = t.url.find("://").unwrap() + 3;
+            let rest = &t.url[scheme_end..];
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let user = rest[..authority_end]
+                .rsplit_once('@')
+                .map(|(u, _)| format!("{u}@"))
+                .unwrap_or_default();
+            let url = format!(
+                "{}{user}{}{}",
+                &t.url[..scheme_end],
+                proxy.addr,
+                &rest[authority_end..]
+            );
+            let db = ArchiveDb::open(&url, 1).unwrap();
+            drop(proxy);
+            db
+        }
+    };
+    let batch = Batch {
+        rooms: vec![],
+        messages: vec![message(ROOM, 1, "alice", "hello")],
+    };
+    // Each waits for a connection until the pool gives up (10 s), so all at once.
+    let s = search(ROOM);
+    let (written, pinged, searched) = tokio::join!(
+        unreachable.write(&batch),
+        unreachable.ping(),
+        unreachable.search(&s)
+    );
+    let e = written.unwrap_err();
+    assert!(e.is_transient(), "{e:?}");
+    assert!(pinged.unwrap_err().is_transient());
+    match searched {
+        Err(SearchError::Db(e)) => assert!(e.is_transient(), "{e:?}"),
+        other => panic!("searching an unreachable database: {other:?}"),
+    }
+    // The reachable one is unaffected.
+    db.write(&batch).await.unwrap();
     db.close().await;
     t.drop().await;
 }

@@ -14,14 +14,17 @@
 --
 -- Full-text search: the FULLTEXT index on TC_MSGARCHIVE.body_text, queried with
 -- MATCH(body_text) AGAINST('+word1 +word2' IN BOOLEAN MODE). body_text has a
--- case-insensitive collation (utf8mb4_unicode_ci), so searches ignore case (and, unlike
--- the other backends, accents). The index is created without stop words (the session
+-- case-insensitive collation (utf8mb4_unicode_ci), so searches ignore case (and accents,
+-- as on SQLite; PostgreSQL keeps them). The index is created without stop words (the session
 -- setting below), so "the" or "with" are found like any other word. InnoDB does not index
 -- words shorter than innodb_ft_min_token_size (3 characters by default, including a
 -- two-character CJK word) or longer than innodb_ft_max_token_size (84); the connector
 -- checks such words with a whole-word REGEXP on the rows the other words selected, so
--- results are the same, only slower when every word of a search is that short. InnoDB
+-- results are the same (except that such a short word must match its accents), only
+-- slower when every word of a search is that short. A stop word table configured on the
+-- server (innodb_ft_server_stopword_table) is not used by this index either. InnoDB
 -- treats `_` as part of a word where the other backends split words there.
+SET @imbus_ft_enable_stopword = @@SESSION.innodb_ft_enable_stopword;
 SET SESSION innodb_ft_enable_stopword = OFF;
 
 -- TC_ROOMS: one row per persistent room, kept after the room is destroyed.
@@ -99,4 +102,4 @@ CREATE TABLE IF NOT EXISTS TC_MSGARCHIVE (
     FULLTEXT KEY tc_msgarchive_body (body_text)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
-SET SESSION innodb_ft_enable_stopword = ON;
+SET SESSION innodb_ft_enable_stopword = @imbus_ft_enable_stopword;
