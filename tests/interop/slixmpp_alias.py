@@ -12,6 +12,7 @@ Actions:
            "Subject of <ROOM>" and one message "said in <ROOM>", then leave it empty
   check    enter ROOM: it exists (not created now), with that subject and message in its
            history
+  (create and check first wait until the alias's chat service answers)
   absent   ROOM does not answer: service discovery of it fails with an error (its alias
            is served by no chat node, so the server treats it as another domain's)
 
@@ -29,7 +30,24 @@ from slixmpp.exceptions import IqError, IqTimeout  # noqa: E402
 from slixmpp_muc import TIMEOUT, Failed, check, connect, create  # noqa: E402
 
 
+async def served(client, room):
+    """Waits until the chat service of ROOM's alias answers service discovery: an alias
+    change reaches the router and the rooms processor a moment after it is made."""
+    service = room.split("@", 1)[1]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    while True:
+        try:
+            await client.plugin["xep_0030"].get_info(jid=service, timeout=1)
+            return
+        except (IqError, IqTimeout) as e:
+            if loop.time() > deadline:
+                raise Failed(f"the chat service {service} does not answer: {e}")
+            await asyncio.sleep(0.1)
+
+
 async def do_create(client, room):
+    await served(client, room)
     await create(client, room, "Owner", {
         "muc#roomconfig_persistentroom": "1",
         "muc#roomconfig_roomname": "Kept",
@@ -49,6 +67,7 @@ async def do_create(client, room):
 
 
 async def do_check(client, room):
+    await served(client, room)
     result = await client.join(room, "Owner")
     check(result[0] == "ok", f"entering {room}: {result}")
     check("201" not in result[1], f"{room} was created anew, not found: {result}")

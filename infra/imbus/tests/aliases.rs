@@ -104,7 +104,7 @@ impl Node {
                     action,
                     room,
                 ])
-                .env("IMBUS_INTEROP_TIMEOUT", "5")
+                .env("IMBUS_INTEROP_TIMEOUT", "10")
                 .stdin(Stdio::null())
                 .output()
                 .expect("run python3");

@@ -84,14 +84,6 @@ pub async fn run(
         if *shutdown.borrow() {
             break;
         }
-        if settings.has_changed().unwrap_or(false) {
-            let new = settings.borrow_and_update().clone();
-            tracing::info!(
-                history_for_new_joiners = new.history_for_new_joiners,
-                "rooms settings changed"
-            );
-            *rooms.config_mut() = new;
-        }
         let event = tokio::select! {
             event = consumer.poll(Duration::from_secs(1)) => event,
             Some((partition, change)) = directory_rx.recv() => {
@@ -102,6 +94,16 @@ pub async fn run(
             }
             _ = shutdown.changed() => continue,
         };
+        // After the poll: records that arrived while it waited are handled with the
+        // settings of now (a chat node alias added meanwhile is served).
+        if settings.has_changed().unwrap_or(false) {
+            let new = settings.borrow_and_update().clone();
+            tracing::info!(
+                history_for_new_joiners = new.history_for_new_joiners,
+                "rooms settings changed"
+            );
+            *rooms.config_mut() = new;
+        }
         match event {
             Ok(ConsumerEvent::Assigned(tps)) => {
                 commit(consumer.as_mut(), &mut ready).await?;

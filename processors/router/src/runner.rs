@@ -72,11 +72,6 @@ pub async fn run(
         if *shutdown.borrow() {
             break;
         }
-        if settings.has_changed().unwrap_or(false) {
-            let new = settings.borrow_and_update().clone();
-            tracing::info!(?new, "router settings changed");
-            *router.config_mut() = new;
-        }
         // Acknowledged batches are settled between polls (a poll is never cancelled for
         // them: a consumer may have moved its position when a cancelled poll is dropped).
         pipeline.settle(consumer.as_mut(), idle).await?;
@@ -90,6 +85,13 @@ pub async fn run(
             event = consumer.poll(wait) => event,
             _ = shutdown.changed() => continue,
         };
+        // After the poll: records that arrived while it waited are handled with the
+        // settings of now (a chat node alias added meanwhile is forwarded).
+        if settings.has_changed().unwrap_or(false) {
+            let new = settings.borrow_and_update().clone();
+            tracing::info!(?new, "router settings changed");
+            *router.config_mut() = new;
+        }
         idle = matches!(&event, Ok(ConsumerEvent::Records(records)) if records.is_empty());
         if matches!(
             event,
