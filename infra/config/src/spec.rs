@@ -652,7 +652,7 @@ pub static SETTINGS: &[SettingSpec] = &[
         name: "rooms.enabled",
         kind: Kind::Bool,
         default: "true",
-        help: "Chat rooms (XEP-0045 multi-user chat) at the chat node alias conference-<node_id>-<cluster_id>.<domain>. When false, the server does not list the chat service and stanzas to it get remote-server-not-found.",
+        help: "Chat rooms (XEP-0045 multi-user chat) at the chat node aliases (rooms.aliases: by default each chat node's conference-<node_id>-<cluster_id>.<domain>). When false, the server does not list the chat service and stanzas to it get remote-server-not-found.",
         live: false,
     },
     SettingSpec {
