@@ -129,7 +129,7 @@ impl Node {
 fn listed(output: &str) -> Vec<(String, u32, String)> {
     output
         .lines()
-        .skip_while(|l| !l.starts_with("alias "))
+        .skip_while(|l| !(l.starts_with("alias ") && l.ends_with(" kind")))
         .skip(1)
         .filter_map(|l| {
             let mut parts = l.split_whitespace();
