@@ -892,8 +892,12 @@ async def outage_during(clients, service, _domain):
     for c, nick in ((alice, "Alice"), (bob, "Bob")):
         result = await c.join(room, nick)
         check(result[0] == "ok", f"{nick} entering ops while the database is down: {result}")
+    # One after the other (each echoed before the next), so the room's order is known.
     for i in range(10):
-        (alice if i % 2 == 0 else bob).say(room, f"during-{i}")
+        sender = alice if i % 2 == 0 else bob
+        sender.say(room, f"during-{i}")
+        await sender.wait_for(lambda s=sender, i=i: f"during-{i}" in s.groupchat_bodies(room),
+                              f"the echo of during-{i}")
     want = [f"during-{i}" for i in range(10)]
     for c in (alice, bob):
         await c.wait_for(lambda c=c: all(b in c.groupchat_bodies(room) for b in want),

@@ -185,10 +185,9 @@ fn parse_id(id: &str) -> Result<Uuid, StanzaError> {
 pub fn search_of(room: &BareJid, q: &Query) -> Result<Search, StanzaError> {
     let nickname = match &q.with {
         None => None,
-        Some(with) if with.to_bare() == *room => match with.resource() {
-            Some(nick) => Some(nick.as_str().to_owned()),
-            None => None,
-        },
+        Some(with) if with.to_bare() == *room => {
+            with.resource().map(|nick| nick.as_str().to_owned())
+        }
         Some(with) => {
             return Err(bad_request(format!(
                 "with: in a room's archive, give an occupant address ({room}/nickname), not {with}"

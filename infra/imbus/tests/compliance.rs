@@ -10,7 +10,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 use common::{Server, add_user, env_for, imbus, listener};
@@ -18,31 +18,13 @@ use sqlx::Connection;
 
 /// Runs `tests/interop/slixmpp_offline.py` (fails the test if slixmpp is missing).
 fn offline_script(c2s: SocketAddr, args: &[&str]) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/slixmpp_offline.py");
-    let mut child = Command::new("python3")
-        .arg(&path)
-        .arg(c2s.ip().to_string())
-        .arg(c2s.port().to_string())
-        .args(args)
-        .env("IMBUS_INTEROP_TIMEOUT", "50")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn python3");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("wait for the script").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().expect("script output");
+    let mut all = vec![c2s.ip().to_string(), c2s.port().to_string()];
+    all.extend(args.iter().map(|a| (*a).to_owned()));
+    let run = common::run_script("slixmpp_offline.py", &all, Duration::from_secs(60));
     assert!(
-        out.status.success(),
-        "slixmpp_offline.py {args:?} failed (is slixmpp installed? `pip install slixmpp`):\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        run.ok,
+        "slixmpp_offline.py {args:?} failed (is slixmpp installed? `pip install slixmpp`):\n{}",
+        run.text()
     );
 }
 

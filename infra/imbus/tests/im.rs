@@ -182,59 +182,18 @@ impl Deployment {
     /// Returns whether all passed, and the script's output.
     fn run(&self, net: u8, scenarios: &[&str], timeout: Duration) -> (bool, String) {
         let c2s = listener(self.dir.path(), "c2s");
-        let script_timeout = timeout.saturating_sub(Duration::from_secs(10));
-        let mut child = Reaped(
-            Command::new("python3")
-                .arg(script())
-                .args(["--quota", &QUOTA.to_string(), "--net", &net.to_string()])
-                .args([c2s.ip().to_string(), c2s.port().to_string()])
-                .arg(DOMAIN)
-                .args(scenarios)
-                .env(
-                    "IMBUS_INTEROP_TIMEOUT",
-                    script_timeout.as_secs().to_string(),
-                )
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn python3"),
-        );
-        let stdout = child.0.stdout.take().unwrap();
-        let stderr = child.0.stderr.take().unwrap();
-        let read = |mut r: Box<dyn std::io::Read + Send>| {
-            std::thread::spawn(move || {
-                let mut s = String::new();
-                let _ = r.read_to_string(&mut s);
-                s
-            })
-        };
-        let (out, err) = (read(Box::new(stdout)), read(Box::new(stderr)));
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = child.0.try_wait().unwrap() {
-                break Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.0.kill();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let (out, err) = (out.join().unwrap(), err.join().unwrap());
-        let mut text = out;
-        if status.is_none() {
-            text.push_str(&format!("\n(stopped after {} s)\n", timeout.as_secs()));
-        }
-        // slixmpp's own log (stderr) only matters when something failed.
-        let ok = status.is_some_and(|s| s.success());
-        if !ok && !err.is_empty() {
-            let tail: Vec<&str> = err.lines().rev().take(60).collect();
-            text.push_str("\nstderr (last lines):\n");
-            for line in tail.into_iter().rev() {
-                text.push_str(line);
-                text.push('\n');
-            }
-        }
+        let mut args: Vec<String> = vec![
+            "--quota".into(),
+            QUOTA.to_string(),
+            "--net".into(),
+            net.to_string(),
+            c2s.ip().to_string(),
+            c2s.port().to_string(),
+            DOMAIN.into(),
+        ];
+        args.extend(scenarios.iter().map(|s| (*s).to_owned()));
+        let run = common::run_script("slixmpp_im.py", &args, timeout);
+        let (ok, text) = (run.ok, run.text());
         (ok, text)
     }
 }

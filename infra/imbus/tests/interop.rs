@@ -8,49 +8,14 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Server, add_user, env_for, imbus, listener, require_slixmpp};
 
 fn run_script(script: &str, args: &[String], timeout: Duration) -> (bool, String) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/interop")
-        .join(script);
-    // The script's own waits end well before the test gives up on it.
-    let script_timeout = timeout
-        .saturating_sub(Duration::from_secs(10))
-        .max(Duration::from_secs(5));
-    let mut child = Command::new("python3")
-        .arg(&path)
-        .args(args)
-        .env(
-            "IMBUS_INTEROP_TIMEOUT",
-            script_timeout.as_secs().to_string(),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn python3");
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(_status) = child.try_wait().expect("wait for the script") {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().expect("script output");
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let run = common::run_script(script, args, timeout);
+    (run.ok, run.text())
 }
 
 #[test]

@@ -10,8 +10,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+
+use std::time::Duration;
 
 use common::{Server, listener, require_slixmpp};
 
@@ -19,37 +19,24 @@ use common::{Server, listener, require_slixmpp};
 /// returns the outcome line of each step (`<step> <jid> -> <outcome>`).
 fn run_steps(data_dir: &Path, steps: &[&str]) -> Vec<String> {
     let c2s = listener(data_dir, "c2s");
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/slixmpp_register.py");
-    let mut child = Command::new("python3")
-        .arg(&path)
-        .arg(c2s.ip().to_string())
-        .arg(c2s.port().to_string())
-        .args(steps)
-        .env("IMBUS_INTEROP_TIMEOUT", "10")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn python3");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("wait for the script").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().expect("script output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<String> = stdout
+    let mut args = vec![c2s.ip().to_string(), c2s.port().to_string()];
+    args.extend(steps.iter().map(|s| (*s).to_owned()));
+    let run = common::run_script_with(
+        "slixmpp_register.py",
+        &args,
+        Duration::from_secs(10),
+        Duration::from_secs(60),
+    );
+    let lines: Vec<String> = run
+        .stdout
         .lines()
         .filter_map(|l| l.strip_prefix("STEP "))
         .map(str::to_owned)
         .collect();
     assert!(
-        out.status.success() && lines.len() == steps.len(),
-        "the registration script failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        run.ok && lines.len() == steps.len(),
+        "the registration script failed:\n{}",
+        run.text()
     );
     lines
 }

@@ -195,42 +195,113 @@ pub fn add_numbered_users(data_dir: &Path, n: usize) {
     }
 }
 
+/// What a script run by [`run_script`] did.
+pub struct ScriptRun {
+    /// It exited with status 0 before the deadline.
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ScriptRun {
+    /// Its standard output, then (when it failed) the last lines of its standard error
+    /// (slixmpp's own log), for a failure message.
+    pub fn text(&self) -> String {
+        let mut text = self.stdout.clone();
+        if !self.ok && !self.stderr.is_empty() {
+            let tail: Vec<&str> = self.stderr.lines().rev().take(60).collect();
+            text.push_str("\nstderr (last lines):\n");
+            for line in tail.into_iter().rev() {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        text
+    }
+}
+
+/// Runs `python3 tests/interop/<script> <args>` and waits at most `timeout` (then kills
+/// it). The script is told to give up on its own waits 10 s earlier
+/// (`IMBUS_INTEROP_TIMEOUT`). Both outputs are read while it runs, so a chatty script
+/// never blocks on a full pipe.
+pub fn run_script(script: &str, args: &[String], timeout: Duration) -> ScriptRun {
+    let script_timeout = timeout
+        .saturating_sub(Duration::from_secs(10))
+        .max(Duration::from_secs(5));
+    run_script_with(script, args, script_timeout, timeout)
+}
+
+/// [`run_script`] with the script's own wait limit chosen.
+pub fn run_script_with(
+    script: &str,
+    args: &[String],
+    script_timeout: Duration,
+    timeout: Duration,
+) -> ScriptRun {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/interop")
+        .join(script);
+    let mut child = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .env(
+            "IMBUS_INTEROP_TIMEOUT",
+            script_timeout.as_secs().to_string(),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn python3");
+    let read = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = read(Box::new(child.stdout.take().expect("piped stdout")));
+    let err = read(Box::new(child.stderr.take().expect("piped stderr")));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the script") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stdout = out.join().unwrap_or_default();
+    if status.is_none() {
+        stdout.push_str(&format!("\n(stopped after {} s)\n", timeout.as_secs()));
+    }
+    ScriptRun {
+        ok: status.is_some_and(|s| s.success()),
+        stdout,
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
 /// Runs one scenario of `tests/interop/slixmpp_muc.py` against the chat service
 /// `service` of the server on `data_dir`, and fails the test with its output unless it
 /// succeeded. Returns the output.
 pub fn muc_scenario(data_dir: &Path, service: &str, name: &str) -> String {
     let c2s = listener(data_dir, "c2s");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/slixmpp_muc.py");
-    let timeout = Duration::from_secs(120);
-    let mut child = Command::new("python3")
-        .arg(&path)
-        .args([
+    let run = run_script(
+        "slixmpp_muc.py",
+        &[
             c2s.ip().to_string(),
             c2s.port().to_string(),
             service.to_owned(),
             name.to_owned(),
-        ])
-        .env("IMBUS_INTEROP_TIMEOUT", "30")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn python3");
-    let deadline = Instant::now() + timeout;
-    while child.try_wait().expect("wait for the script").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().expect("script output");
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        Duration::from_secs(120),
     );
+    let text = run.text();
     assert!(
-        out.status.success() && text.contains("OK:"),
+        run.ok && text.contains("OK:"),
         "slixmpp_muc.py {name} failed:\n{text}"
     );
     text
