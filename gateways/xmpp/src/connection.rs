@@ -422,8 +422,13 @@ async fn handshake(
     socket: TcpStream,
     limits: &ConnectionLimits,
 ) -> io::Result<TlsStream<TcpStream>> {
-    tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(socket))
-        .await
+    // Boxed: the handshake's state (a whole TLS connection mid-handshake) would otherwise
+    // size the connection task for as long as the connection lives.
+    Box::pin(tokio::time::timeout(
+        limits.tls_handshake_timeout,
+        acceptor.accept(socket),
+    ))
+    .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
 }
 
@@ -645,18 +650,17 @@ impl Connection {
                 self.append_session(event).await;
             }
             Action::ChangeAccount(change) => {
-                let outcome = self
-                    .shared
-                    .registrations
-                    .perform(self.peer.ip(), change)
-                    .await;
+                // Rare, so boxed: it does not size the connection task.
+                let outcome =
+                    Box::pin(self.shared.registrations.perform(self.peer.ip(), change)).await;
                 pending.extend(
                     self.session
                         .handle(Input::AccountChanged(outcome), Instant::now()),
                 );
             }
             Action::ResumeRequested { previd, h } => {
-                let state = self.take_over(&previd, h).await;
+                // Rare, so boxed: it does not size the connection task.
+                let state = Box::pin(self.take_over(&previd, h)).await;
                 pending.extend(self.session.handle(Input::Resume(state), Instant::now()));
             }
             Action::Resumed { full_jid } => {
