@@ -345,7 +345,20 @@ async fn submit_outputs(log: &dyn Log, outputs: Vec<Output>) -> Result<(), Rooms
     if outputs.is_empty() {
         return Ok(());
     }
-    let mut states = Vec::new();
+    // Only a room's last state of the batch is written: the changelog is compacted and
+    // a restarted processor needs the last state only (the inputs after the group's
+    // committed offsets are redone on it and give the same outputs). A busy room thus
+    // costs one state record per batch, not one per message.
+    let mut states: Vec<(String, Option<Box<imbus_core::Room>>)> = Vec::new();
+    let mut state_of: HashMap<String, usize> = HashMap::new();
+    let mut keep_state =
+        |key: String, state: Option<Box<imbus_core::Room>>| match state_of.get(&key) {
+            Some(&i) => states[i].1 = state,
+            None => {
+                state_of.insert(key.clone(), states.len());
+                states.push((key, state));
+            }
+        };
     let mut compliance = Vec::new();
     let mut archive = Vec::new();
     let mut routed = Vec::new();
@@ -353,11 +366,10 @@ async fn submit_outputs(log: &dyn Log, outputs: Vec<Output>) -> Result<(), Rooms
     for output in outputs {
         match output {
             Output::Room(RoomEvent::Updated(room)) => {
-                let key = room.jid.as_str().to_owned();
-                states.push(Record::new(key, encode(Event::RoomState(room))?));
+                keep_state(room.jid.as_str().to_owned(), Some(room));
             }
             Output::Room(RoomEvent::Destroyed { room, .. }) => {
-                states.push(Record::tombstone(room.as_str().to_owned()));
+                keep_state(room.as_str().to_owned(), None);
             }
             Output::Compliance(record) => {
                 let key = record.recipient.as_str().to_owned();
@@ -382,10 +394,14 @@ async fn submit_outputs(log: &dyn Log, outputs: Vec<Output>) -> Result<(), Rooms
             }
         }
     }
-    let mut submissions: Vec<Submission> = states
-        .into_iter()
-        .map(|record| Submission::keyed(ROOMS, record))
-        .collect();
+    let mut submissions: Vec<Submission> = Vec::with_capacity(states.len());
+    for (key, state) in states {
+        let record = match state {
+            Some(room) => Record::new(key, encode(Event::RoomState(room))?),
+            None => Record::tombstone(key),
+        };
+        submissions.push(Submission::keyed(ROOMS, record));
+    }
     submissions.extend(
         archive
             .into_iter()
