@@ -448,7 +448,8 @@ pub async fn messages(bench: Arc<Bench>, options: MessagesOptions) -> anyhow::Re
         } else {
             break;
         };
-        let is_half = index >= options.rates.len();
+        // The step at half the highest sustained rate is the one after the half branch.
+        let is_half = options.half && !half_step_pending;
         index += 1;
         let per_stream = rate as f64 / pairs as f64;
         let duration = Duration::from_secs(options.step_seconds.max(1));

@@ -518,7 +518,8 @@ pub async fn rooms(bench: Arc<Bench>, options: RoomsOptions) -> anyhow::Result<(
         } else {
             break;
         };
-        let is_half = index >= options.rates.len();
+        // The step at half the highest sustained rate is the one after the half branch.
+        let is_half = options.half && !half_step_pending;
         index += 1;
         let per_sender = rate as f64 / senders as f64;
         let duration = Duration::from_secs(options.step_seconds.max(1));
