@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
+use futures::FutureExt;
 use imbus_core::jid::{BareJid, FullJid, Jid};
 use imbus_core::{
     ClientFeatures, CloseReason, Credentials, Event, GatewayId, SessionClosed, SessionEvent,
@@ -23,7 +24,6 @@ use imbus_log::{Log, LogError, Record, partition_for_key};
 use imbus_xmpp_auth::{Decision, SaslCondition, Throttle};
 use imbus_xmpp_c2s::{Action, BindAnswer, Input, ResumeState, Session, SessionConfig, Transport};
 use imbus_xmpp_stream::{Element, StanzaKind, StreamError, StreamErrorCondition};
-use futures::FutureExt;
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -429,7 +429,7 @@ async fn handshake(
         acceptor.accept(socket),
     ))
     .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
 }
 
 impl Connection {
@@ -758,7 +758,11 @@ impl Connection {
             to: self.registration(),
             reply,
         };
-        if target.send(Command::Resume(Box::new(handover))).await.is_err() {
+        if target
+            .send(Command::Resume(Box::new(handover)))
+            .await
+            .is_err()
+        {
             return None;
         }
         let (state, session_id) = tokio::time::timeout(HANDOVER_TIMEOUT, answer)
@@ -913,7 +917,9 @@ impl Connection {
             match command {
                 Command::Deliver(element, bytes) => {
                     self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-                    let _ = self.session.handle(Input::Deliver(*element), Instant::now());
+                    let _ = self
+                        .session
+                        .handle(Input::Deliver(*element), Instant::now());
                 }
                 Command::Resume(other) => {
                     let _ = other.reply.send(None);

@@ -539,7 +539,10 @@ fn deliver(shared: &Shared, full_jid: &str, element: Element, bytes: usize) -> R
         target.slow.notify_one();
         return Err(element);
     }
-    match target.commands.try_send(Command::Deliver(Box::new(element), bytes)) {
+    match target
+        .commands
+        .try_send(Command::Deliver(Box::new(element), bytes))
+    {
         Ok(()) => Ok(()),
         Err(mpsc::error::TrySendError::Full(Command::Deliver(element, _))) => {
             target.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);

@@ -255,7 +255,10 @@ async fn fetch(
 
 /// Appends the answers to the delivery topics of the querying sessions' gateways (answers
 /// for a gateway without a delivery topic are dropped with a warning).
-pub async fn write_deliveries(log: &dyn Log, deliveries: Vec<Delivery>) -> Result<(), ArchiveError> {
+pub async fn write_deliveries(
+    log: &dyn Log,
+    deliveries: Vec<Delivery>,
+) -> Result<(), ArchiveError> {
     let mut by_topic: HashMap<String, Vec<Record>> = HashMap::new();
     for delivery in deliveries {
         let topic = format!("{DELIVER_PREFIX}{}", delivery.gateway_id.as_str());
