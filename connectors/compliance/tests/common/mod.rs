@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+#[allow(unused_imports)] // not every test binary cuts the database
 pub use imbus_tests::proxy::Proxy;
 
 pub const PARTITIONS: i32 = 4;
