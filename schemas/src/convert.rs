@@ -5,10 +5,11 @@ use apache_avro::types::Value;
 use imbus_core::{
     AccountDeleted, AccountEvent, AccountState, Affiliation, ArchivedMessage, Availability,
     ClientFeatures, CloseReason, ComplianceRecord, ConfigChanged, ConfigKey, Credentials, Delivery,
-    Direction, Event, GatewayId, HistoryMessage, MessageType, Occupant, OfflineDelivered,
-    OfflineEvent, OfflineExpired, OfflineStored, Origin, Role, Room, RoomConfig, RosterChanged,
-    ScramCredentials, ScramHash, SessionClosed, SessionEvent, SessionId, SessionPresence,
-    SessionState, StanzaKind, StanzaReceived, Subject, Subscription, UserDataChanged, Whois,
+    DeliveryCopy, Direction, Event, GatewayId, HistoryMessage, MessageType, Occupant,
+    OfflineDelivered, OfflineEvent, OfflineExpired, OfflineStored, Origin, Role, Room, RoomConfig,
+    RosterChanged, ScramCredentials, ScramHash, SessionClosed, SessionEvent, SessionId,
+    SessionPresence, SessionState, StanzaKind, StanzaReceived, Subject, Subscription,
+    UserDataChanged, Whois,
 };
 
 use crate::EventSchema;
@@ -251,6 +252,21 @@ fn delivery(e: &Delivery) -> Value {
         ("session_id", string(e.session_id.as_str())),
         ("xml", string(&e.xml)),
         ("delayed_from", opt_timestamp(e.delayed_from)),
+        (
+            "copies",
+            records(
+                e.copies
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            ("event_id", uuid(c.event_id)),
+                            ("to", string(c.to.as_str())),
+                            ("session_id", string(c.session_id.as_str())),
+                        ]
+                    })
+                    .collect(),
+            ),
+        ),
     ])
 }
 
@@ -581,6 +597,17 @@ fn read_delivery(f: &mut Fields) -> Result<Delivery, SchemaError> {
         session_id: session_id(f, "session_id")?,
         xml: f.string("xml")?,
         delayed_from: f.opt_timestamp("delayed_from")?,
+        copies: f
+            .records("copies")?
+            .into_iter()
+            .map(|mut c| {
+                Ok(DeliveryCopy {
+                    event_id: c.uuid("event_id")?,
+                    to: c.full_jid("to")?,
+                    session_id: session_id(&mut c, "session_id")?,
+                })
+            })
+            .collect::<Result<_, SchemaError>>()?,
     })
 }
 

@@ -12,11 +12,13 @@
 //! partitions' state and re-reads the one uncommitted batch. [`WINDOW`] (120 s) covers
 //! that several times over. [`CAPACITY`] caps the memory of a session that receives more
 //! than `CAPACITY / WINDOW` (about 34) stanzas per second for the whole window; the
-//! oldest ids are then forgotten first. Each remembered id costs 20 bytes (a 16-byte id
-//! and a 4-byte time), allocated only as deliveries arrive, and released as they age
-//! out: an idle session holds none.
+//! oldest ids are then forgotten first. Each remembered id costs about 56 bytes (a
+//! 16-byte id and a 4-byte time in arrival order, and a hash index entry so a lookup
+//! costs the same for 4,096 ids as for one), allocated only as deliveries arrive, and
+//! released as they age out: an idle session holds none.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 /// How long an id is remembered.
@@ -31,6 +33,33 @@ pub struct RecentDeliveries {
     ids: VecDeque<u128>,
     /// Seconds (of the caller's clock) at which each id was first seen.
     seen: VecDeque<u32>,
+    /// The same ids, for lookups.
+    index: HashSet<u128, BuildHasherDefault<IdHasher>>,
+}
+
+/// Hashes a delivery id by folding its two halves: ids are UUIDs (random or derived
+/// from a hash), whose bits are already uniformly spread, so no further mixing is
+/// needed.
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(29) ^ u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_u128(&mut self, id: u128) {
+        // Truncations intended: the two 64-bit halves folded into one.
+        self.0 ^= (id as u64) ^ ((id >> 64) as u64).rotate_left(32);
+    }
 }
 
 impl RecentDeliveries {
@@ -44,11 +73,13 @@ impl RecentDeliveries {
     /// the session was handed the same id within the window (a repeat to skip).
     pub fn first_time(&mut self, id: u128, now_secs: u32) -> bool {
         self.expire(now_secs);
-        if self.ids.contains(&id) {
+        if !self.index.insert(id) {
             return false;
         }
         if self.ids.len() >= CAPACITY {
-            self.ids.pop_front();
+            if let Some(oldest) = self.ids.pop_front() {
+                self.index.remove(&oldest);
+            }
             self.seen.pop_front();
         }
         self.ids.push_back(id);
@@ -65,17 +96,20 @@ impl RecentDeliveries {
                 break;
             }
             self.seen.pop_front();
-            self.ids.pop_front();
+            if let Some(id) = self.ids.pop_front() {
+                self.index.remove(&id);
+            }
         }
         if self.ids.capacity() > 64 && self.ids.len() < self.ids.capacity() / 4 {
             self.ids.shrink_to_fit();
             self.seen.shrink_to_fit();
+            self.index.shrink_to_fit();
         }
     }
 
     /// Whether `id` is remembered (call [`Self::expire`] first to apply the window).
     pub fn contains(&self, id: u128) -> bool {
-        self.ids.contains(&id)
+        self.index.contains(&id)
     }
 
     /// How many ids are remembered.
@@ -137,5 +171,24 @@ mod tests {
         recent.expire(u32::try_from(WINDOW.as_secs()).unwrap());
         assert!(recent.is_empty());
         assert!(recent.ids.capacity() <= 64);
+        assert!(recent.index.capacity() <= 64);
+    }
+
+    #[test]
+    fn the_index_follows_the_ids_in_and_out() {
+        let mut recent = RecentDeliveries::new();
+        let base = u128::from(u64::MAX) << 64;
+        for i in 0..u128::try_from(CAPACITY + 10).unwrap() {
+            assert!(recent.first_time(base + i, 0));
+        }
+        assert_eq!(recent.index.len(), CAPACITY);
+        for i in 0..10 {
+            assert!(!recent.contains(base + i), "dropped beyond the capacity");
+        }
+        assert!(recent.contains(base + 10));
+        assert!(recent.contains(base + u128::try_from(CAPACITY + 9).unwrap()));
+        assert!(!recent.contains(10), "only the whole id matches");
+        recent.expire(u32::try_from(WINDOW.as_secs()).unwrap());
+        assert!(recent.index.is_empty());
     }
 }

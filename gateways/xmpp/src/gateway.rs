@@ -14,7 +14,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{Extensions, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use imbus_core::{Credentials, Event, GatewayId, StanzaReceived};
+use imbus_core::{Credentials, Delivery, Event, GatewayId, StanzaReceived};
 use imbus_log::{
     ConsumerEvent, ConsumerOptions, Log, LogError, Offset, Record, TopicConfig, TopicPartition,
 };
@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::connection::{self, Command, Shared};
-use crate::redelivery;
+use crate::redelivery::{self, Target};
 use crate::registration::{Registration, Registrations};
 use crate::tls::{CertSource, Identity};
 
@@ -447,28 +447,28 @@ async fn deliver_loop(mut consumer: Box<dyn imbus_log::Consumer>, shared: Arc<Sh
                 );
                 continue;
             };
-            if recent.is_repeat(&delivery) {
-                tracing::debug!(
-                    to = delivery.to.as_str(),
-                    id = %delivery.event_id,
-                    "delivery already handed to this session; skipped"
+            // Copies first, each the parsed stanza addressed to its session; the
+            // delivery's own session then takes the parsed stanza itself.
+            for copy in &delivery.copies {
+                let mut addressed = element.clone();
+                addressed.set_attr("to", copy.to.as_str());
+                hand_over(
+                    &shared,
+                    &mut recent,
+                    &delivery,
+                    &Target::copy(copy),
+                    addressed,
+                    &mut bounced,
                 );
-                continue;
             }
-            match deliver(&shared, delivery.to.as_str(), element, delivery.xml.len()) {
-                Ok(()) => recent.record(&delivery),
-                Err(element) => {
-                    if let Some(stanza) =
-                        redelivery::bounce_back(&delivery, &element, shared.session.domain.as_str())
-                    {
-                        tracing::debug!(
-                            to = delivery.to.as_str(),
-                            "message for a gone session handed back to the router"
-                        );
-                        bounced.push(stanza);
-                    }
-                }
-            }
+            hand_over(
+                &shared,
+                &mut recent,
+                &delivery,
+                &Target::of(&delivery),
+                element,
+                &mut bounced,
+            );
         }
         // Handed back before the offsets are committed: a crash in between hands them
         // back again, never loses them.
@@ -496,6 +496,41 @@ async fn deliver_loop(mut consumer: Box<dyn imbus_log::Consumer>, shared: Arc<Sh
     }
     if let Err(e) = consumer.close().await {
         tracing::debug!(error = %e, "closing the delivery consumer");
+    }
+}
+
+/// Hands `element` (the delivery's stanza, addressed to `target`) to the session of
+/// `target` unless it was handed there already; an IM whose session is gone is added to
+/// `bounced`, for the router.
+fn hand_over(
+    shared: &Shared,
+    recent: &mut redelivery::Recent,
+    delivery: &Delivery,
+    target: &Target<'_>,
+    element: Element,
+    bounced: &mut Vec<StanzaReceived>,
+) {
+    if recent.is_repeat(target) {
+        tracing::debug!(
+            to = target.to.as_str(),
+            id = %target.event_id,
+            "delivery already handed to this session; skipped"
+        );
+        return;
+    }
+    match deliver(shared, target.to.as_str(), element, delivery.xml.len()) {
+        Ok(()) => recent.record(target),
+        Err(element) => {
+            if let Some(stanza) =
+                redelivery::bounce_back(delivery, target, &element, shared.session.domain.as_str())
+            {
+                tracing::debug!(
+                    to = target.to.as_str(),
+                    "message for a gone session handed back to the router"
+                );
+                bounced.push(stanza);
+            }
+        }
     }
 }
 

@@ -20,7 +20,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use imbus_core::{Delivery, FullJid, Jid, StanzaKind, StanzaReceived, Timestamp};
+use imbus_core::{
+    Delivery, DeliveryCopy, FullJid, Jid, SessionId, StanzaKind, StanzaReceived, Timestamp, Uuid,
+};
 use imbus_xmpp_c2s::RecentDeliveries;
 use imbus_xmpp_stream::Element;
 
@@ -30,6 +32,35 @@ const NS_CLIENT: &str = "jabber:client";
 const NS_DELAY: &str = "urn:xmpp:delay";
 /// How often sessions with no recent delivery are forgotten.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// One session a [`Delivery`] is for: its own (`to`, `session_id`, `event_id`), or one
+/// of its copies'.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target<'a> {
+    pub(crate) to: &'a FullJid,
+    pub(crate) session_id: &'a SessionId,
+    pub(crate) event_id: Uuid,
+}
+
+impl<'a> Target<'a> {
+    /// The session `delivery` itself names.
+    pub(crate) fn of(delivery: &'a Delivery) -> Self {
+        Self {
+            to: &delivery.to,
+            session_id: &delivery.session_id,
+            event_id: delivery.event_id,
+        }
+    }
+
+    /// The session of one of a delivery's copies.
+    pub(crate) fn copy(copy: &'a DeliveryCopy) -> Self {
+        Self {
+            to: &copy.to,
+            session_id: &copy.session_id,
+            event_id: copy.event_id,
+        }
+    }
+}
 
 /// The recent delivery ids of every session that received something within the window.
 #[derive(Debug)]
@@ -53,24 +84,32 @@ impl Recent {
         u32::try_from(now.duration_since(self.start).as_secs()).unwrap_or(u32::MAX)
     }
 
-    /// Whether `delivery` was already handed to its session within the window.
-    pub(crate) fn is_repeat(&mut self, delivery: &Delivery) -> bool {
+    /// Whether the delivery to `target` was already handed to its session within the
+    /// window.
+    pub(crate) fn is_repeat(&mut self, target: &Target<'_>) -> bool {
         let now = self.secs(Instant::now());
         self.sessions
-            .get_mut(delivery.session_id.as_str())
+            .get_mut(target.session_id.as_str())
             .is_some_and(|recent| {
                 recent.expire(now);
-                recent.contains(delivery.event_id.as_u128())
+                recent.contains(target.event_id.as_u128())
             })
     }
 
-    /// Records that `delivery` was handed to its session.
-    pub(crate) fn record(&mut self, delivery: &Delivery) {
+    /// Records that the delivery to `target` was handed to its session.
+    pub(crate) fn record(&mut self, target: &Target<'_>) {
         let now = self.secs(Instant::now());
-        self.sessions
-            .entry(delivery.session_id.as_str().to_owned())
-            .or_default()
-            .first_time(delivery.event_id.as_u128(), now);
+        match self.sessions.get_mut(target.session_id.as_str()) {
+            Some(recent) => {
+                recent.first_time(target.event_id.as_u128(), now);
+            }
+            None => {
+                let mut recent = RecentDeliveries::new();
+                recent.first_time(target.event_id.as_u128(), now);
+                self.sessions
+                    .insert(target.session_id.as_str().to_owned(), recent);
+            }
+        }
     }
 
     /// Forgets the ids that aged out, and the sessions left with none.
@@ -94,6 +133,7 @@ impl Recent {
 /// removed, since the message may be stored again.
 pub(crate) fn bounce_back(
     delivery: &Delivery,
+    target: &Target<'_>,
     element: &Element,
     domain: &str,
 ) -> Option<StanzaReceived> {
@@ -116,10 +156,10 @@ pub(crate) fn bounce_back(
         gateway_id: delivery.gateway_id.clone(),
         // The session the message could not reach (the sender's is not known here, and
         // the router does not need it for inbound processing).
-        session_id: delivery.session_id.clone(),
+        session_id: target.session_id.clone(),
         received_at: delivery.delayed_from.unwrap_or_else(Timestamp::now),
         sender,
-        recipient: Some(Jid::from(delivery.to.clone())),
+        recipient: Some(Jid::from(target.to.clone())),
         kind: StanzaKind::Message,
         stanza_type: stanza.attr("type").map(str::to_owned),
         stanza_id: stanza.attr("id").map(str::to_owned),
@@ -144,6 +184,7 @@ mod tests {
             session_id: SessionId::new("s-1").unwrap(),
             xml: xml.to_owned(),
             delayed_from: delayed.then(|| Timestamp::from_micros(5_000_000)),
+            copies: Vec::new(),
         };
         let element = imbus_xmpp_stream::parse_stanza(xml).unwrap();
         (delivery, element)
@@ -158,7 +199,7 @@ mod tests {
              </message>",
             true,
         );
-        let back = bounce_back(&d, &e, "example.com").unwrap();
+        let back = bounce_back(&d, &Target::of(&d), &e, "example.com").unwrap();
         assert_eq!(back.event_id, Uuid::from_u128(1));
         assert_eq!(back.sender.as_str(), "alice@example.com/phone");
         assert_eq!(
@@ -187,7 +228,10 @@ mod tests {
              <received xmlns='urn:xmpp:carbons:2'/></message>",
         ] {
             let (d, e) = delivery(xml, false);
-            assert!(bounce_back(&d, &e, "example.com").is_none(), "{xml}");
+            assert!(
+                bounce_back(&d, &Target::of(&d), &e, "example.com").is_none(),
+                "{xml}"
+            );
         }
     }
 
@@ -195,14 +239,44 @@ mod tests {
     fn a_repeat_is_recognised_per_session() {
         let mut recent = Recent::new();
         let (d, _) = delivery("<message xmlns='jabber:client'/>", false);
-        assert!(!recent.is_repeat(&d));
-        recent.record(&d);
-        assert!(recent.is_repeat(&d));
+        assert!(!recent.is_repeat(&Target::of(&d)));
+        recent.record(&Target::of(&d));
+        assert!(recent.is_repeat(&Target::of(&d)));
         let mut other_session = d.clone();
         other_session.session_id = SessionId::new("s-2").unwrap();
-        assert!(!recent.is_repeat(&other_session));
+        assert!(!recent.is_repeat(&Target::of(&other_session)));
         let mut other_id = d.clone();
         other_id.event_id = Uuid::from_u128(3);
-        assert!(!recent.is_repeat(&other_id));
+        assert!(!recent.is_repeat(&Target::of(&other_id)));
+    }
+
+    #[test]
+    fn a_copy_is_its_own_target() {
+        let (mut d, e) = delivery(
+            "<message xmlns='jabber:client' from='alice@example.com/phone' \
+             to='bob@example.com/desk' type='chat' id='m1'><body>hi</body></message>",
+            false,
+        );
+        d.copies.push(DeliveryCopy {
+            event_id: Uuid::from_u128(9),
+            to: FullJid::new("carol@example.com/tab").unwrap(),
+            session_id: SessionId::new("s-7").unwrap(),
+        });
+        let mut recent = Recent::new();
+        recent.record(&Target::of(&d));
+        let copy = Target::copy(&d.copies[0]);
+        assert!(
+            !recent.is_repeat(&copy),
+            "the copy's session was handed nothing yet"
+        );
+        recent.record(&copy);
+        assert!(recent.is_repeat(&copy));
+        let back = bounce_back(&d, &copy, &e, "example.com").unwrap();
+        assert_eq!(
+            back.recipient.as_ref().map(|j| j.to_string()),
+            Some("carol@example.com/tab".to_owned())
+        );
+        assert_eq!(back.session_id.as_str(), "s-7");
+        assert_eq!(back.event_id, Uuid::from_u128(1), "the message's own id");
     }
 }

@@ -207,6 +207,7 @@ async fn scenario(dir: &Path, tls_dir: &Path) {
               to='juliet@example.com/balcony' type='chat'><body>Here, love</body></message>"
             .to_owned(),
         delayed_from: None,
+        copies: Vec::new(),
     };
     log.append(
         "deliver.gw1",

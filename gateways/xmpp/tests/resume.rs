@@ -164,6 +164,7 @@ impl Setup {
                  type='chat'><body>{body}</body></message>"
             ),
             delayed_from: None,
+            copies: Vec::new(),
         };
         self.log
             .append(

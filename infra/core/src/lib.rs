@@ -49,7 +49,7 @@ pub use account::{
 pub use archive::ArchivedMessage;
 pub use compliance::{ComplianceRecord, Direction, MessageType, Origin};
 pub use config::{ConfigChanged, ConfigKey};
-pub use delivery::Delivery;
+pub use delivery::{Delivery, DeliveryCopy};
 pub use error::ValidationError;
 pub use ids::{GatewayId, SessionId};
 pub use offline::{OfflineDelivered, OfflineEvent, OfflineExpired, OfflineStored};

@@ -156,6 +156,7 @@ fn delivery(query: &StanzaReceived, n: u32, xml: String) -> Delivery {
         session_id: query.session_id.clone(),
         xml,
         delayed_from: None,
+        copies: Vec::new(),
     }
 }
 

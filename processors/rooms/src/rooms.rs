@@ -3,8 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use imbus_core::{
-    ArchivedMessage, BareJid, ComplianceRecord, Delivery, Direction, FullJid, GatewayId, Jid,
-    MessageType, Origin, SessionClosed, SessionId, StanzaKind, StanzaReceived, Timestamp, Uuid,
+    ArchivedMessage, BareJid, ComplianceRecord, Delivery, DeliveryCopy, Direction, FullJid,
+    GatewayId, Jid, MessageType, Origin, SessionClosed, SessionId, StanzaKind, StanzaReceived,
+    Timestamp, Uuid,
 };
 use imbus_xmpp_stream::{
     Element, Node, StanzaError, StanzaErrorCondition as Cond, StanzaErrorType, error_reply,
@@ -138,6 +139,7 @@ impl Out {
             session_id: session_id.clone(),
             xml: element.to_xml(),
             delayed_from,
+            copies: Vec::new(),
         }));
     }
 
@@ -149,6 +151,33 @@ impl Out {
             element,
             None,
         );
+    }
+
+    /// Delivers a message's own content to several occupants on one gateway, `element`
+    /// addressed to the first: one delivery, with the others as its copies, each under
+    /// the id that depends only on the message and the recipient.
+    fn deliver_message_to_all(&mut self, occupants: &[&Occupant], element: &Element) {
+        let Some((first, others)) = occupants.split_first() else {
+            return;
+        };
+        self.n += u32::try_from(occupants.len()).unwrap_or(u32::MAX);
+        self.outputs.push(Output::Deliver(Delivery {
+            event_id: message_delivery_id(&self.source, &first.jid),
+            source_event_id: self.source,
+            to: first.jid.clone(),
+            gateway_id: first.gateway_id.clone(),
+            session_id: first.session_id.clone(),
+            xml: element.to_xml(),
+            delayed_from: None,
+            copies: others
+                .iter()
+                .map(|o| DeliveryCopy {
+                    event_id: message_delivery_id(&self.source, &o.jid),
+                    to: o.jid.clone(),
+                    session_id: o.session_id.clone(),
+                })
+                .collect(),
+        }));
     }
 
     /// Delivers a message's own content (group chat or private message), under the id
@@ -163,6 +192,7 @@ impl Out {
             session_id: occupant.session_id.clone(),
             xml: element.to_xml(),
             delayed_from: None,
+            copies: Vec::new(),
         }));
     }
 
@@ -1019,18 +1049,32 @@ impl Rooms {
             .retain(|n| !matches!(n, Node::Element(e) if e.is("stanza-id", NS_SID)));
         let archive_id = (archived(&self.config, room) && body.is_some())
             .then(|| room_archive_id(&ctx.stanza.event_id, &room.jid));
+        // The occupants of one gateway who addressed the room at the same service get
+        // the same stanza but for its `to`: one delivery for all of them, which their
+        // gateway copies to each (a room of 500 costs a record per gateway, not 500).
+        let mut groups: Vec<Vec<&Occupant>> = Vec::new();
         for occupant in room.occupants.values() {
+            let group = groups.iter_mut().find(|group| {
+                group[0].gateway_id == occupant.gateway_id && group[0].service == occupant.service
+            });
+            match group {
+                Some(group) => group.push(occupant),
+                None => groups.push(vec![occupant]),
+            }
+        }
+        for group in &groups {
+            let first = group[0];
             let mut copy = message.clone();
             if let Some(id) = archive_id {
                 copy.push_child(
                     Element::new("stanza-id", NS_SID)
                         .with_attr("id", id.hyphenated().to_string())
-                        .with_attr("by", room_address(room, &occupant.service)),
+                        .with_attr("by", room_address(room, &first.service)),
                 );
             }
-            copy.set_attr("from", occupant_address(room, occupant, &nick));
-            copy.set_attr("to", occupant.jid.as_str());
-            out.deliver_message(occupant, &copy);
+            copy.set_attr("from", occupant_address(room, first, &nick));
+            copy.set_attr("to", first.jid.as_str());
+            out.deliver_message_to_all(group, &copy);
         }
         if body.is_none() {
             return;

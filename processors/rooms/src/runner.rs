@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use imbus_config::topics::{
     COMPLIANCE, DELIVER_PREFIX, ROOMS, ROOMS_ARCHIVE, ROOMS_STANZAS, ROUTED,
 };
-use imbus_core::{BareJid, Event, SessionEvent, Timestamp};
+use imbus_core::{BareJid, Delivery, DeliveryCopy, Event, SessionEvent, Timestamp};
 use imbus_log::{
     ConsumedRecord, Consumer, ConsumerEvent, ConsumerOptions, Log, LogError, Offset, Partition,
     Record, StartAt, Submission, TopicPartition, partition_for_key,
@@ -332,6 +332,54 @@ async fn follow_directory(
     }
 }
 
+/// Splits a delivery to several sessions into one per partition of the delivery topic
+/// its recipients' keys (full JIDs) hash to, so each session's deliveries stay on one
+/// partition, in order. The delivery of each partition is addressed to the first of its
+/// recipients (its stanza's `to` rewritten when that is not the original one). With one
+/// partition, or no copies, the delivery is returned unchanged.
+fn split_by_partition(mut delivery: Delivery, partitions: i32) -> Vec<Delivery> {
+    if delivery.copies.is_empty() || partitions <= 1 {
+        return vec![delivery];
+    }
+    let own = partition_for_key(delivery.to.as_str().as_bytes(), partitions);
+    let mut others: Vec<(Partition, Vec<DeliveryCopy>)> = Vec::new();
+    let mut kept = Vec::new();
+    for copy in std::mem::take(&mut delivery.copies) {
+        let partition = partition_for_key(copy.to.as_str().as_bytes(), partitions);
+        if partition == own {
+            kept.push(copy);
+            continue;
+        }
+        match others.iter_mut().find(|(p, _)| *p == partition) {
+            Some((_, copies)) => copies.push(copy),
+            None => others.push((partition, vec![copy])),
+        }
+    }
+    delivery.copies = kept;
+    let element = (!others.is_empty())
+        .then(|| imbus_xmpp_stream::parse_stanza(&delivery.xml))
+        .flatten();
+    let mut split = Vec::with_capacity(1 + others.len());
+    for (_, mut copies) in others {
+        let first = copies.remove(0);
+        let xml = match &element {
+            Some(element) => {
+                let mut addressed = element.clone();
+                addressed.set_attr("to", first.to.as_str());
+                addressed.to_xml()
+            }
+            // Not a stanza that parses (never produced by the rooms processor): the
+            // gateway drops it whatever its address.
+            None => delivery.xml.clone(),
+        };
+        let mut part = delivery.for_copy(&first, xml);
+        part.copies = copies;
+        split.push(part);
+    }
+    split.insert(0, delivery);
+    split
+}
+
 fn encode(event: Event) -> Result<Vec<u8>, RoomsError> {
     imbus_schemas::encode(&event).map_err(|e| RoomsError::Encode(e.to_string()))
 }
@@ -362,7 +410,7 @@ async fn submit_outputs(log: &dyn Log, outputs: Vec<Output>) -> Result<(), Rooms
     let mut compliance = Vec::new();
     let mut archive = Vec::new();
     let mut routed = Vec::new();
-    let mut deliveries: Vec<(String, Record)> = Vec::new();
+    let mut deliveries: Vec<(String, Delivery)> = Vec::new();
     for output in outputs {
         match output {
             Output::Room(RoomEvent::Updated(room)) => {
@@ -389,8 +437,7 @@ async fn submit_outputs(log: &dyn Log, outputs: Vec<Output>) -> Result<(), Rooms
             }
             Output::Deliver(delivery) => {
                 let topic = format!("{DELIVER_PREFIX}{}", delivery.gateway_id.as_str());
-                let key = delivery.to.as_str().to_owned();
-                deliveries.push((topic, Record::new(key, encode(Event::from(delivery))?)));
+                deliveries.push((topic, delivery));
             }
         }
     }
@@ -417,28 +464,35 @@ async fn submit_outputs(log: &dyn Log, outputs: Vec<Output>) -> Result<(), Rooms
             .into_iter()
             .map(|record| Submission::keyed(ROUTED, record)),
     );
-    let mut known: HashMap<String, bool> = HashMap::new();
-    for (topic, record) in deliveries {
-        let exists = match known.get(&topic) {
-            Some(exists) => *exists,
+    // The partition count of each gateway's delivery topic; `None`: the gateway has no
+    // delivery topic.
+    let mut known: HashMap<String, Option<i32>> = HashMap::new();
+    for (topic, delivery) in deliveries {
+        let partitions = match known.get(&topic) {
+            Some(partitions) => *partitions,
             None => {
-                let exists = match log.partition_count(&topic).await {
-                    Ok(_) => true,
+                let partitions = match log.partition_count(&topic).await {
+                    Ok(n) => Some(n),
                     Err(LogError::UnknownTopic(_)) => {
                         tracing::warn!(
                             topic,
                             "deliveries for a gateway that has no delivery topic; dropped"
                         );
-                        false
+                        None
                     }
                     Err(e) => return Err(e.into()),
                 };
-                known.insert(topic.clone(), exists);
-                exists
+                known.insert(topic.clone(), partitions);
+                partitions
             }
         };
-        if exists {
-            submissions.push(Submission::keyed(topic, record));
+        let Some(partitions) = partitions else {
+            continue;
+        };
+        for delivery in split_by_partition(delivery, partitions) {
+            let key = delivery.to.as_str().to_owned();
+            let record = Record::new(key, encode(Event::from(delivery))?);
+            submissions.push(Submission::keyed(topic.clone(), record));
         }
     }
     if submissions.is_empty() {
@@ -446,4 +500,104 @@ async fn submit_outputs(log: &dyn Log, outputs: Vec<Output>) -> Result<(), Rooms
     }
     log.submit(submissions).await?.await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use imbus_core::{FullJid, GatewayId, SessionId, Uuid};
+
+    use super::*;
+
+    fn group_delivery(recipients: usize) -> Delivery {
+        let jid = |i: usize| FullJid::new(&format!("user{i}@example.com/r")).unwrap();
+        Delivery {
+            event_id: Uuid::from_u128(1000),
+            source_event_id: Uuid::from_u128(1),
+            to: jid(0),
+            gateway_id: GatewayId::new("gw1").unwrap(),
+            session_id: SessionId::new("s-0").unwrap(),
+            xml: "<message xmlns='jabber:client' from='room@conference.example.com/nick' \
+                  to='user0@example.com/r' type='groupchat'><body>hi</body></message>"
+                .to_owned(),
+            delayed_from: None,
+            copies: (1..recipients)
+                .map(|i| DeliveryCopy {
+                    event_id: Uuid::from_u128(1000 + i as u128),
+                    to: jid(i),
+                    session_id: SessionId::new(format!("s-{i}")).unwrap(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Every recipient of `deliveries`: (partition of its key, full JID, session, id,
+    /// the stanza's `to` for it).
+    fn recipients(deliveries: &[Delivery], partitions: i32) -> Vec<(String, String, u128)> {
+        let mut all = Vec::new();
+        for d in deliveries {
+            let element = imbus_xmpp_stream::parse_stanza(&d.xml).unwrap();
+            assert_eq!(
+                element.attr("to"),
+                Some(d.to.as_str()),
+                "addressed to its own"
+            );
+            let own = partition_for_key(d.to.as_str().as_bytes(), partitions);
+            all.push((
+                d.to.to_string(),
+                d.session_id.to_string(),
+                d.event_id.as_u128(),
+            ));
+            for c in &d.copies {
+                assert_eq!(
+                    partition_for_key(c.to.as_str().as_bytes(), partitions),
+                    own,
+                    "a copy on another partition than its delivery's key"
+                );
+                all.push((
+                    c.to.to_string(),
+                    c.session_id.to_string(),
+                    c.event_id.as_u128(),
+                ));
+            }
+        }
+        all.sort();
+        all
+    }
+
+    #[test]
+    fn one_partition_keeps_the_delivery_whole() {
+        let d = group_delivery(50);
+        assert_eq!(split_by_partition(d.clone(), 1), vec![d]);
+    }
+
+    #[test]
+    fn several_partitions_get_one_delivery_each_with_every_recipient_once() {
+        let d = group_delivery(50);
+        let expected = recipients(std::slice::from_ref(&d), 1);
+        let split = split_by_partition(d.clone(), 8);
+        assert_eq!(split.len(), 8, "50 keys over 8 partitions hit every one");
+        assert_eq!(
+            split[0].to, d.to,
+            "the original recipient keeps its delivery"
+        );
+        assert_eq!(split[0].xml, d.xml);
+        assert_eq!(recipients(&split, 8), expected);
+        let partitions: BTreeSet<Partition> = split
+            .iter()
+            .map(|d| partition_for_key(d.to.as_str().as_bytes(), 8))
+            .collect();
+        assert_eq!(partitions.len(), 8, "one delivery per partition");
+        for part in &split {
+            assert_eq!(part.source_event_id, d.source_event_id);
+            assert!(part.xml.contains("<body>hi</body>"));
+        }
+    }
+
+    #[test]
+    fn a_single_recipient_is_never_split() {
+        let d = group_delivery(1);
+        assert_eq!(split_by_partition(d.clone(), 8), vec![d]);
+    }
 }

@@ -79,13 +79,24 @@ impl World {
         let outputs = self.rooms.handle(input, now(self.clock));
         for output in outputs.clone() {
             match output {
-                Output::Deliver(d) => {
-                    assert!(self.ids.insert(d.event_id), "delivery id repeated: {d:?}");
-                    self.delivered
-                        .entry(d.to.as_str().to_owned())
-                        .or_default()
-                        .push(d.xml.clone());
-                    self.deliveries.push(d);
+                Output::Deliver(mut d) => {
+                    // What the gateway does with a delivery to several sessions: the
+                    // stanza addressed to each copy's session.
+                    let mut each = Vec::new();
+                    for copy in std::mem::take(&mut d.copies) {
+                        let mut element = parse_stanza(&d.xml).expect("a delivered stanza");
+                        element.set_attr("to", copy.to.as_str());
+                        each.push(d.for_copy(&copy, element.to_xml()));
+                    }
+                    each.insert(0, d);
+                    for d in each {
+                        assert!(self.ids.insert(d.event_id), "delivery id repeated: {d:?}");
+                        self.delivered
+                            .entry(d.to.as_str().to_owned())
+                            .or_default()
+                            .push(d.xml.clone());
+                        self.deliveries.push(d);
+                    }
                 }
                 Output::Route(s) => self.routed.push(s),
                 Output::Room(e) => self.events.push(e),
@@ -690,6 +701,78 @@ fn group_chat_goes_to_every_occupant_with_one_compliance_record_per_user() {
     assert!(
         outputs.iter().any(|o| matches!(o, Output::Room(_))),
         "history changed"
+    );
+}
+
+#[test]
+fn group_chat_is_one_delivery_per_gateway_with_a_copy_for_each_other_occupant() {
+    let mut w = room_with(&[(B, "Bob"), (B2, "Bobby")]);
+    // Carol and Dave are on another gateway.
+    for (full, nick) in [(C, "Carol"), (D, "Dave")] {
+        let join = w.stanza(
+            full,
+            &format!(
+                "<presence to='{ROOM}/{nick}'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+            ),
+            "gw2",
+        );
+        w.run(Input::Stanza(join));
+    }
+    w.clear();
+    let outputs = w.send(
+        A,
+        &format!("<message to='{ROOM}' type='groupchat' id='m2'><body>hi all</body></message>"),
+    );
+    let event_id = Uuid::from_u128(w.next_id);
+    let deliveries: Vec<&imbus_core::Delivery> = outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Deliver(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deliveries.len(), 2, "one per gateway: {deliveries:#?}");
+    let mut per_gateway: Vec<(String, Vec<String>)> = deliveries
+        .iter()
+        .map(|d| {
+            let element = parse_stanza(&d.xml).unwrap();
+            assert_eq!(element.attr("to"), Some(d.to.as_str()));
+            assert_eq!(d.event_id, message_delivery_id(&event_id, &d.to));
+            for copy in &d.copies {
+                assert_eq!(copy.event_id, message_delivery_id(&event_id, &copy.to));
+                assert_eq!(copy.session_id, session_of(copy.to.as_str()));
+            }
+            let mut to: Vec<String> = std::iter::once(d.to.to_string())
+                .chain(d.copies.iter().map(|c| c.to.to_string()))
+                .collect();
+            to.sort();
+            (d.gateway_id.to_string(), to)
+        })
+        .collect();
+    per_gateway.sort();
+    assert_eq!(
+        per_gateway,
+        vec![
+            (
+                "gw1".to_owned(),
+                vec![A.to_owned(), B.to_owned(), B2.to_owned()]
+            ),
+            ("gw2".to_owned(), vec![C.to_owned(), D.to_owned()]),
+        ]
+    );
+    // Each session gets the stanza addressed to it, once.
+    for to in [A, B, B2, C, D] {
+        assert_eq!(
+            w.take(to),
+            vec![format!(
+                "<message xmlns='jabber:client' type='groupchat' id='m2' from='team@conference.example.com/Alice' to='{to}'><body>hi all</body></message>"
+            )]
+        );
+    }
+    assert_eq!(
+        w.compliance.len(),
+        4,
+        "one per user, not per gateway or session"
     );
 }
 

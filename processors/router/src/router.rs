@@ -381,6 +381,7 @@ impl Out<'_> {
             session_id: session.session_id.clone(),
             xml,
             delayed_from: None,
+            copies: Vec::new(),
         }));
     }
 
@@ -405,6 +406,7 @@ impl Out<'_> {
             session_id: session.session_id.clone(),
             xml,
             delayed_from,
+            copies: Vec::new(),
         }));
     }
 

@@ -158,6 +158,7 @@ pub fn samples() -> Vec<Event> {
             session_id: sid("sess-9"),
             xml: format!("<message><body>{unicode}</body></message>"),
             delayed_from: Some(at(1_700_000_000_000_000)),
+            copies: Vec::new(),
         }
         .into(),
         Delivery {
@@ -168,6 +169,31 @@ pub fn samples() -> Vec<Event> {
             session_id: sid("sess-9"),
             xml: large.clone(),
             delayed_from: None,
+            copies: Vec::new(),
+        }
+        .into(),
+        Delivery {
+            event_id: Uuid::from_u128(22),
+            source_event_id: Uuid::from_u128(2),
+            to: full("bob@example.com/laptop"),
+            gateway_id: gw(),
+            session_id: sid("sess-9"),
+            xml: format!(
+                "<message type='groupchat' to='bob@example.com/laptop'><body>{unicode}</body></message>"
+            ),
+            delayed_from: None,
+            copies: vec![
+                DeliveryCopy {
+                    event_id: Uuid::from_u128(23),
+                    to: full("carol@example.com/phone"),
+                    session_id: sid("sess-10"),
+                },
+                DeliveryCopy {
+                    event_id: Uuid::from_u128(24),
+                    to: full("dave@example.com/tablet"),
+                    session_id: sid("sess-11"),
+                },
+            ],
         }
         .into(),
         OfflineEvent::Stored(OfflineStored {
