@@ -247,35 +247,109 @@ enum Append {
     },
 }
 
-/// Appends a connection's records one after the other (keeping the client's order) and
-/// reports each stored stanza's sequence number.
-async fn append_loop(
+/// What a finished append reports.
+enum Appended {
+    /// The stanza of this sequence number is stored, or the log refused it.
+    Stanza(Result<u64, LogError>),
+    /// A session record was appended (or the failure logged).
+    Session,
+}
+
+/// An append in progress.
+type Appending = std::pin::Pin<Box<dyn Future<Output = Appended> + Send>>;
+
+/// A connection's log appends, made one after the other in the client's order by the
+/// connection task itself: no task or channel of its own, and nothing allocated while
+/// the connection is idle.
+struct Appender {
     log: Arc<dyn Log>,
-    mut appends: mpsc::Receiver<Box<Append>>,
-    acks: mpsc::UnboundedSender<Result<u64, Box<LogError>>>,
-) {
-    while let Some(append) = appends.recv().await {
-        match *append {
-            Append::Stanza { seq, key, value } => {
-                let result = log.append(STANZAS, Record::new(key, value)).await;
-                let failed = result.is_err();
-                let _ = acks.send(result.map(|_| seq).map_err(Box::new));
-                if failed {
-                    return;
+    /// Waiting behind the one in progress.
+    queue: VecDeque<Append>,
+    current: Option<Appending>,
+    /// A stanza append failed: nothing more is appended.
+    failed: bool,
+}
+
+impl Appender {
+    fn new(log: Arc<dyn Log>) -> Self {
+        Self {
+            log,
+            queue: VecDeque::new(),
+            current: None,
+            failed: false,
+        }
+    }
+
+    /// Queues `append` behind the earlier ones; `false` once a stanza append failed.
+    fn push(&mut self, append: Append) -> bool {
+        if self.failed {
+            return false;
+        }
+        self.queue.push_back(append);
+        self.start();
+        true
+    }
+
+    fn start(&mut self) {
+        if self.current.is_some() {
+            return;
+        }
+        if self.queue.len() < self.queue.capacity() / 4 {
+            self.queue.shrink_to_fit();
+        }
+        let Some(append) = self.queue.pop_front() else {
+            return;
+        };
+        let log = self.log.clone();
+        self.current = Some(Box::pin(async move {
+            match append {
+                Append::Stanza { seq, key, value } => Appended::Stanza(
+                    log.append(STANZAS, Record::new(key, value))
+                        .await
+                        .map(|_| seq),
+                ),
+                Append::Session {
+                    partition,
+                    key,
+                    value,
+                } => {
+                    if let Err(e) = log
+                        .append_to(SESSIONS, partition, Record::new(key.clone(), value))
+                        .await
+                    {
+                        tracing::warn!(session = key, error = %e, "cannot record the session");
+                    }
+                    Appended::Session
                 }
             }
-            Append::Session {
-                partition,
-                key,
-                value,
-            } => {
-                if let Err(e) = log
-                    .append_to(SESSIONS, partition, Record::new(key.clone(), value))
-                    .await
-                {
-                    tracing::warn!(session = key, error = %e, "cannot record the session");
-                }
-            }
+        }));
+    }
+
+    /// Whether an append is in progress.
+    fn busy(&self) -> bool {
+        self.current.is_some()
+    }
+
+    /// Waits for the append in progress to finish and starts the next; never finishes
+    /// when none is in progress. Cancel-safe: the append goes on in `self`.
+    async fn next(&mut self) -> Appended {
+        let Some(current) = self.current.as_mut() else {
+            return std::future::pending().await;
+        };
+        let done = current.await;
+        self.current = None;
+        if matches!(done, Appended::Stanza(Err(_))) {
+            self.failed = true;
+            self.queue.clear();
+        }
+        self.start();
+        done
+    }
+
+    /// Finishes every queued append.
+    async fn drain(&mut self) {
+        while self.busy() {
+            self.next().await;
         }
     }
 }
@@ -285,7 +359,7 @@ enum Wake {
     Read(usize),
     Eof(Option<io::Error>),
     Command(Command),
-    Appended(Result<u64, Box<LogError>>),
+    Appended(Appended),
     Timer,
     Slow,
     Shutdown,
@@ -312,7 +386,7 @@ struct Connection {
     slow: Arc<Notify>,
     /// Bytes of stanzas the gateway queued for this connection and it has not taken yet.
     queued_bytes: Arc<AtomicUsize>,
-    appends: mpsc::Sender<Box<Append>>,
+    appender: Appender,
     bound: Option<FullJid>,
     deadline: Option<tokio::time::Instant>,
     close_reason: Option<(CloseReason, Option<String>)>,
@@ -373,9 +447,6 @@ async fn drive(
     };
     let direct_tls = matches!(conn, Conn::Tls(_));
     let (commands, mut command_rx) = mpsc::channel(shared.limits.outbound_queue.max(1));
-    let (appends, append_rx) = mpsc::channel(shared.session.max_in_flight.saturating_add(8));
-    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
-    let appender = tokio::spawn(append_loop(shared.log.clone(), append_rx, ack_tx));
     let mut connection = Connection {
         id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
         session_id,
@@ -383,11 +454,11 @@ async fn drive(
         acceptor,
         conn,
         session: Session::new(shared.session.clone(), transport),
+        appender: Appender::new(shared.log.clone()),
         shared,
         commands,
         slow: Arc::new(Notify::new()),
         queued_bytes: Arc::new(AtomicUsize::new(0)),
-        appends,
         bound: None,
         deadline: None,
         close_reason: None,
@@ -404,17 +475,14 @@ async fn drive(
             Instant::now(),
         ));
     }
-    let end = connection
-        .serve(pending, &mut command_rx, &mut ack_rx)
-        .await;
-    let handed_over = end == End::Lost && connection.detach(&mut command_rx, &mut ack_rx).await;
+    let end = connection.serve(pending, &mut command_rx).await;
+    let handed_over = end == End::Lost && connection.detach(&mut command_rx).await;
     if !handed_over {
         connection.finish().await;
     }
-    drop(connection);
-    if let Err(e) = appender.await {
-        tracing::warn!(error = %e, "session appender failed");
-    }
+    // What the client sent is stored before the task ends (a resuming connection
+    // waited for it a while already).
+    connection.appender.drain().await;
 }
 
 async fn handshake(
@@ -455,7 +523,6 @@ impl Connection {
         &mut self,
         mut pending: VecDeque<Action>,
         command_rx: &mut mpsc::Receiver<Command>,
-        ack_rx: &mut mpsc::UnboundedReceiver<Result<u64, Box<LogError>>>,
     ) -> End {
         let mut buf = Vec::new();
         let mut shutdown = self.shared.shutdown.clone();
@@ -491,7 +558,7 @@ impl Connection {
                     Err(e) => Wake::Eof(Some(e)),
                 },
                 Some(command) = command_rx.recv() => Wake::Command(command),
-                Some(ack) = ack_rx.recv() => Wake::Appended(ack),
+                done = self.appender.next(), if self.appender.busy() => Wake::Appended(done),
                 () = sleep_until(deadline), if deadline.is_some() => Wake::Timer,
                 () = slow.notified() => Wake::Slow,
                 _ = shutdown.changed(), if !shutting_down => Wake::Shutdown,
@@ -516,8 +583,11 @@ impl Connection {
                     let _ = handover.reply.send(None);
                     Vec::new()
                 }
-                Wake::Appended(Ok(seq)) => self.session.handle(Input::Published { seq }, now),
-                Wake::Appended(Err(e)) => {
+                Wake::Appended(Appended::Stanza(Ok(seq))) => {
+                    self.session.handle(Input::Published { seq }, now)
+                }
+                Wake::Appended(Appended::Session) => Vec::new(),
+                Wake::Appended(Appended::Stanza(Err(e))) => {
                     tracing::error!(session = self.session_id.as_str(), error = %e, "cannot append a stanza to the log; ending the session");
                     let error = stream_error(
                         StreamErrorCondition::InternalServerError,
@@ -702,12 +772,7 @@ impl Connection {
                         return true;
                     }
                 };
-                if self
-                    .appends
-                    .send(Box::new(Append::Stanza { seq, key, value }))
-                    .await
-                    .is_err()
-                {
+                if !self.appender.push(Append::Stanza { seq, key, value }) {
                     self.close_reason = Some((
                         CloseReason::StreamError,
                         Some("the log refused a stanza".to_owned()),
@@ -780,11 +845,7 @@ impl Connection {
     /// its queue of unacknowledged stanzas and stanzas in flight are confirmed. `true`
     /// when a resuming connection took it over (which then records its end); `false`
     /// when it ended (timeout, shutdown, replaced, queue overflow) and must be finished.
-    async fn detach(
-        &mut self,
-        command_rx: &mut mpsc::Receiver<Command>,
-        ack_rx: &mut mpsc::UnboundedReceiver<Result<u64, Box<LogError>>>,
-    ) -> bool {
+    async fn detach(&mut self, command_rx: &mut mpsc::Receiver<Command>) -> bool {
         let (Some(id), Some(user)) = (
             self.session.resumption_id().map(str::to_owned),
             self.session.user().cloned(),
@@ -822,14 +883,18 @@ impl Connection {
                         break false;
                     }
                     Some(Command::Resume(handover)) => {
-                        if self.hand_over(*handover, command_rx, ack_rx).await {
+                        if self.hand_over(*handover, command_rx).await {
                             break true;
                         }
                     }
                     None => break false,
                 },
-                Some(ack) = ack_rx.recv() => {
-                    let Ok(seq) = ack else { break false };
+                done = self.appender.next(), if self.appender.busy() => {
+                    let seq = match done {
+                        Appended::Stanza(Ok(seq)) => seq,
+                        Appended::Stanza(Err(_)) => break false,
+                        Appended::Session => continue,
+                    };
                     let actions = self.session.handle(Input::Published { seq }, Instant::now());
                     if self.detached_actions(actions) {
                         break false;
@@ -874,7 +939,6 @@ impl Connection {
         &mut self,
         handover: Handover,
         command_rx: &mut mpsc::Receiver<Command>,
-        ack_rx: &mut mpsc::UnboundedReceiver<Result<u64, Box<LogError>>>,
     ) -> bool {
         let Handover { h, to, reply } = handover;
         let acceptable = self
@@ -889,13 +953,14 @@ impl Connection {
         // them again.
         let give_up = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
         while self.session.in_flight() > 0 {
-            match tokio::time::timeout_at(give_up, ack_rx.recv()).await {
-                Ok(Some(Ok(seq))) => {
+            match tokio::time::timeout_at(give_up, self.appender.next()).await {
+                Ok(Appended::Stanza(Ok(seq))) => {
                     let _ = self
                         .session
                         .handle(Input::Published { seq }, Instant::now());
                 }
-                _ => break,
+                Ok(Appended::Session) => {}
+                Ok(Appended::Stanza(Err(_))) | Err(_) => break,
             }
         }
         let previous = {
@@ -978,7 +1043,7 @@ impl Connection {
                     key: jid.as_str().to_owned(),
                     value,
                 };
-                let _ = self.appends.send(Box::new(append)).await;
+                let _ = self.appender.push(append);
             }
             Err(e) => {
                 tracing::warn!(session = jid.as_str(), error = %e, "cannot encode a session event")
