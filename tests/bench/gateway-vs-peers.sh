@@ -7,7 +7,8 @@
 #
 # Environment (defaults): USERS=100 accounts user1..userN, IDLE=10000 idle connections,
 # CONCURRENCY=64 login loops, DURATION=20 s of logins, SOURCE_IPS=8192 loopback source
-# addresses, KEEP=1 keeps the work directory.
+# addresses, KEEP=1 keeps the work directory, SERVERS="imbus prosody ejabberd" the servers measured,
+# BENCH_IMBUS_BIN another imbus binary than the release build.
 #
 # The three servers run side by side (imbus 25222, Prosody 35222, ejabberd 45222, all on
 # 127.0.0.1, one self-signed P-256 certificate; listen backlog 1024 for Prosody and
@@ -42,10 +43,15 @@ fi
 
 peers_prepare
 BENCH=("$WORK/xmppbench" --domain "$DOMAIN" --users "$USERS" --password "$PASSWORD" --source-ips "$SOURCE_IPS")
-start_imbus
-start_prosody
-start_ejabberd
-grep "open files" "/proc/$EJABBERD_PID/limits" >&2
+# SERVERS: the servers to measure (default all three).
+SERVERS=${SERVERS:-imbus prosody ejabberd}
+wanted() { case " $SERVERS " in *" $1 "*) return 0 ;; esac; return 1; }
+if wanted imbus; then start_imbus; fi
+if wanted prosody; then start_prosody; fi
+if wanted ejabberd; then
+  start_ejabberd
+  grep "open files" "/proc/$EJABBERD_PID/limits" >&2
+fi
 
 # ---------------------------------------------------------------- measurements
 RESULTS="$WORK/results.md"
@@ -94,9 +100,9 @@ measure() { # name port pid
         n, r, (l > 0 ? c * 1000 / hz / l : 0), p50, p99, f, up, b / 1024, a / 1024, (a - b) / (up > 0 ? up : 1), it }' >>"$RESULTS"
 }
 
-measure imbus 25222 "$IMBUS_PID"
-measure prosody 35222 "$PROSODY_PID"
-measure ejabberd 45222 "$EJABBERD_PID"
+if wanted imbus; then measure imbus 25222 "$IMBUS_PID"; fi
+if wanted prosody; then measure prosody 35222 "$PROSODY_PID"; fi
+if wanted ejabberd; then measure ejabberd 45222 "$EJABBERD_PID"; fi
 
 say "results"
 peers_versions

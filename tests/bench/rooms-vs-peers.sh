@@ -85,6 +85,20 @@ rates_for() { # occupants
   echo "$DELIVERIES" | tr ',' '\n' | awk -v n="$1" '{ r = int($1 / n); if (r < 1) r = 1; if (!(r in seen)) { seen[r] = 1; out = out (out == "" ? "" : ",") r } } END { print out }'
 }
 
+# imbus writes the compliance records (one per recipient) to its database behind the
+# deliveries, at the database's pace: the time from the end of the last step until the
+# sink had written every record (its lag gauge back at 0), and the rows written by then.
+compliance_catch_up() {
+  local start=$SECONDS metrics lag
+  while :; do
+    metrics=$(curl -sf "http://127.0.0.1:25280/metrics" || true)
+    lag=$(echo "$metrics" | awk '/^imbus_compliance_lag_records/ {s += $NF} END {print s + 0}')
+    if [ "$lag" = 0 ] || [ $((SECONDS - start)) -ge 900 ]; then break; fi
+    sleep 1
+  done
+  echo "COMPLIANCE lag_records=$lag caught_up_after_s=$((SECONDS - start)) rows_written=$(echo "$metrics" | awk '/^imbus_compliance_rows_written_total/ {s += $NF} END {printf "%d", s}')"
+}
+
 run_server() { # name port pid service
   local name=$1 port=$2 pid=$3 service=$4
   echo "### $name" >>"$RESULTS"
@@ -100,6 +114,7 @@ run_server() { # name port pid service
       --drain-seconds "$DRAIN" --server-pid "$pid" 2>&1 | tee "$out" >&2 \
       || echo "FAILED $n occupants: $(tail -n 1 "$out")" >>"$out"
     grep -h -E '^(JOIN|STEP|SUMMARY|saturated|FAILED)' "$out" >>"$RESULTS" || true
+    if [ "$name" = imbus ]; then compliance_catch_up >>"$RESULTS"; fi
   done
   echo >>"$RESULTS"
 }

@@ -63,6 +63,10 @@ struct Args {
     max_batch: usize,
 }
 
+/// The allocator of `imbus serve`, which runs the sink.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const RECIPIENTS: u64 = 1_000;
 
 fn records(from: u64, count: u64) -> Vec<imbus_core::ComplianceRecord> {

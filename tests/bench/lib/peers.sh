@@ -41,6 +41,7 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # Installs the peers, builds imbus and xmppbench, makes $WORK and the certificate.
+# BENCH_IMBUS_BIN, when set, is the imbus binary measured instead of the release build.
 peers_prepare() {
   if [ "$(id -u)" != 0 ]; then
     echo "run as root: it installs prosody and ejabberd with apt-get" >&2
@@ -59,7 +60,9 @@ peers_prepare() {
   WORK=$(mktemp -d /tmp/imbus-peers.XXXXXX)
   chmod 755 "$WORK"
   trap peers_cleanup EXIT
-  cp "$ROOT/target/release/imbus" "$ROOT/target/release/xmppbench" "$WORK/"
+  # BENCH_IMBUS_BIN: measure another build of imbus (say, one built without a feature).
+  cp "${BENCH_IMBUS_BIN:-$ROOT/target/release/imbus}" "$WORK/imbus"
+  cp "$ROOT/target/release/xmppbench" "$WORK/"
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
     -subj "/CN=$DOMAIN" -addext "subjectAltName=DNS:$DOMAIN" \
     -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
