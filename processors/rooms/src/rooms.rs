@@ -143,6 +143,33 @@ impl Out {
         }));
     }
 
+    /// Delivers `element` (addressed to the first of `occupants`) to several occupants
+    /// on one gateway: one delivery, with the others as its copies.
+    fn deliver_to_all(&mut self, occupants: &[&Occupant], element: &Element) {
+        let Some((first, others)) = occupants.split_first() else {
+            return;
+        };
+        let event_id = self.next_id(first.jid.as_str());
+        let copies = others
+            .iter()
+            .map(|o| DeliveryCopy {
+                event_id: self.next_id(o.jid.as_str()),
+                to: o.jid.clone(),
+                session_id: o.session_id.clone(),
+            })
+            .collect();
+        self.outputs.push(Output::Deliver(Delivery {
+            event_id,
+            source_event_id: self.source,
+            to: first.jid.clone(),
+            gateway_id: first.gateway_id.clone(),
+            session_id: first.session_id.clone(),
+            xml: element.to_xml(),
+            delayed_from: None,
+            copies,
+        }));
+    }
+
     fn deliver(&mut self, occupant: &Occupant, element: &Element) {
         self.deliver_to(
             &occupant.jid,
@@ -332,14 +359,43 @@ fn presence_for(
     presence
 }
 
-/// Sends the presence of occupant `nick` (with `role`) to every occupant.
+/// The viewers of occupant `occupant`'s presence, in groups that see the same stanza but
+/// for its `to`: the same gateway and service, the occupant itself or not, real JIDs
+/// shown or not.
+fn presence_audiences<'r>(
+    room: &'r Room,
+    occupant: &Occupant,
+    include_self: bool,
+) -> Vec<Vec<&'r Occupant>> {
+    let mut groups: Vec<Vec<&Occupant>> = Vec::new();
+    for viewer in room.occupants.values() {
+        let is_self = viewer.jid == occupant.jid;
+        if is_self && !include_self {
+            continue;
+        }
+        let alike = |other: &Occupant| {
+            other.gateway_id == viewer.gateway_id
+                && other.service == viewer.service
+                && (other.jid == occupant.jid) == is_self
+                && sees_jids(room, other) == sees_jids(room, viewer)
+        };
+        match groups.iter_mut().find(|group| alike(group[0])) {
+            Some(group) => group.push(viewer),
+            None => groups.push(vec![viewer]),
+        }
+    }
+    groups
+}
+
+/// Sends the presence of occupant `nick` (with `role`) to every occupant: one delivery
+/// per group of viewers who see the same stanza.
 fn broadcast_presence(room: &Room, nick: &str, role: Role, notice: &Notice<'_>, out: &mut Out) {
     let Some(occupant) = room.occupants.get(nick) else {
         return;
     };
-    for viewer in room.occupants.values() {
-        let presence = presence_for(room, nick, occupant, role, viewer, notice);
-        out.deliver(viewer, &presence);
+    for group in presence_audiences(room, occupant, true) {
+        let presence = presence_for(room, nick, occupant, role, group[0], notice);
+        out.deliver_to_all(&group, &presence);
     }
 }
 
@@ -354,12 +410,9 @@ fn remove_occupant(
     let Some(occupant) = room.occupants.get(nick) else {
         return;
     };
-    for viewer in room.occupants.values() {
-        if viewer.jid == occupant.jid && !tell_self {
-            continue;
-        }
-        let presence = presence_for(room, nick, occupant, Role::None, viewer, notice);
-        out.deliver(viewer, &presence);
+    for group in presence_audiences(room, occupant, tell_self) {
+        let presence = presence_for(room, nick, occupant, Role::None, group[0], notice);
+        out.deliver_to_all(&group, &presence);
     }
     room.occupants.remove(nick);
 }

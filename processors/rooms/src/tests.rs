@@ -777,6 +777,55 @@ fn group_chat_is_one_delivery_per_gateway_with_a_copy_for_each_other_occupant() 
 }
 
 #[test]
+fn a_presence_goes_once_to_each_group_of_viewers_who_see_the_same_stanza() {
+    let mut w = room_with(&[(B, "Bob"), (B2, "Bobby")]);
+    let outputs = w.send(
+        C,
+        &format!(
+            "<presence to='{ROOM}/Carol'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        ),
+    );
+    // Carol's presence: Alice (owner, a moderator, sees real JIDs), Bob's two sessions
+    // (participants, who do not), Carol herself (status 110).
+    let mut groups: Vec<Vec<String>> = outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Deliver(d) if d.xml.contains("from='team@conference.example.com/Carol'") => {
+                let mut to: Vec<String> = std::iter::once(d.to.to_string())
+                    .chain(d.copies.iter().map(|c| c.to.to_string()))
+                    .collect();
+                to.sort();
+                Some(to)
+            }
+            _ => None,
+        })
+        .collect();
+    groups.sort();
+    assert_eq!(
+        groups,
+        vec![
+            vec![A.to_owned()],
+            vec![B.to_owned(), B2.to_owned()],
+            vec![C.to_owned()],
+        ]
+    );
+    for to in [B, B2] {
+        let got = w.take(to);
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert!(got[0].contains(&format!("to='{to}'")), "{}", got[0]);
+        assert!(
+            !got[0].contains(C),
+            "no real JID for participants: {}",
+            got[0]
+        );
+    }
+    let alice = w.take_one(A);
+    assert!(alice.contains(&format!("jid='{C}'")), "{alice}");
+    let carol = w.take(C);
+    assert!(carol.iter().any(|x| x.contains("code='110'")), "{carol:#?}");
+}
+
+#[test]
 fn messages_without_body_are_relayed_but_not_archived_or_kept() {
     let mut w = room_with(&[(B, "Bob")]);
     w.send(
