@@ -140,6 +140,14 @@ const READ_CHUNK: usize = 16 * 1024;
 /// bytes adds at most `n / SMALLEST_STANZA` stanzas waiting for the log.
 const SMALLEST_STANZA: usize = 4;
 
+/// The most deliveries already waiting that are taken with the one that woke the
+/// connection, to go out in one write.
+const DELIVERY_BATCH: usize = 64;
+
+/// The most bytes of consecutive outgoing stanzas joined into one write (one TLS record
+/// and one system call instead of one per stanza).
+const WRITE_BATCH: usize = 64 * 1024;
+
 pub(crate) enum Conn {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
@@ -388,6 +396,9 @@ struct Connection {
     queued_bytes: Arc<AtomicUsize>,
     appender: Appender,
     bound: Option<FullJid>,
+    /// A command taken from the channel while collecting waiting deliveries, handled
+    /// next.
+    deferred: Option<Command>,
     deadline: Option<tokio::time::Instant>,
     close_reason: Option<(CloseReason, Option<String>)>,
     /// The account of the SASL exchange in progress (for the login throttle).
@@ -460,6 +471,7 @@ async fn drive(
         slow: Arc::new(Notify::new()),
         queued_bytes: Arc::new(AtomicUsize::new(0)),
         bound: None,
+        deferred: None,
         deadline: None,
         close_reason: None,
         auth_account: None,
@@ -531,8 +543,23 @@ impl Connection {
             return End::Closed;
         }
         let max_in_flight = self.shared.session.max_in_flight;
+        let join_writes = !matches!(self.conn, Conn::Ws(_));
         loop {
-            while let Some(action) = pending.pop_front() {
+            while let Some(mut action) = pending.pop_front() {
+                // Consecutive stanzas out go in one write (a WebSocket message carries
+                // one stanza, so not there).
+                if let Action::Send(bytes) = &mut action
+                    && join_writes
+                {
+                    while let Some(Action::Send(next)) = pending.front() {
+                        if bytes.len() + next.len() > WRITE_BATCH {
+                            break;
+                        }
+                        if let Some(Action::Send(next)) = pending.pop_front() {
+                            bytes.extend_from_slice(&next);
+                        }
+                    }
+                }
                 if !self.perform(action, &mut pending).await {
                     return self.end();
                 }
@@ -551,7 +578,10 @@ impl Connection {
             let limit = max_in_flight
                 .saturating_sub(in_flight)
                 .saturating_mul(SMALLEST_STANZA);
-            let wake = tokio::select! {
+            let wake = if let Some(command) = self.deferred.take() {
+                Wake::Command(command)
+            } else {
+                tokio::select! {
                 read = self.conn.read(&mut buf, limit), if reading => match read {
                     Ok(0) => Wake::Eof(None),
                     Ok(n) => Wake::Read(n),
@@ -562,6 +592,7 @@ impl Connection {
                 () = sleep_until(deadline), if deadline.is_some() => Wake::Timer,
                 () = slow.notified() => Wake::Slow,
                 _ = shutdown.changed(), if !shutting_down => Wake::Shutdown,
+                }
             };
             let now = Instant::now();
             let actions = match wake {
@@ -573,7 +604,22 @@ impl Connection {
                 }
                 Wake::Command(Command::Deliver(element, bytes)) => {
                     self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-                    self.session.handle(Input::Deliver(*element), now)
+                    let mut actions = self.session.handle(Input::Deliver(*element), now);
+                    // Deliveries already waiting go out with this one.
+                    for _ in 1..DELIVERY_BATCH {
+                        match command_rx.try_recv() {
+                            Ok(Command::Deliver(element, bytes)) => {
+                                self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                                actions.extend(self.session.handle(Input::Deliver(*element), now));
+                            }
+                            Ok(other) => {
+                                self.deferred = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    actions
                 }
                 Wake::Command(Command::Shutdown(error)) => {
                     self.session.handle(Input::Shutdown(*error), now)
@@ -870,7 +916,7 @@ impl Connection {
         let expires = tokio::time::Instant::now() + timeout;
         let handed_over = loop {
             tokio::select! {
-                command = command_rx.recv() => match command {
+                command = next_command(&mut self.deferred, command_rx) => match command {
                     Some(Command::Deliver(element, bytes)) => {
                         self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                         let actions = self.session.handle(Input::Deliver(*element), Instant::now());
@@ -1123,6 +1169,17 @@ fn record_auth_failure(
             None => throttle.record_address_failure(now, address),
         },
         _ => throttle.record_address_failure(now, address),
+    }
+}
+
+/// The deferred command if there is one, else the next from the channel.
+async fn next_command(
+    deferred: &mut Option<Command>,
+    command_rx: &mut mpsc::Receiver<Command>,
+) -> Option<Command> {
+    match deferred.take() {
+        Some(command) => Some(command),
+        None => command_rx.recv().await,
     }
 }
 
