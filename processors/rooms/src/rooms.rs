@@ -146,14 +146,29 @@ impl Out {
     /// Delivers `element` (addressed to the first of `occupants`) to several occupants
     /// on one gateway: one delivery, with the others as its copies.
     fn deliver_to_all(&mut self, occupants: &[&Occupant], element: &Element) {
+        self.deliver_group(occupants, element, false);
+    }
+
+    /// One delivery of `element` to `occupants` (addressed to the first, the others as
+    /// copies). A message's own content (`message`) is delivered under the ids that
+    /// depend only on the message and each recipient; anything else under numbered ids.
+    fn deliver_group(&mut self, occupants: &[&Occupant], element: &Element, message: bool) {
         let Some((first, others)) = occupants.split_first() else {
             return;
         };
-        let event_id = self.next_id(first.jid.as_str());
+        let id = |out: &mut Self, to: &FullJid| {
+            if message {
+                out.n += 1;
+                message_delivery_id(&out.source, to)
+            } else {
+                out.next_id(to.as_str())
+            }
+        };
+        let event_id = id(self, &first.jid);
         let copies = others
             .iter()
             .map(|o| DeliveryCopy {
-                event_id: self.next_id(o.jid.as_str()),
+                event_id: id(self, &o.jid),
                 to: o.jid.clone(),
                 session_id: o.session_id.clone(),
             })
@@ -184,27 +199,7 @@ impl Out {
     /// addressed to the first: one delivery, with the others as its copies, each under
     /// the id that depends only on the message and the recipient.
     fn deliver_message_to_all(&mut self, occupants: &[&Occupant], element: &Element) {
-        let Some((first, others)) = occupants.split_first() else {
-            return;
-        };
-        self.n += u32::try_from(occupants.len()).unwrap_or(u32::MAX);
-        self.outputs.push(Output::Deliver(Delivery {
-            event_id: message_delivery_id(&self.source, &first.jid),
-            source_event_id: self.source,
-            to: first.jid.clone(),
-            gateway_id: first.gateway_id.clone(),
-            session_id: first.session_id.clone(),
-            xml: element.to_xml(),
-            delayed_from: None,
-            copies: others
-                .iter()
-                .map(|o| DeliveryCopy {
-                    event_id: message_delivery_id(&self.source, &o.jid),
-                    to: o.jid.clone(),
-                    session_id: o.session_id.clone(),
-                })
-                .collect(),
-        }));
+        self.deliver_group(occupants, element, true);
     }
 
     /// Delivers a message's own content (group chat or private message), under the id
