@@ -15,6 +15,7 @@
 //! tracing output, default `warn`).
 
 pub mod contract;
+pub mod db_urls;
 pub mod proxy;
 pub mod tansu;
 

@@ -69,39 +69,7 @@ on_every_backend!(
 // ---------------------------------------------------------------------------------------
 // Harness.
 
-fn postgres_admin_url() -> String {
-    std::env::var("IMBUS_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-fn mysql_admin_url() -> String {
-    std::env::var("IMBUS_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
-}
-
-/// The URL with its database (path) replaced.
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |i| i + scheme_end);
-    let mut out = format!("{}/{db}", &base[..path_start]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
-}
-
-/// The URL with a query parameter added.
-fn with_param(url: &str, param: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}{param}")
-}
+use imbus_tests::db_urls::{mysql_admin_url, postgres_admin_url, with_database, with_param};
 
 /// Tables of their own for one test: a SQLite file, a PostgreSQL schema or a MariaDB
 /// database, removed by [`TestDb::drop`].

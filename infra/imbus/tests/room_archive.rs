@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{Server, add_numbered_users, muc_scenario, require_slixmpp};
+use imbus_tests::db_urls::postgres_admin_url;
 use sqlx::Connection;
 
 /// The chat service of a fresh `imbus serve` (node 1, cluster `imbus`, domain `localhost`).
@@ -136,11 +137,6 @@ fn a_persistent_rooms_transcript_is_stored_and_search_finds_a_word_said_yesterda
         &room,
         "user1@localhost/muc Alice",
     );
-}
-
-fn postgres_admin_url() -> String {
-    std::env::var("IMBUS_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
 /// `url` with its host and port replaced by `addr` and its database by `db`.
