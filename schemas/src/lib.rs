@@ -31,6 +31,7 @@ use apache_avro::{GenericSingleObjectReader, GenericSingleObjectWriter, Schema};
 use imbus_core::Event;
 
 mod convert;
+mod direct;
 mod error;
 mod value;
 
@@ -154,6 +155,23 @@ pub fn schema_id(record: &[u8]) -> Result<u32, SchemaError> {
 
 /// Encodes an event with the current version of its schema, in Confluent framing.
 pub fn encode(event: &Event) -> Result<Vec<u8>, SchemaError> {
+    let kind = EventSchema::of(event);
+    let current = registry()?.current(kind);
+    // The events written for every message are written straight from the domain types
+    // while the writer's schema version is the current one.
+    if direct::schema_id(event) == Some(current.released.id) {
+        let mut out = Vec::new();
+        out.push(MAGIC_BYTE);
+        out.extend_from_slice(&current.released.id.to_be_bytes());
+        if direct::encode(event, &mut out) {
+            return Ok(out);
+        }
+    }
+    encode_generic(event)
+}
+
+/// Encodes an event through an Avro value of the current version of its schema.
+fn encode_generic(event: &Event) -> Result<Vec<u8>, SchemaError> {
     let kind = EventSchema::of(event);
     let current = registry()?.current(kind);
     let value = convert::to_value(event);
