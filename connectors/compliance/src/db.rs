@@ -142,7 +142,16 @@ async fn timed<T>(
 impl Database {
     /// Prepares a pool for `url` without connecting (connections are opened when first
     /// needed, so a database that is down at start only delays archiving).
+    ///
+    /// On SQLite the pool holds one connection whatever `pool_size` says: the sink writes
+    /// one transaction at a time there, and a connection's page cache stays valid only
+    /// while no other connection writes (with two, each write found the cache of the
+    /// connection it got stale and read the archive's index pages back from the file).
     pub fn open(url: &str, pool_size: u32) -> Result<Database, DbError> {
+        let pool_size = match Backend::of_url(url) {
+            Some(Backend::Sqlite) => 1,
+            _ => pool_size,
+        };
         Database::open_for(url, pool_size, "imbus-compliance")
     }
 

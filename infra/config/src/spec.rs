@@ -604,7 +604,7 @@ pub static SETTINGS: &[SettingSpec] = &[
         name: "compliance.pool_size",
         kind: Kind::Int { min: 1, max: 100 },
         default: "5",
-        help: "Connections the compliance sink keeps open to its database.",
+        help: "Connections the compliance sink keeps open to its database (on SQLite always one: it writes one transaction at a time).",
         live: false,
     },
     SettingSpec {
