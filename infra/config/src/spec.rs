@@ -708,7 +708,7 @@ pub static SETTINGS: &[SettingSpec] = &[
         name: "rooms.archive.pool_size",
         kind: Kind::Int { min: 1, max: 100 },
         default: "4",
-        help: "Number of connections to the persistent chat database.",
+        help: "Number of connections to the persistent chat database (on SQLite always one).",
         live: false,
     },
     SettingSpec {
