@@ -10,10 +10,7 @@
 //! changes, answers from the server, presence fan-out to subscribers), then forwarded on
 //! `routed` to the recipient's partition (inbound: delivery to the recipient's sessions
 //! per RFC 6121 §8.5, inbound subscription handling). Partitions never call each other:
-//! everything between them travels through the log. When the recipient's partition is
-//! held by the same router (always with a single router), the inbound half is taken at
-//! once ([`Router::handle_local`]), with the same outputs and the same derived ids as
-//! after the trip through `routed`.
+//! everything between them travels through the log.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -23,8 +20,8 @@ mod runner;
 mod state;
 
 pub use router::{
-    Input, LOCAL_HOPS, Output, Router, RouterConfig, message_delivery_id, offline_key,
-    parse_stanza, presence_key, rooms_key, roster_key, user_data_key,
+    Input, Output, Router, RouterConfig, message_delivery_id, offline_key, parse_stanza,
+    presence_key, rooms_key, roster_key, user_data_key,
 };
 pub use runner::{GROUP, RouterError, run};
 pub use state::{Item, Presence, Session, State, Taken, User};

@@ -26,10 +26,6 @@ use imbus_xmpp_stream::{
 
 use crate::state::{BLOCKLIST_KEY, Item, Lock, Presence, Session, State, Taken, account_of};
 
-/// How many forwarded stanzas [`Router::handle_local`] takes at once for one input; a
-/// stanza forwarded beyond that (only a runaway exchange gets there) goes through the log.
-pub const LOCAL_HOPS: usize = 10_000;
-
 const NS_ROSTER: &str = "jabber:iq:roster";
 const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
@@ -604,39 +600,6 @@ impl Router {
             outputs.retain(|o| !matches!(o, Output::Archive(_)));
         }
         outputs
-    }
-
-    /// Processes one input like [`Router::handle`], and takes at once the inbound half of
-    /// every stanza it forwards to a partition this router holds (`local` says which
-    /// owners are held), instead of returning it as [`Output::Route`] to come back from
-    /// `routed`. Forwarded stanzas are taken in the order the log would have returned
-    /// them (first in, first out, including those their own processing forwards), so the
-    /// outputs are those of playing the log with the same state; a stanza forwarded to a
-    /// partition held elsewhere stays an [`Output::Route`]. At most [`LOCAL_HOPS`] are
-    /// taken for one input; any more are returned as routes.
-    pub fn handle_local(
-        &mut self,
-        input: Input,
-        now: Timestamp,
-        local: impl Fn(&BareJid) -> bool,
-        outputs: &mut Vec<Output>,
-    ) {
-        let mut queue: std::collections::VecDeque<StanzaReceived> =
-            std::collections::VecDeque::new();
-        let mut hops = 0usize;
-        let mut next = Some(input);
-        while let Some(input) = next.take() {
-            for output in self.handle(input, now) {
-                match output {
-                    Output::Route(stanza) if hops < LOCAL_HOPS && local(&stanza.owner()) => {
-                        hops += 1;
-                        queue.push_back(stanza);
-                    }
-                    other => outputs.push(other),
-                }
-            }
-            next = queue.pop_front().map(Input::Inbound);
-        }
     }
 
     fn is_local_domain(&self, jid: &Jid) -> bool {

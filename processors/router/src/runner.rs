@@ -66,7 +66,6 @@ pub async fn run(
     let mut marks: HashMap<Partition, Offset> = HashMap::new();
     tracing::info!(partitions, "router started");
     let mut pipeline = Pipeline::default();
-    let mut local = Local::default();
     // Whether the last poll found nothing: then acknowledged inputs are committed at once.
     let mut idle = true;
     loop {
@@ -113,10 +112,6 @@ pub async fn run(
                     marks.insert(p, log.watermarks(SESSIONS, p).await?.high);
                     restored.insert(p);
                 }
-                let held = routed_partitions(consumer.as_ref());
-                local
-                    .catch_up(&log, &mut router, held, &mut pipeline, partitions)
-                    .await?;
             }
             Ok(ConsumerEvent::Revoked(tps)) => {
                 let gone: BTreeSet<Partition> = tps.iter().map(|tp| tp.partition).collect();
@@ -128,7 +123,6 @@ pub async fn run(
                 for p in gone.difference(&still) {
                     restored.remove(p);
                 }
-                local.keep(consumer.as_ref());
                 let keep = restored.clone();
                 router.state_mut().retain_users(|u| {
                     keep.contains(&partition_for_key(u.as_str().as_bytes(), partitions))
@@ -140,17 +134,9 @@ pub async fn run(
                 let now = Timestamp::now();
                 for record in &records {
                     next.insert(record.topic_partition(), record.offset + 1);
-                    if &*record.topic == ROUTED && !local.consumed(record) {
-                        continue;
-                    }
                     let mark = marks.get(&record.partition).copied().unwrap_or(0);
                     if let Some(input) = input_of(&mut router, record, mark) {
-                        router.handle_local(
-                            input,
-                            now,
-                            |owner| local.holds(owner, partitions),
-                            &mut outputs,
-                        );
+                        outputs.extend(router.handle(input, now));
                     }
                 }
                 let acknowledgement = submit_outputs(&log, partitions, outputs).await?;
@@ -272,142 +258,6 @@ impl std::fmt::Debug for Pipeline {
             .field("in_flight", &self.in_flight.len())
             .field("ready", &self.ready)
             .finish()
-    }
-}
-
-/// The `routed` partitions this router holds, whose inbound halves it takes at once
-/// ([`Router::handle_local`]) instead of writing them to `routed` and reading them back.
-///
-/// Taking a stanza at once must not overtake one forwarded to the same partition earlier
-/// and still unread (a sender's messages would arrive out of order). So when partitions
-/// are assigned, no inbound half is taken at once until every held `routed` partition has
-/// been read to its end ([`Local::catch_up`]); the consumer's later copies of the records
-/// read there are skipped. Afterwards this router writes nothing to a partition it holds;
-/// what others write there (routers holding the senders, gateways handing back a
-/// delivery, announcements) comes through the consumer as before.
-#[derive(Debug, Default)]
-struct Local {
-    /// Held `routed` partitions that were read to their end.
-    held: BTreeSet<Partition>,
-    /// Per held partition: the next offset to handle (records before it were handled).
-    position: HashMap<Partition, Offset>,
-}
-
-/// The `routed` partitions assigned to `consumer`.
-fn routed_partitions(consumer: &dyn Consumer) -> BTreeSet<Partition> {
-    consumer
-        .assignment()
-        .iter()
-        .filter(|tp| &*tp.topic == ROUTED)
-        .map(|tp| tp.partition)
-        .collect()
-}
-
-/// At most this many rounds of reading the held `routed` partitions to their end after
-/// an assignment (a round's stanzas may forward others to held partitions).
-const CATCH_UP_ROUNDS: usize = 8;
-
-impl Local {
-    fn holds(&self, owner: &BareJid, partitions: i32) -> bool {
-        !self.held.is_empty()
-            && self
-                .held
-                .contains(&partition_for_key(owner.as_str().as_bytes(), partitions))
-    }
-
-    /// Whether a consumed `routed` record is to be handled (it was not handled by the
-    /// catch-up already).
-    fn consumed(&mut self, record: &ConsumedRecord) -> bool {
-        match self.position.get_mut(&record.partition) {
-            Some(position) if record.offset < *position => false,
-            Some(position) => {
-                *position = record.offset + 1;
-                true
-            }
-            None => true,
-        }
-    }
-
-    /// Forgets the partitions the consumer no longer holds.
-    fn keep(&mut self, consumer: &dyn Consumer) {
-        let still = routed_partitions(consumer);
-        self.held.retain(|p| still.contains(p));
-        self.position.retain(|p, _| still.contains(p));
-    }
-
-    /// Reads every held `routed` partition to its end and handles what was not handled
-    /// yet, waiting for the outputs to be durable, in rounds until a round forwards
-    /// nothing to a held partition; then takes inbound halves at once for all of them.
-    async fn catch_up(
-        &mut self,
-        log: &Arc<dyn Log>,
-        router: &mut Router,
-        held: BTreeSet<Partition>,
-        pipeline: &mut Pipeline,
-        partitions: i32,
-    ) -> Result<(), RouterError> {
-        self.held.clear();
-        self.position.retain(|p, _| held.contains(p));
-        let mut handled = 0usize;
-        for round in 0..CATCH_UP_ROUNDS {
-            let mut forwarded_here = false;
-            for &p in &held {
-                let tp = TopicPartition::new(ROUTED, p);
-                let start = match self.position.get(&p) {
-                    Some(offset) => StartAt::Offset(*offset),
-                    None => match log.committed(GROUP, &tp).await? {
-                        Some(offset) => StartAt::Offset(offset),
-                        None => StartAt::Earliest,
-                    },
-                };
-                let end = log.watermarks(ROUTED, p).await?.high;
-                let mut reader = log.reader(ROUTED, p, start).await?;
-                let mut outputs = Vec::new();
-                let now = Timestamp::now();
-                while reader.position() < end {
-                    let records = reader.read(1024, Duration::from_millis(200)).await?;
-                    if records.is_empty() {
-                        break;
-                    }
-                    for record in records.iter().filter(|r| r.offset < end) {
-                        let Some(value) = &record.value else { continue };
-                        match imbus_schemas::decode(value) {
-                            Ok(Event::StanzaReceived(stanza)) => {
-                                handled += 1;
-                                outputs.extend(router.handle(Input::Inbound(stanza), now));
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                tracing::warn!(partition = p, offset = record.offset, error = %e, "undecodable routed record; skipped");
-                            }
-                        }
-                    }
-                }
-                let position = reader
-                    .position()
-                    .min(end)
-                    .max(self.position.get(&p).copied().unwrap_or(0));
-                self.position.insert(p, position);
-                forwarded_here |= outputs.iter().any(|o| {
-                    matches!(o, Output::Route(s) if held.contains(&partition_for_key(s.owner().as_str().as_bytes(), partitions)))
-                });
-                // Durable (and visible to the next round's reading) before going on.
-                if let Some(acknowledgement) = submit_outputs(log, partitions, outputs).await? {
-                    acknowledgement.await?;
-                }
-                pipeline.acknowledged(HashMap::from([(tp, position)]));
-            }
-            if !forwarded_here {
-                break;
-            }
-            tracing::debug!(
-                round,
-                "routed partitions read again after forwarding to them"
-            );
-        }
-        tracing::debug!(partitions = ?held, handled, "inbound halves taken at once from now on");
-        self.held = held;
-        Ok(())
     }
 }
 

@@ -19,14 +19,6 @@ struct World {
     delivered: HashMap<String, Vec<String>>,
     changelog: Vec<Output>,
     sessions: HashMap<String, SessionId>,
-    /// Whether the router takes inbound halves at once ([`Router::handle_local`]).
-    local: bool,
-}
-
-thread_local! {
-    /// Worlds made on this thread take inbound halves at once (see
-    /// `inbound_halves_taken_at_once_give_the_same_outcomes`).
-    static LOCAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn t() -> Timestamp {
@@ -46,24 +38,13 @@ impl World {
             delivered: HashMap::new(),
             changelog: Vec::new(),
             sessions: HashMap::new(),
-            local: LOCAL.with(std::cell::Cell::get),
         }
     }
 
     fn run(&mut self, input: Input) {
         let mut queue = VecDeque::from([input]);
         while let Some(input) = queue.pop_front() {
-            let outputs = if self.local {
-                // The inbound halves taken at once, as a router holding every partition
-                // does: nothing is routed, the outcome must be the same.
-                let mut outputs = Vec::new();
-                self.router.handle_local(input, t(), |_| true, &mut outputs);
-                assert!(!outputs.iter().any(|o| matches!(o, Output::Route(_))));
-                outputs
-            } else {
-                self.router.handle(input, t())
-            };
-            for output in outputs {
+            for output in self.router.handle(input, t()) {
                 let id = match &output {
                     Output::Route(s) if s.kind != StanzaKind::Message => Some(s.event_id),
                     Output::Deliver(d) => Some(d.event_id),
@@ -1529,101 +1510,4 @@ fn restoring_sessions_keeps_the_newest_session_of_a_resource() {
         Some("s-2".to_owned())
     );
     assert!(state.was_closed(&SessionId::new("s-1").unwrap()));
-}
-
-/// A router holding the recipient's partition takes the inbound half of a stanza at once
-/// instead of through `routed`: the scenarios above, played that way, end the same.
-#[test]
-fn inbound_halves_taken_at_once_give_the_same_outcomes() {
-    LOCAL.with(|local| local.set(true));
-    subscription_handshake_ends_in_both_with_pushes_and_presence();
-    presence_is_broadcast_to_subscribers_and_unavailable_on_close();
-    login_probes_contacts_and_gets_their_presence();
-    pending_request_waits_for_login_and_pre_approval_completes_at_once();
-    messages_follow_rfc_6121_delivery_rules();
-    iq_to_an_offline_full_jid_bounces();
-    offline_messages_are_stored_and_delivered_in_order_with_a_delay_stamp();
-    offline_quota_and_switch_answer_the_sender();
-    carbons_copy_sent_and_received_chats_to_enabled_sessions();
-    one_compliance_record_per_recipient_for_every_im_delivered_or_stored();
-    blocking_stops_stanzas_both_ways_and_hides_presence();
-    multicast_reaches_fifty_recipients_online_or_offline_and_hides_bcc();
-    lock_on_reply_routes_to_the_replying_client_until_it_leaves_or_idles();
-    switched_off_im_and_presence_are_refused_with_an_error();
-    one_to_one_messages_are_archived_for_sender_and_recipient();
-    a_session_that_replaces_another_on_its_resource_is_served();
-    with_presence_switched_off_messages_go_to_every_bound_session();
-    LOCAL.with(|local| local.set(false));
-}
-
-/// Only owners the router holds are taken at once; the others stay routes, in order.
-#[test]
-fn inbound_halves_for_partitions_held_elsewhere_stay_routes() {
-    let mut w = online(
-        &["alice", "bob", "carol"],
-        &[
-            "alice@example.com/pc",
-            "bob@example.com/pc",
-            "carol@example.com/pc",
-        ],
-    );
-    let mut outputs = Vec::new();
-    let mut element =
-        parse_stanza("<message to='bob@example.com' type='chat'><body>hi</body></message>")
-            .unwrap();
-    element.set_attr("from", "alice@example.com/pc");
-    let stanza = StanzaReceived {
-        event_id: Uuid::new_v4(),
-        gateway_id: GatewayId::new("gw1").unwrap(),
-        session_id: w.sessions["alice@example.com/pc"].clone(),
-        received_at: t(),
-        sender: FullJid::new("alice@example.com/pc").unwrap(),
-        recipient: Some(Jid::new("bob@example.com").unwrap()),
-        kind: StanzaKind::Message,
-        stanza_type: Some("chat".into()),
-        stanza_id: None,
-        xml: element.to_xml(),
-    };
-    let bob = BareJid::new("bob@example.com").unwrap();
-    w.router.handle_local(
-        Input::Outbound(stanza.clone()),
-        t(),
-        |owner| *owner != bob,
-        &mut outputs,
-    );
-    let routes: Vec<_> = outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Route(s) => Some(s.owner()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(routes, vec![bob.clone()]);
-    assert!(!outputs.iter().any(|o| matches!(o, Output::Deliver(_))));
-    // Held here: delivered at once, with the delivery id the trip through `routed` gives.
-    let mut local = Vec::new();
-    w.router
-        .handle_local(Input::Outbound(stanza.clone()), t(), |_| true, &mut local);
-    let delivered: Vec<_> = local
-        .iter()
-        .filter_map(|o| match o {
-            Output::Deliver(d) => Some((d.to.as_str().to_owned(), d.event_id)),
-            _ => None,
-        })
-        .collect();
-    let Some(Output::Route(routed)) = outputs.into_iter().find(|o| matches!(o, Output::Route(_)))
-    else {
-        unreachable!()
-    };
-    let via_log: Vec<_> = w
-        .router
-        .handle(Input::Inbound(routed), t())
-        .into_iter()
-        .filter_map(|o| match o {
-            Output::Deliver(d) => Some((d.to.as_str().to_owned(), d.event_id)),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(delivered, via_log);
-    assert_eq!(delivered.len(), 1);
 }
