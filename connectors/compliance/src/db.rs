@@ -142,22 +142,18 @@ async fn timed<T>(
 impl Database {
     /// Prepares a pool for `url` without connecting (connections are opened when first
     /// needed, so a database that is down at start only delays archiving).
-    ///
-    /// On SQLite the pool holds one connection whatever `pool_size` says: the sink writes
-    /// one transaction at a time there, and a connection's page cache stays valid only
-    /// while no other connection writes (with two, each write found the cache of the
-    /// connection it got stale and read the archive's index pages back from the file).
     pub fn open(url: &str, pool_size: u32) -> Result<Database, DbError> {
-        let pool_size = match Backend::of_url(url) {
-            Some(Backend::Sqlite) => 1,
-            _ => pool_size,
-        };
         Database::open_for(url, pool_size, "imbus-compliance")
     }
 
     /// [`Database::open`] for another component: the same pool set-up (MySQL strict mode,
     /// `utf8mb4` and UTC; SQLite WAL with full fsync; bounded waits for a connection),
     /// with `application_name` naming the component's connections on PostgreSQL.
+    ///
+    /// On SQLite the pool holds one connection whatever `pool_size` says: SQLite writes one
+    /// transaction at a time, and a connection's page cache stays valid only while no other
+    /// connection writes (with two used in turn, each write found the cache of the
+    /// connection it got stale and read the index pages back from the file).
     pub fn open_for(
         url: &str,
         pool_size: u32,
@@ -172,7 +168,10 @@ impl Database {
                 "expected postgres://, postgresql://, mysql://, mariadb:// or sqlite:".into(),
             )
         })?;
-        let pool_size = pool_size.max(1);
+        let pool_size = match backend {
+            Backend::Sqlite => 1,
+            _ => pool_size.max(1),
+        };
         Ok(match backend {
             Backend::Postgres => {
                 let options =

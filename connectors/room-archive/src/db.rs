@@ -110,14 +110,9 @@ impl ArchiveDb {
     /// Prepares a pool of at most `pool_size` connections to `url` (`postgres://`,
     /// `mysql://`, `mariadb://` or `sqlite:`) without connecting: connections are opened
     /// when first needed, so a database that is down at start only delays archiving.
-    /// On SQLite the pool holds one connection: the connector writes and searches one
-    /// after the other, and a connection's page cache stays valid only while no other
-    /// connection writes.
+    /// On SQLite the pool holds one connection (see [`Database::open_for`]); the connector
+    /// writes and searches one after the other.
     pub fn open(url: &str, pool_size: u32) -> Result<ArchiveDb, DbError> {
-        let pool_size = match Backend::of_url(url) {
-            Some(Backend::Sqlite) => 1,
-            _ => pool_size,
-        };
         Ok(ArchiveDb {
             db: Database::open_for(url, pool_size, APPLICATION_NAME)?,
             url: redact_url(url),
