@@ -66,6 +66,9 @@ pub struct SinkSettings {
     pub kinds: KindSet,
     /// How often the database is checked while there is nothing to write.
     pub heartbeat_interval: Duration,
+    /// How long a batch smaller than the sink's largest waits for more records before it
+    /// is written (zero: written at once).
+    pub batch_wait: Duration,
 }
 
 impl Default for SinkSettings {
@@ -75,6 +78,7 @@ impl Default for SinkSettings {
             archive_outbound: false,
             kinds: KindSet::ALL,
             heartbeat_interval: Duration::from_secs(30),
+            batch_wait: Duration::from_millis(100),
         }
     }
 }
@@ -89,6 +93,7 @@ impl SinkSettings {
             // `compliance.kinds` was validated against the same names.
             kinds: KindSet::from_names(c.kinds.iter().map(String::as_str)).unwrap_or(KindSet::ALL),
             heartbeat_interval: c.heartbeat_interval,
+            batch_wait: c.batch_wait,
         }
     }
 }

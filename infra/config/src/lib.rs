@@ -155,6 +155,8 @@ pub struct ComplianceConfig {
     pub pool_size: u32,
     /// Database check interval while idle (live).
     pub heartbeat_interval: Duration,
+    /// How long a batch smaller than the largest waits for more records (live).
+    pub batch_wait: Duration,
 }
 
 /// Settings of the message archive (XEP-0313).
@@ -470,6 +472,7 @@ impl Config {
                     .collect(),
                 pool_size: get("compliance.pool_size")?.int() as u32,
                 heartbeat_interval: get("compliance.heartbeat_interval")?.duration(),
+                batch_wait: get("compliance.batch_wait")?.duration(),
             },
             mam: MamSettings {
                 enabled: get("mam.enabled")?.int() != 0,
@@ -837,6 +840,7 @@ mod tests {
         );
         assert_eq!(c.compliance.pool_size, 5);
         assert_eq!(c.compliance.heartbeat_interval, Duration::from_secs(30));
+        assert_eq!(c.compliance.batch_wait, Duration::from_millis(100));
 
         let c = Config::load(
             None,

@@ -618,6 +618,16 @@ pub static SETTINGS: &[SettingSpec] = &[
         live: true,
     },
     SettingSpec {
+        name: "compliance.batch_wait",
+        kind: Kind::Duration {
+            min_ms: 0,
+            max_ms: 10_000,
+        },
+        default: "100ms",
+        help: "How long the compliance sink waits for more records before writing a batch smaller than 2,000 rows (one transaction per batch: fewer, larger transactions cost the database far less per row). 0: every batch is written as soon as it is read.",
+        live: true,
+    },
+    SettingSpec {
         name: "mam.enabled",
         kind: Kind::Bool,
         default: "true",
