@@ -1139,16 +1139,53 @@ mod tests;
 /// Parses one stanza serialized on its own (a stanza stored on the log), in the
 /// `jabber:client` namespace, with the client parser's limits and restrictions. `None`
 /// when the text is not exactly one well-formed stanza.
+///
+/// Processors parse every stanza they read, so each thread keeps a parser that has read
+/// the stream header and is reused while it is left between stanzas; after anything
+/// else (an error, a stanza left open, the stream closed) it is replaced by a fresh one.
 pub fn parse_stanza(xml: &str) -> Option<crate::Element> {
+    thread_local! {
+        static PRIMED: std::cell::RefCell<Option<StreamParser>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    PRIMED.with(|cell| {
+        let Ok(mut slot) = cell.try_borrow_mut() else {
+            // Not reentrant; a nested call (none today) gets a parser of its own.
+            return parse_with(&mut primed_parser()?, xml).0;
+        };
+        let mut parser = match slot.take() {
+            Some(parser) => parser,
+            None => primed_parser()?,
+        };
+        let (stanza, reusable) = parse_with(&mut parser, xml);
+        if reusable {
+            *slot = Some(parser);
+        }
+        stanza
+    })
+}
+
+/// A client parser that has read the stream header.
+fn primed_parser() -> Option<StreamParser> {
     let mut parser = StreamParser::new(ParserConfig::client());
     let header = "<stream:stream xmlns='jabber:client' \
         xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>";
     parser.feed(header.as_bytes()).ok()?;
-    let events = parser.feed(xml.as_bytes()).ok()?;
+    Some(parser)
+}
+
+/// The one stanza of `xml`, and whether `parser` is back between stanzas (so the next
+/// call may use it).
+fn parse_with(parser: &mut StreamParser, xml: &str) -> (Option<crate::Element>, bool) {
+    let Ok(events) = parser.feed(xml.as_bytes()) else {
+        return (None, false);
+    };
+    let reusable = parser.is_open() && parser.at_stream_level();
     let mut stanzas = events.into_iter().filter_map(|event| match event {
         StreamEvent::Stanza(element) => Some(element),
         _ => None,
     });
-    let stanza = stanzas.next()?;
-    stanzas.next().is_none().then_some(stanza)
+    let stanza = stanzas.next();
+    let one = stanza.is_some() && stanzas.next().is_none();
+    (if one { stanza } else { None }, reusable)
 }

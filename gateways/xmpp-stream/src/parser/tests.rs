@@ -1008,3 +1008,47 @@ fn mutated_streams_never_panic() {
         }
     }
 }
+
+/// `parse_stanza` with a parser of its own, as before the per-thread parser was kept.
+fn parse_stanza_fresh(xml: &str) -> Option<Element> {
+    let mut parser = primed_parser()?;
+    parse_with(&mut parser, xml).0
+}
+
+#[test]
+fn parse_stanza_reuses_its_parser_only_between_stanzas() {
+    let inputs = [
+        "<message to='a@b' type='chat'><body>one &amp; two</body></message>",
+        // Two stanzas: not one stanza.
+        "<message><body>1</body></message><message><body>2</body></message>",
+        "<presence/>",
+        // An element left open after a stanza, then the same parser must not see it.
+        "<message><body>x</body></message><message><bo",
+        "<iq type='get' id='1'><query xmlns='jabber:iq:roster'/></iq>",
+        // Not well-formed.
+        "<message><body></message>",
+        "<message xmlns:p='urn:p'><p:x p:y='1'/></message>",
+        // The stream closed after a stanza.
+        "<message><body>last</body></message></stream:stream>",
+        "<message to='c@d'><body>after close</body></message>",
+        // Restricted XML and data outside a stanza.
+        "<?xml version='1.0'?><message/>",
+        "text<message/>",
+        "<!-- c --><message/>",
+        "",
+        "<message><thread>t</thread></message>",
+    ];
+    // Twice over, so every input also follows every other.
+    for xml in inputs.iter().chain(inputs.iter()) {
+        assert_eq!(parse_stanza(xml), parse_stanza_fresh(xml), "{xml}");
+    }
+    assert!(parse_stanza(inputs[0]).is_some());
+    assert!(parse_stanza(inputs[1]).is_none());
+    assert!(parse_stanza(inputs[5]).is_none());
+    assert!(parse_stanza(inputs[9]).is_none());
+    // The unfinished element of input 3 is not carried into the next call.
+    let after = parse_stanza("<presence/>").expect("a fresh stanza after a partial one");
+    assert_eq!(after.name(), "presence");
+    // Namespace prefixes declared inside one stanza are not in scope in the next.
+    assert!(parse_stanza("<message><p:x/></message>").is_none());
+}
