@@ -66,6 +66,32 @@ pub use userdata::UserDataChanged;
 pub use jid::{self, BareJid, FullJid, Jid};
 pub use uuid::{self, Uuid};
 
+/// The bare JID of a JID: a copy of it without the resource. `jid`'s own `to_bare`
+/// formats the parts into a new string, several times the cost of the copy, which
+/// counts on the paths every message takes.
+pub trait ToBare {
+    /// This JID without its resource.
+    fn bare(&self) -> BareJid;
+}
+
+impl ToBare for Jid {
+    fn bare(&self) -> BareJid {
+        self.clone().into_bare()
+    }
+}
+
+impl ToBare for FullJid {
+    fn bare(&self) -> BareJid {
+        self.clone().into_bare()
+    }
+}
+
+impl ToBare for BareJid {
+    fn bare(&self) -> BareJid {
+        self.clone()
+    }
+}
+
 /// Any event that imbus writes to its log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -147,5 +173,30 @@ mod tests {
         };
         let event: Event = vcard.clone().into();
         assert_eq!(event, Event::UserData(vcard));
+    }
+}
+
+#[cfg(test)]
+mod to_bare_tests {
+    use super::*;
+
+    #[test]
+    fn bare_equals_the_jid_crates_to_bare() {
+        for jid in [
+            "juliet@example.com/balcony",
+            "juliet@example.com",
+            "example.com/resource/with/slashes",
+            "example.com",
+            "Über@Example.COM/Ü",
+        ] {
+            let j = Jid::new(jid).unwrap();
+            assert_eq!(j.bare(), j.to_bare(), "{jid}");
+            assert_eq!(j.bare().as_str(), j.to_bare().as_str(), "{jid}");
+            if let Ok(full) = FullJid::new(jid) {
+                assert_eq!(full.bare(), full.to_bare(), "{jid}");
+            }
+            let bare = j.to_bare();
+            assert_eq!(bare.bare(), bare);
+        }
     }
 }

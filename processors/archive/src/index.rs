@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use imbus_core::{ArchivedMessage, BareJid, Uuid};
+use imbus_core::{ArchivedMessage, BareJid, ToBare, Uuid};
 use imbus_log::Offset;
 
 /// One archived message as the index knows it (about 48 bytes, plus its id in the
@@ -94,7 +94,7 @@ impl Index {
             return false;
         }
         let with = user.peer(message.with.as_str());
-        let with_bare = user.peer(message.with.to_bare().as_str());
+        let with_bare = user.peer(message.with.bare().as_str());
         let seq = user.base + user.entries.len() as u64;
         user.by_id.insert(message.archive_id, seq);
         user.entries.push(Entry {

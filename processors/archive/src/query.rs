@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 
 use imbus_core::{
-    ArchivedMessage, BareJid, Delivery, FullJid, Jid, StanzaReceived, Timestamp, Uuid,
+    ArchivedMessage, BareJid, Delivery, FullJid, Jid, StanzaReceived, Timestamp, ToBare, Uuid,
 };
 use imbus_log::Offset;
 use imbus_xmpp_stream::{
@@ -59,7 +59,7 @@ impl Answer {
     /// The result messages (one per item found in `read`, in page order) and the IQ
     /// result with `<fin/>`.
     pub fn finish(self, read: &HashMap<Offset, ArchivedMessage>) -> Vec<Delivery> {
-        let owner = self.query.sender.to_bare();
+        let owner = self.query.sender.bare();
         let mut out = Vec::with_capacity(self.items.len() + 1);
         let mut n = 0u32;
         for item in &self.items {
@@ -512,7 +512,7 @@ pub fn plan(index: &Index, query: StanzaReceived) -> Plan {
         tracing::warn!(event = %query.event_id, "unparsable archive query on the log; skipped");
         return Plan::Reply(Vec::new());
     };
-    let owner: BareJid = query.sender.to_bare();
+    let owner: BareJid = query.sender.bare();
     let user = index.user(&owner);
     let kind = request.attr("type").unwrap_or("");
     let payload = request.children().next();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use imbus_config::topics::{ARCHIVE, DELIVER_PREFIX};
-use imbus_core::{ArchivedMessage, Delivery, Event, StanzaReceived, Timestamp};
+use imbus_core::{ArchivedMessage, Delivery, Event, StanzaReceived, Timestamp, ToBare};
 use imbus_log::{
     ConsumedRecord, ConsumerEvent, ConsumerOptions, Log, LogError, Offset, Partition,
     PartitionReader, Record, StartAt, TopicPartition, partition_for_key,
@@ -207,7 +207,7 @@ async fn answer(
 ) -> Result<Vec<Delivery>, LogError> {
     // Messages removed by retention leave the index before the query is evaluated.
     let low = log.watermarks(ARCHIVE, partition).await?.low;
-    index.prune(&query.sender.to_bare(), low);
+    index.prune(&query.sender.bare(), low);
     match plan(index, query) {
         Plan::Reply(deliveries) => Ok(deliveries),
         Plan::Fetch(answer) => {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use imbus_core::{
     ArchivedMessage, BareJid, ComplianceRecord, Delivery, DeliveryCopy, Direction, FullJid,
     GatewayId, Jid, MessageType, Origin, SessionClosed, SessionId, StanzaKind, StanzaReceived,
-    Timestamp, Uuid,
+    Timestamp, ToBare, Uuid,
 };
 use imbus_xmpp_stream::{
     Element, Node, StanzaError, StanzaErrorCondition as Cond, StanzaErrorType, error_reply,
@@ -324,7 +324,7 @@ fn presence_for(
     let mut item = Element::new("item", NS_MUC_USER)
         .with_attr(
             "affiliation",
-            room.affiliation(&occupant.jid.to_bare()).as_str(),
+            room.affiliation(&occupant.jid.bare()).as_str(),
         )
         .with_attr("role", role.as_str());
     if is_self || sees_jids(room, viewer) {
@@ -771,7 +771,7 @@ impl Rooms {
         out: &mut Out,
     ) {
         let sender = ctx.sender();
-        let user = sender.to_bare();
+        let user = sender.bare();
         let muc = ctx.element.child("x", NS_MUC);
         let created = slot.is_none();
         if created {
@@ -1157,8 +1157,7 @@ impl Rooms {
                 xml: stored.to_xml(),
             }));
         }
-        let recipients: BTreeSet<BareJid> =
-            room.occupants.values().map(|o| o.jid.to_bare()).collect();
+        let recipients: BTreeSet<BareJid> = room.occupants.values().map(|o| o.jid.bare()).collect();
         for recipient in recipients {
             out.outputs.push(Output::Compliance(compliance(
                 ctx.stanza,
@@ -1195,7 +1194,7 @@ impl Rooms {
                 "invite" => invites.push((target, reason(child))),
                 "decline" => {
                     let mut decline = Element::new("decline", NS_MUC_USER)
-                        .with_attr("from", ctx.sender().to_bare().as_str());
+                        .with_attr("from", ctx.sender().bare().as_str());
                     if let Some(reason) = reason(child) {
                         decline.push_child(text_el("reason", NS_MUC_USER, reason));
                     }
@@ -1219,7 +1218,7 @@ impl Rooms {
                 "Only occupants may invite others to the room",
             );
         }
-        let inviter = room.affiliation(&ctx.sender().to_bare());
+        let inviter = room.affiliation(&ctx.sender().bare());
         if room.config.members_only && inviter < Affiliation::Admin && !room.config.allow_invites {
             return ctx.refuse(
                 out,
@@ -1229,7 +1228,7 @@ impl Rooms {
             );
         }
         for (target, reason) in invites {
-            let user = target.to_bare();
+            let user = target.bare();
             if room.config.members_only && room.affiliation(&user) == Affiliation::None {
                 // An invitation into a members-only room makes the invitee a member.
                 room.set_affiliation(user, Affiliation::Member);
@@ -1282,7 +1281,7 @@ fn private_message(ctx: &Ctx<'_>, room: &mut Room, target: &str, out: &mut Out) 
             room,
             &nick,
             &archived,
-            recipient.jid.to_bare(),
+            recipient.jid.bare(),
             MessageType::Chat,
         );
         out.outputs.push(Output::Compliance(record));
@@ -1313,7 +1312,7 @@ impl Rooms {
                 "The request has no payload",
             );
         };
-        let owner = room.affiliation(&ctx.sender().to_bare()) == Affiliation::Owner;
+        let owner = room.affiliation(&ctx.sender().bare()) == Affiliation::Owner;
         if room.locked && !owner {
             return ctx.no_room(out);
         }
@@ -1360,7 +1359,7 @@ impl Rooms {
                 "This room keeps no archive: only persistent rooms are archived",
             );
         }
-        let user = ctx.sender().to_bare();
+        let user = ctx.sender().bare();
         let affiliation = room.affiliation(&user);
         let occupant = room.nick_of(ctx.sender()).is_some();
         let allowed = affiliation != Affiliation::Outcast
@@ -1449,7 +1448,7 @@ impl Rooms {
     }
 
     fn owner_iq(&self, ctx: &Ctx<'_>, room: &mut Room, query: &Element, out: &mut Out) {
-        if room.affiliation(&ctx.sender().to_bare()) != Affiliation::Owner {
+        if room.affiliation(&ctx.sender().bare()) != Affiliation::Owner {
             return ctx.refuse(
                 out,
                 Cond::Forbidden,
@@ -1496,9 +1495,7 @@ impl Rooms {
                         let outsiders: Vec<String> = room
                             .occupants
                             .iter()
-                            .filter(|(_, o)| {
-                                room.affiliation(&o.jid.to_bare()) < Affiliation::Member
-                            })
+                            .filter(|(_, o)| room.affiliation(&o.jid.bare()) < Affiliation::Member)
                             .map(|(n, _)| n.clone())
                             .collect();
                         let notice = Notice {
@@ -1788,7 +1785,7 @@ fn forward_iq(ctx: &Ctx<'_>, room: &Room, target: &str, out: &mut Out) {
 
 /// `muc#admin`: affiliation and role lists and changes (XEP-0045 §8, §9, §10).
 fn admin_iq(ctx: &Ctx<'_>, room: &mut Room, query: &Element, out: &mut Out) {
-    let actor_jid = ctx.sender().to_bare();
+    let actor_jid = ctx.sender().bare();
     let actor = room.affiliation(&actor_jid);
     let actor_nick = room.nick_of(ctx.sender()).map(str::to_owned);
     let actor_role = actor_nick
@@ -1839,7 +1836,7 @@ fn admin_iq(ctx: &Ctx<'_>, room: &mut Room, query: &Element, out: &mut Out) {
                     Element::new("item", NS_MUC_ADMIN)
                         .with_attr(
                             "affiliation",
-                            room.affiliation(&occupant.jid.to_bare()).as_str(),
+                            room.affiliation(&occupant.jid.bare()).as_str(),
                         )
                         .with_attr("jid", occupant.jid.as_str())
                         .with_attr("nick", nick.as_str())
@@ -1874,8 +1871,8 @@ fn admin_iq(ctx: &Ctx<'_>, room: &mut Room, query: &Element, out: &mut Out) {
                 );
             };
             let user = match (item.attr("jid").map(Jid::new), by_nick) {
-                (Some(Ok(jid)), _) => jid.to_bare(),
-                (None, Some((_, occupant))) => occupant.jid.to_bare(),
+                (Some(Ok(jid)), _) => jid.bare(),
+                (None, Some((_, occupant))) => occupant.jid.bare(),
                 _ => {
                     return ctx.refuse(
                         out,
@@ -1939,7 +1936,7 @@ fn admin_iq(ctx: &Ctx<'_>, room: &mut Room, query: &Element, out: &mut Out) {
                     "Only moderators may change roles",
                 );
             }
-            let target = room.affiliation(&occupant.jid.to_bare());
+            let target = room.affiliation(&occupant.jid.bare());
             if role < Role::Moderator && target >= Affiliation::Admin {
                 return ctx.refuse(
                     out,
@@ -2007,7 +2004,7 @@ fn admin_iq(ctx: &Ctx<'_>, room: &mut Room, query: &Element, out: &mut Out) {
                 let nicks: Vec<String> = room
                     .occupants
                     .iter()
-                    .filter(|(_, o)| o.jid.to_bare() == user)
+                    .filter(|(_, o)| o.jid.bare() == user)
                     .map(|(n, _)| n.clone())
                     .collect();
                 let removed: &[u16] = match affiliation {

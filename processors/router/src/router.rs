@@ -12,13 +12,13 @@
 //! Outputs carry ids derived from the id of the event that caused them (UUID v5), so
 //! reprocessing an event after a restart produces the same ids.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use imbus_core::{
     ArchivedMessage, Availability, BareJid, ClientFeatures, ComplianceRecord, Delivery, Direction,
     FullJid, GatewayId, Jid, MessageType, OfflineDelivered, OfflineEvent, OfflineStored, Origin,
     RosterChanged, SessionClosed, SessionEvent, SessionId, SessionPresence, SessionState,
-    StanzaKind, StanzaReceived, Subscription, Timestamp, UserDataChanged, Uuid,
+    StanzaKind, StanzaReceived, Subscription, Timestamp, ToBare, UserDataChanged, Uuid,
 };
 use imbus_xmpp_stream::{
     Element, StanzaError, StanzaErrorCondition, StanzaErrorType, error_reply, ns,
@@ -213,8 +213,15 @@ pub fn roster_key(user: &BareJid, contact: &BareJid) -> String {
 
 pub use imbus_xmpp_stream::parse_stanza;
 
-/// The compliance record of an IM (a message with a body) for one recipient.
-fn archive(stanza: &StanzaReceived, recipient: &BareJid, element: &Element, out: &mut Out<'_>) {
+/// The compliance record of an IM (a message with a body) for one recipient; `xml` is
+/// `element` serialized.
+fn archive(
+    stanza: &StanzaReceived,
+    recipient: &BareJid,
+    element: &Element,
+    xml: &str,
+    out: &mut Out<'_>,
+) {
     let text = |name: &str| element.child(name, ns::JABBER_CLIENT).map(|c| c.text());
     let Some(body) = text("body") else {
         return; // chat states, receipts and other payloads are not IMs
@@ -231,6 +238,7 @@ fn archive(stanza: &StanzaReceived, recipient: &BareJid, element: &Element, out:
         Jid::from(stanza.sender.clone()),
         Direction::Inbound,
         element,
+        xml,
         out,
     );
     out.outputs.push(Output::Compliance(ComplianceRecord {
@@ -245,20 +253,22 @@ fn archive(stanza: &StanzaReceived, recipient: &BareJid, element: &Element, out:
         body: Some(body),
         room: None,
         nickname: None,
-        xml: element.to_xml(),
+        xml: xml.to_owned(),
         origin: Origin::Local,
     }));
 }
 
 /// The entry of a one-to-one message (`chat` or `normal` with a body, not marked with a
 /// XEP-0334 no-store hint) in the archive of `owner` (XEP-0313); `with` is the other
-/// party. [`Router::handle`] drops these outputs when archiving is off.
+/// party; `xml` is `element` serialized. [`Router::handle`] drops these outputs when
+/// archiving is off.
 fn mam_entry(
     stanza: &StanzaReceived,
     owner: &BareJid,
     with: Jid,
     direction: Direction,
     element: &Element,
+    xml: &str,
     out: &mut Out<'_>,
 ) {
     let one_to_one = matches!(element.attr("type"), None | Some("chat") | Some("normal"));
@@ -270,18 +280,19 @@ fn mam_entry(
         return;
     }
     out.outputs.push(Output::Archive(ArchivedMessage {
-        archive_id: ArchivedMessage::derive_id(&stanza.event_id, owner, &with.to_bare()),
+        archive_id: ArchivedMessage::derive_id(&stanza.event_id, owner, &with.bare()),
         event_id: stanza.event_id,
         owner: owner.clone(),
         with,
         direction,
         timestamp: stanza.received_at,
-        xml: element.to_xml(),
+        xml: xml.to_owned(),
     }));
 }
 
-/// The sender's archive entry of a message forwarded to `to` (XEP-0313).
-fn mam_sent(sender: &FullJid, to: &Jid, element: &Element, out: &mut Out<'_>) {
+/// The sender's archive entry of a message forwarded to `to` (XEP-0313); `xml` is
+/// `element` serialized.
+fn mam_sent(sender: &FullJid, to: &Jid, element: &Element, xml: &str, out: &mut Out<'_>) {
     let stanza = StanzaReceived {
         event_id: out.source.event_id,
         gateway_id: out.source.gateway_id.clone(),
@@ -294,13 +305,14 @@ fn mam_sent(sender: &FullJid, to: &Jid, element: &Element, out: &mut Out<'_>) {
         stanza_id: None,
         xml: String::new(),
     };
-    let owner = sender.to_bare();
+    let owner = sender.bare();
     mam_entry(
         &stanza,
         &owner,
         to.clone(),
         Direction::Outbound,
         element,
+        xml,
         out,
     );
 }
@@ -324,6 +336,42 @@ pub fn message_delivery_id(message_event_id: &Uuid, to: &FullJid) -> Uuid {
 pub struct Router {
     config: RouterConfig,
     state: State,
+    forwarded: Forwarded,
+}
+
+/// Messages this router forwarded, parsed, by event id: when the recipient's partition
+/// is here too, the inbound half takes the element from here instead of parsing the XML
+/// the outbound half wrote. That XML is the serialization of a stanza as the parser built
+/// it, which parses back to the same element, so the outputs are the same either way.
+/// Only the last [`Forwarded::CAPACITY`] are kept (an entry is taken when used); any
+/// other is parsed as usual.
+#[derive(Debug, Default)]
+struct Forwarded {
+    entries: HashMap<Uuid, (String, Element)>,
+    order: VecDeque<Uuid>,
+}
+
+impl Forwarded {
+    const CAPACITY: usize = 4096;
+
+    fn keep(&mut self, event_id: Uuid, xml: String, element: Element) {
+        if self.entries.insert(event_id, (xml, element)).is_none() {
+            self.order.push_back(event_id);
+        }
+        while self.order.len() > Self::CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.entries.remove(&old);
+            }
+        }
+    }
+
+    /// The element kept for `event_id`, if it was serialized as exactly `xml`.
+    fn take(&mut self, event_id: &Uuid, xml: &str) -> Option<Element> {
+        if self.entries.get(event_id)?.0 != xml {
+            return None;
+        }
+        self.entries.remove(event_id).map(|(_, element)| element)
+    }
 }
 
 /// Collects the outputs of one input, numbering them for their derived ids.
@@ -417,10 +465,11 @@ impl Out<'_> {
     }
 
     /// Forwards the client's stanza itself to its recipient's partition, under the id it
-    /// was received with (compliance records and offline storage refer to that id).
-    fn forward(&mut self, sender: &FullJid, recipient: Jid, stanza: &Element) {
+    /// was received with (compliance records and offline storage refer to that id);
+    /// `xml` is `stanza` serialized.
+    fn forward(&mut self, sender: &FullJid, recipient: Jid, stanza: &Element, xml: String) {
         let event_id = self.source.event_id;
-        self.route_with_id(event_id, sender, recipient, stanza);
+        self.route_serialized(event_id, sender, recipient, stanza, xml);
     }
 
     fn route_with_id(
@@ -429,6 +478,18 @@ impl Out<'_> {
         sender: &FullJid,
         recipient: Jid,
         stanza: &Element,
+    ) {
+        self.route_serialized(event_id, sender, recipient, stanza, stanza.to_xml());
+    }
+
+    /// [`Out::route_with_id`] with `stanza` already serialized as `xml`.
+    fn route_serialized(
+        &mut self,
+        event_id: Uuid,
+        sender: &FullJid,
+        recipient: Jid,
+        stanza: &Element,
+        xml: String,
     ) {
         let kind = match stanza.name() {
             "message" => StanzaKind::Message,
@@ -445,7 +506,7 @@ impl Out<'_> {
             kind,
             stanza_type: stanza.attr("type").map(str::to_owned),
             stanza_id: stanza.attr("id").map(str::to_owned),
-            xml: stanza.to_xml(),
+            xml,
         }));
     }
 }
@@ -566,7 +627,21 @@ impl Router {
         Self {
             config,
             state: State::default(),
+            forwarded: Forwarded::default(),
         }
+    }
+
+    /// Forgets the messages kept parsed between the outbound and the inbound half, as a
+    /// router holding only the sender's partition would not have them.
+    #[cfg(test)]
+    pub(crate) fn forget_forwarded(&mut self) {
+        self.forwarded = Forwarded::default();
+    }
+
+    /// How many forwarded messages are kept parsed.
+    #[cfg(test)]
+    pub(crate) fn forwarded_kept(&self) -> usize {
+        self.forwarded.entries.len()
     }
 
     /// The settings.
@@ -682,7 +757,7 @@ impl Router {
                         .push(Output::SessionClosedToRooms(closed.clone()));
                 }
                 self.state.remember_closed(closed.session_id.clone());
-                let bare = closed.jid.to_bare();
+                let bare = closed.jid.bare();
                 let resource = closed.jid.resource().as_str().to_owned();
                 let current = self
                     .state
@@ -713,7 +788,7 @@ impl Router {
         out: &mut Out<'_>,
     ) {
         // Lock-on-reply ends when the locked resource goes unavailable.
-        if let Some(user) = self.state.users.get_mut(&jid.to_bare()) {
+        if let Some(user) = self.state.users.get_mut(&jid.bare()) {
             let resource = jid.resource().as_str();
             user.locks.retain(|_, lock| lock.resource != resource);
         }
@@ -738,7 +813,7 @@ impl Router {
                 .with_attr("type", "unavailable")
                 .with_attr("from", jid.as_str()),
         };
-        let bare = jid.to_bare();
+        let bare = jid.bare();
         let mut targets: Vec<String> = Vec::new();
         if let Some(user) = self.state.users.get(&bare) {
             for (contact, item) in &user.roster {
@@ -846,14 +921,16 @@ impl Router {
                 && account_of(&to).is_some()
                 && self.is_local_domain(&to)
             {
-                mam_sent(&stanza.sender, &to, &element, &mut out);
-                out.route(&stanza.sender, to, &element);
+                let xml = element.to_xml();
+                mam_sent(&stanza.sender, &to, &element, &xml, &mut out);
+                let event_id = out.next_id();
+                out.route_serialized(event_id, &stanza.sender, to, &element, xml);
             }
             return out.outputs;
         };
         let sender = stanza.sender.clone();
         if let Some(to) = &stanza.recipient
-            && self.blocks(&sender.to_bare(), to)
+            && self.blocks(&sender.bare(), to)
         {
             // XEP-0191 §3.5: the user cannot talk to whom it blocks.
             if stanza.kind != StanzaKind::Presence
@@ -919,7 +996,7 @@ impl Router {
         out: &mut Out<'_>,
     ) {
         let to = match element.attr("to").map(Jid::new) {
-            None => Jid::from(sender.to_bare()),
+            None => Jid::from(sender.bare()),
             Some(Ok(to)) => to,
             Some(Err(_)) => return,
         };
@@ -940,8 +1017,11 @@ impl Router {
         }
         self.carbon_copies(sender, "sent", &element, std::slice::from_ref(sender), out);
         self.note_reply(sender, &to, &element, out.source.received_at);
-        mam_sent(sender, &to, &element, out);
-        out.forward(sender, to, &element);
+        let xml = element.to_xml();
+        mam_sent(sender, &to, &element, &xml, out);
+        out.forward(sender, to, &element, xml.clone());
+        // Parsed from the client's stanza, unchanged: what `xml` parses back to.
+        self.forwarded.keep(out.source.event_id, xml, element);
     }
 
     /// Lock-on-reply: a chat reply from one resource locks the conversation with that
@@ -952,9 +1032,9 @@ impl Router {
         if !conversational || to.node().is_none() {
             return;
         }
-        let user = self.state.user_mut(&sender.to_bare());
+        let user = self.state.user_mut(&sender.bare());
         user.locks.insert(
-            to.to_bare(),
+            to.bare(),
             Lock {
                 resource: sender.resource().as_str().to_owned(),
                 last: at,
@@ -1079,11 +1159,12 @@ impl Router {
         base.push_child(visible);
         for target in targets {
             let copy = with_to(base.clone(), target.as_str());
-            if self.blocks(&sender.to_bare(), &target) {
+            if self.blocks(&sender.bare(), &target) {
                 continue;
             }
-            mam_sent(sender, &target, &copy, out);
-            out.forward(sender, target, &copy);
+            let xml = copy.to_xml();
+            mam_sent(sender, &target, &copy, &xml, out);
+            out.forward(sender, target, &copy, xml);
         }
         if !remote.is_empty() {
             let e = error(StanzaErrorCondition::RemoteServerNotFound)
@@ -1118,7 +1199,7 @@ impl Router {
         {
             return;
         }
-        let bare = owner.to_bare();
+        let bare = owner.bare();
         let Some(user) = self.state.users.get(&bare) else {
             return;
         };
@@ -1157,8 +1238,8 @@ impl Router {
                 if !self.is_local_domain(&to) || self.is_server(&to) {
                     return;
                 }
-                let user = self.state.user_mut(&sender.to_bare());
-                let to_bare = to.to_bare();
+                let user = self.state.user_mut(&sender.bare());
+                let to_bare = to.bare();
                 let subscribed = user
                     .roster
                     .get(&to_bare)
@@ -1178,11 +1259,11 @@ impl Router {
                 if to.node().is_none() || !self.is_local_domain(&to) {
                     return;
                 }
-                self.outbound_subscription(sender, &kind, to.to_bare(), element, out);
+                self.outbound_subscription(sender, &kind, to.bare(), element, out);
             }
             ("probe", Some(to)) if to.node().is_some() && self.is_local_domain(&to) => {
-                let probe = presence_of_type("probe", sender.as_str(), to.to_bare().as_str());
-                out.route(sender, Jid::from(to.to_bare()), &probe);
+                let probe = presence_of_type("probe", sender.as_str(), to.bare().as_str());
+                out.route(sender, Jid::from(to.bare()), &probe);
             }
             _ => {}
         }
@@ -1196,7 +1277,7 @@ impl Router {
         unavailable: bool,
         out: &mut Out<'_>,
     ) {
-        let bare = sender.to_bare();
+        let bare = sender.bare();
         let resource = sender.resource().as_str().to_owned();
         let Some(session) = self
             .state
@@ -1365,7 +1446,7 @@ impl Router {
         element: Element,
         out: &mut Out<'_>,
     ) {
-        let user = sender.to_bare();
+        let user = sender.bare();
         if contact == user {
             return;
         }
@@ -1461,10 +1542,10 @@ impl Router {
             Some(Ok(to)) => Some(to),
             Some(Err(_)) => return,
         };
-        let own_bare = sender.to_bare();
+        let own_bare = sender.bare();
         match to {
             None => self.server_iq(sender, session, &element, true, out),
-            Some(to) if to.is_bare() && to.to_bare() == own_bare => {
+            Some(to) if to.is_bare() && to.bare() == own_bare => {
                 self.server_iq(sender, session, &element, true, out)
             }
             Some(to) if self.is_server(&to) => {
@@ -1522,7 +1603,7 @@ impl Router {
                 if let Some(s) = self
                     .state
                     .users
-                    .get_mut(&sender.to_bare())
+                    .get_mut(&sender.bare())
                     .and_then(|u| u.sessions.get_mut(resource))
                     && s.carbons != enable
                 {
@@ -1541,7 +1622,7 @@ impl Router {
                     session_id: out.source.session_id.clone(),
                     received_at: out.source.received_at,
                     sender: sender.clone(),
-                    recipient: Some(Jid::from(sender.to_bare())),
+                    recipient: Some(Jid::from(sender.bare())),
                     kind: StanzaKind::Iq,
                     stanza_type: Some(kind.to_owned()),
                     stanza_id: element.attr("id").map(str::to_owned),
@@ -1652,7 +1733,7 @@ impl Router {
         element: &Element,
         out: &mut Out<'_>,
     ) {
-        let user = sender.to_bare();
+        let user = sender.bare();
         let Some(payload) = element.children().next() else {
             return;
         };
@@ -1811,7 +1892,7 @@ impl Router {
         key: String,
         out: &mut Out<'_>,
     ) {
-        let user = sender.to_bare();
+        let user = sender.bare();
         let Some(payload) = element.children().next() else {
             return;
         };
@@ -1896,7 +1977,7 @@ impl Router {
         element: &Element,
         out: &mut Out<'_>,
     ) {
-        let user = sender.to_bare();
+        let user = sender.bare();
         let kind = element.attr("type").unwrap_or("");
         if kind == "get" {
             let mut query = Element::new("query", NS_ROSTER);
@@ -2002,7 +2083,8 @@ impl Router {
     // ----- inbound -----
 
     fn inbound(&mut self, stanza: StanzaReceived, now: Timestamp) -> Vec<Output> {
-        let Some(element) = parse_stanza(&stanza.xml) else {
+        let kept = self.forwarded.take(&stanza.event_id, &stanza.xml);
+        let Some(element) = kept.or_else(|| parse_stanza(&stanza.xml)) else {
             tracing::warn!(event = %stanza.event_id, "unparsable routed stanza; skipped");
             return Vec::new();
         };
@@ -2016,7 +2098,7 @@ impl Router {
             n: 0,
             now,
         };
-        let recipient = to.to_bare();
+        let recipient = to.bare();
         if !self.state.is_account(&recipient) {
             // RFC 6121 §8.5.1: no such account.
             if matches!(stanza.kind, StanzaKind::Message | StanzaKind::Iq) {
@@ -2026,9 +2108,9 @@ impl Router {
                 let el = presence_of_type(
                     "unsubscribed",
                     recipient.as_str(),
-                    stanza.sender.to_bare().as_str(),
+                    stanza.sender.bare().as_str(),
                 );
-                out.route(&stanza.sender, Jid::from(stanza.sender.to_bare()), &el);
+                out.route(&stanza.sender, Jid::from(stanza.sender.bare()), &el);
             }
             return out.outputs;
         }
@@ -2080,14 +2162,16 @@ impl Router {
         element: Element,
         out: &mut Out<'_>,
     ) {
-        let recipient = to.to_bare();
+        let recipient = to.bare();
         let kind = element.attr("type").unwrap_or("normal").to_owned();
+        // Serialized once for the delivery, the archive entry and the compliance record.
+        let xml = element.to_xml();
         if let Ok(full) = to.try_as_full()
             && let Some(session) = self.state.session(full).cloned()
         {
-            out.deliver_message(stanza.event_id, full, &session, element.to_xml(), None);
+            out.deliver_message(stanza.event_id, full, &session, xml.clone(), None);
             self.carbon_copies(full, "received", &element, std::slice::from_ref(full), out);
-            return archive(stanza, &recipient, &element, out);
+            return archive(stanza, &recipient, &element, &xml, out);
         }
         if kind == "error" {
             return;
@@ -2099,11 +2183,11 @@ impl Router {
         // Lock-on-reply: a conversation the user answered from one resource goes there.
         if matches!(kind.as_str(), "chat" | "normal")
             && let Some(resource) =
-                self.locked_resource(&recipient, &stanza.sender.to_bare(), stanza.received_at)
+                self.locked_resource(&recipient, &stanza.sender.bare(), stanza.received_at)
             && let Ok(full) = recipient.with_resource_str(&resource)
             && let Some(session) = self.state.session(&full).cloned()
         {
-            out.deliver_message(stanza.event_id, &full, &session, element.to_xml(), None);
+            out.deliver_message(stanza.event_id, &full, &session, xml.clone(), None);
             self.carbon_copies(
                 &full,
                 "received",
@@ -2111,16 +2195,15 @@ impl Router {
                 std::slice::from_ref(&full),
                 out,
             );
-            return archive(stanza, &recipient, &element, out);
+            return archive(stanza, &recipient, &element, &xml, out);
         }
         let targets = self.message_targets(&recipient);
         if targets.is_empty() {
-            if kind != "headline" && self.store_offline(stanza, &recipient, &element, out) {
-                archive(stanza, &recipient, &element, out);
+            if kind != "headline" && self.store_offline(stanza, &recipient, &element, &xml, out) {
+                archive(stanza, &recipient, &element, &xml, out);
             }
             return;
         }
-        let xml = element.to_xml();
         for (full, session) in &targets {
             out.deliver_message(stanza.event_id, full, session, xml.clone(), None);
         }
@@ -2128,7 +2211,7 @@ impl Router {
         if let Some(first) = reached.first().cloned() {
             self.carbon_copies(&first, "received", &element, &reached, out);
         }
-        archive(stanza, &recipient, &element, out);
+        archive(stanza, &recipient, &element, &xml, out);
     }
 
     /// The sessions a message to the bare JID `user` goes to when no lock applies: RFC
@@ -2156,6 +2239,7 @@ impl Router {
         stanza: &StanzaReceived,
         recipient: &BareJid,
         element: &Element,
+        xml: &str,
         out: &mut Out<'_>,
     ) -> bool {
         if !self.config.offline_enabled {
@@ -2184,7 +2268,7 @@ impl Router {
             recipient: recipient.clone(),
             sender: Jid::from(stanza.sender.clone()),
             stored_at: stanza.received_at,
-            xml: element.to_xml(),
+            xml: xml.to_owned(),
         };
         user.offline.push(stored.clone());
         out.outputs
@@ -2196,7 +2280,7 @@ impl Router {
     /// delayed delivery, to a session that became available with priority ≥ 0 (with
     /// presence switched off: that bound).
     fn flush_offline(&mut self, jid: &FullJid, session: &Session, out: &mut Out<'_>) {
-        let bare = jid.to_bare();
+        let bare = jid.bare();
         let stored = match self.state.users.get_mut(&bare) {
             Some(user) if !user.offline.is_empty() => std::mem::take(&mut user.offline),
             _ => return,
@@ -2250,13 +2334,13 @@ impl Router {
         element: Element,
         out: &mut Out<'_>,
     ) {
-        let recipient = to.to_bare();
+        let recipient = to.bare();
         let kind = element.attr("type").unwrap_or("available").to_owned();
         let from = element
             .attr("from")
             .and_then(|f| Jid::new(f).ok())
             .unwrap_or_else(|| Jid::from(stanza.sender.clone()));
-        let contact = from.to_bare();
+        let contact = from.bare();
         match kind.as_str() {
             "available" | "unavailable" | "error" => {
                 if let Ok(full) = to.try_as_full() {
@@ -2408,7 +2492,7 @@ impl Router {
                 let vcard = self
                     .state
                     .users
-                    .get(&to.to_bare())
+                    .get(&to.bare())
                     .and_then(|u| u.data.get(NS_VCARD))
                     .and_then(|xml| parse_fragment(xml))
                     .unwrap_or_else(|| Element::new("vCard", NS_VCARD));

@@ -17,7 +17,7 @@ use imbus_config::topics::{
     SESSIONS, STANZAS, USERDATA,
 };
 use imbus_core::{
-    BareJid, Event, OfflineEvent, RosterChanged, SessionEvent, Timestamp, UserDataChanged,
+    BareJid, Event, OfflineEvent, RosterChanged, SessionEvent, Timestamp, ToBare, UserDataChanged,
 };
 use imbus_log::{
     Acknowledgement, ConsumedRecord, Consumer, ConsumerEvent, ConsumerOptions, Log, LogError,
@@ -482,7 +482,7 @@ async fn submit_outputs(
             }
             Output::Session(event) => {
                 let jid = event.jid().clone();
-                let partition = partition_for_key(jid.to_bare().as_str().as_bytes(), partitions);
+                let partition = partition_for_key(jid.bare().as_str().as_bytes(), partitions);
                 keyed.push((
                     SESSIONS,
                     partition,
@@ -546,7 +546,7 @@ async fn submit_outputs(
                 }
             }
             Output::SessionGone(jid) => {
-                let partition = partition_for_key(jid.to_bare().as_str().as_bytes(), partitions);
+                let partition = partition_for_key(jid.bare().as_str().as_bytes(), partitions);
                 keyed.push((SESSIONS, partition, Record::tombstone(presence_key(&jid))));
             }
         }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use imbus_core::{
     AccountEvent, Availability, BareJid, FullJid, GatewayId, Jid, OfflineEvent, OfflineStored,
-    RosterChanged, SessionEvent, SessionId, SessionPresence, Subscription, Timestamp,
+    RosterChanged, SessionEvent, SessionId, SessionPresence, Subscription, Timestamp, ToBare,
     UserDataChanged,
 };
 
@@ -194,7 +194,7 @@ impl User {
         let domain = jid.domain().as_str();
         let by_domain_resource = jid.resource().map(|r| format!("{domain}/{}", r.as_str()));
         self.blocked.contains(jid.as_str())
-            || self.blocked.contains(jid.to_bare().as_str())
+            || self.blocked.contains(jid.bare().as_str())
             || self.blocked.contains(domain)
             || by_domain_resource.is_some_and(|d| self.blocked.contains(&d))
     }
@@ -363,11 +363,7 @@ impl State {
             return Taken::Stale;
         }
         let resource = jid.resource().as_str();
-        let held = self
-            .user_mut(&jid.to_bare())
-            .sessions
-            .get(resource)
-            .cloned();
+        let held = self.user_mut(&jid.bare()).sessions.get(resource).cloned();
         match held {
             Some(s) if &s.session_id == session_id => Taken::Held(s),
             Some(s) if s.since > since => {
@@ -376,7 +372,7 @@ impl State {
             }
             replaced => {
                 let session = Session::new(gateway_id.clone(), session_id.clone(), since);
-                self.user_mut(&jid.to_bare())
+                self.user_mut(&jid.bare())
                     .sessions
                     .insert(resource.to_owned(), session);
                 if let Some(old) = &replaced {
@@ -410,7 +406,7 @@ impl State {
             }
             SessionEvent::Closed(closed) => {
                 self.remember_closed(closed.session_id.clone());
-                let bare = closed.jid.to_bare();
+                let bare = closed.jid.bare();
                 if let Some(user) = self.users.get_mut(&bare) {
                     let resource = closed.jid.resource().as_str();
                     if user
@@ -434,7 +430,7 @@ impl State {
     /// The session of a full JID.
     pub fn session(&self, jid: &FullJid) -> Option<&Session> {
         self.users
-            .get(&jid.to_bare())
+            .get(&jid.bare())
             .and_then(|u| u.sessions.get(jid.resource().as_str()))
     }
 
@@ -446,5 +442,5 @@ impl State {
 
 /// The bare part of a JID that has a node (an account address), `None` for a domain.
 pub fn account_of(jid: &Jid) -> Option<BareJid> {
-    jid.node().is_some().then(|| jid.to_bare())
+    jid.node().is_some().then(|| jid.bare())
 }

@@ -19,6 +19,10 @@ struct World {
     delivered: HashMap<String, Vec<String>>,
     changelog: Vec<Output>,
     sessions: HashMap<String, SessionId>,
+    /// Parse every inbound stanza from its XML, as a router that did not forward it.
+    forget_forwarded: bool,
+    /// Stanzas sent so far (their event ids are numbered, so two plays compare equal).
+    sent: u128,
 }
 
 fn t() -> Timestamp {
@@ -38,12 +42,17 @@ impl World {
             delivered: HashMap::new(),
             changelog: Vec::new(),
             sessions: HashMap::new(),
+            forget_forwarded: false,
+            sent: 0,
         }
     }
 
     fn run(&mut self, input: Input) {
         let mut queue = VecDeque::from([input]);
         while let Some(input) = queue.pop_front() {
+            if self.forget_forwarded {
+                self.router.forget_forwarded();
+            }
             for output in self.router.handle(input, t()) {
                 let id = match &output {
                     Output::Route(s) if s.kind != StanzaKind::Message => Some(s.event_id),
@@ -94,6 +103,12 @@ impl World {
 
     /// The client `from` sends `xml` (the gateway has stamped `from`).
     fn send(&mut self, from: &str, xml: &str) {
+        let stanza = self.stanza(from, xml);
+        self.run(Input::Outbound(stanza));
+    }
+
+    /// `xml` as the gateway publishes it from the client `from`.
+    fn stanza(&mut self, from: &str, xml: &str) -> StanzaReceived {
         let mut element = parse_stanza(xml).expect("test stanza parses");
         element.set_attr("from", from);
         let kind = match element.name() {
@@ -101,8 +116,9 @@ impl World {
             "presence" => StanzaKind::Presence,
             _ => StanzaKind::Iq,
         };
-        let stanza = StanzaReceived {
-            event_id: Uuid::new_v4(),
+        self.sent += 1;
+        StanzaReceived {
+            event_id: Uuid::from_u128(0x5e17_0000_0000 + self.sent),
             gateway_id: GatewayId::new("gw1").unwrap(),
             session_id: self.sessions[from].clone(),
             received_at: t(),
@@ -112,8 +128,7 @@ impl World {
             stanza_type: element.attr("type").map(str::to_owned),
             stanza_id: element.attr("id").map(str::to_owned),
             xml: element.to_xml(),
-        };
-        self.run(Input::Outbound(stanza));
+        }
     }
 
     fn take(&mut self, full: &str) -> Vec<String> {
@@ -1510,4 +1525,55 @@ fn restoring_sessions_keeps_the_newest_session_of_a_resource() {
         Some("s-2".to_owned())
     );
     assert!(state.was_closed(&SessionId::new("s-1").unwrap()));
+}
+
+#[test]
+fn the_inbound_half_decides_the_same_with_or_without_the_kept_element() {
+    let play = |forget: bool| {
+        let mut w = online(&["alice", "bob", "carol"], &[A, B, "bob@example.com/phone"]);
+        w.forget_forwarded = forget;
+        let stanzas = [
+            "<message to='bob@example.com' type='chat' id='m1' xml:lang='fr'>\
+             <body>Ô &lt;3 &amp; &#x263A; \"q\" &apos;x&apos;</body><thread>t1</thread>\
+             <![CDATA[<raw> & ]]><x:data xmlns:x='urn:example:data' x:kind='a &amp; b'/>\
+             <active xmlns='http://jabber.org/protocol/chatstates'/></message>",
+            "<message to='bob@example.com/desk' type='chat'><body>to one</body></message>",
+            "<message to='bob@example.com'><subject>s</subject><body>normal</body></message>",
+            "<message to='carol@example.com' type='chat'><body>offline</body></message>",
+            "<message to='nobody@example.com' type='chat'><body>bounced</body></message>",
+            "<message to='bob@example.com' type='headline'><body>news</body></message>",
+            "<message to='bob@example.com' type='chat'><request xmlns='urn:xmpp:receipts'/>\
+             <body>with a receipt request</body><store xmlns='urn:xmpp:hints'/></message>",
+        ];
+        for xml in stanzas {
+            w.send(A, xml);
+            // Every message forwarded here was taken by its inbound half.
+            assert_eq!(w.router.forwarded_kept(), 0);
+        }
+        let mut delivered: Vec<(String, Vec<String>)> = w.delivered.into_iter().collect();
+        delivered.sort();
+        (delivered, format!("{:?}", w.changelog))
+    };
+    let kept = play(false);
+    let parsed = play(true);
+    assert!(!kept.0.is_empty());
+    assert_eq!(kept, parsed);
+
+    // The outbound half keeps the element; the inbound half takes it.
+    let mut w = online(&["alice", "bob"], &[A, B]);
+    let message = w.stanza(
+        A,
+        "<message to='bob@example.com' type='chat'><body>x</body></message>",
+    );
+    let outputs = w.router.handle(Input::Outbound(message), t());
+    assert_eq!(w.router.forwarded_kept(), 1);
+    let routed = outputs
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Route(r) => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    w.router.handle(Input::Inbound(routed), t());
+    assert_eq!(w.router.forwarded_kept(), 0);
 }
