@@ -2083,7 +2083,9 @@ impl Router {
     // ----- inbound -----
 
     fn inbound(&mut self, stanza: StanzaReceived, now: Timestamp) -> Vec<Output> {
+        // A kept element is known to serialize as the record's XML.
         let kept = self.forwarded.take(&stanza.event_id, &stanza.xml);
+        let serialized = kept.is_some().then(|| stanza.xml.clone());
         let Some(element) = kept.or_else(|| parse_stanza(&stanza.xml)) else {
             tracing::warn!(event = %stanza.event_id, "unparsable routed stanza; skipped");
             return Vec::new();
@@ -2129,7 +2131,9 @@ impl Router {
             return out.outputs;
         }
         match stanza.kind {
-            StanzaKind::Message => self.inbound_message(&stanza, &to, element, &mut out),
+            StanzaKind::Message => {
+                self.inbound_message(&stanza, &to, element, serialized, &mut out)
+            }
             StanzaKind::Presence => self.inbound_presence(&stanza, &to, element, &mut out),
             StanzaKind::Iq => self.inbound_iq(&stanza, &to, element, &mut out),
         }
@@ -2155,17 +2159,19 @@ impl Router {
         }
     }
 
+    /// `serialized`: `element` serialized, when already known.
     fn inbound_message(
         &mut self,
         stanza: &StanzaReceived,
         to: &Jid,
         element: Element,
+        serialized: Option<String>,
         out: &mut Out<'_>,
     ) {
         let recipient = to.bare();
         let kind = element.attr("type").unwrap_or("normal").to_owned();
         // Serialized once for the delivery, the archive entry and the compliance record.
-        let xml = element.to_xml();
+        let xml = serialized.unwrap_or_else(|| element.to_xml());
         if let Ok(full) = to.try_as_full()
             && let Some(session) = self.state.session(full).cloned()
         {
