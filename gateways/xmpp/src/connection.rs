@@ -28,11 +28,11 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
+use rustls::ServerConfig;
 
 use crate::gateway::{ConnectionLimits, CredentialLookup, SESSIONS, STANZAS, stream_error};
 use crate::tls::channel_bindings;
+use crate::tls_stream::TlsStream;
 
 /// What every connection of a gateway shares.
 #[derive(Debug)]
@@ -150,7 +150,7 @@ const WRITE_BATCH: usize = 64 * 1024;
 
 pub(crate) enum Conn {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsStream>),
     /// RFC 7395: one XMPP frame per text message.
     Ws(Box<WebSocket>),
     Gone,
@@ -175,16 +175,9 @@ impl Conn {
                 *buf = Vec::new();
                 s.readable().await?;
             },
-            Conn::Tls(s) => loop {
-                buf.resize(size, 0);
-                // A read that cannot finish now keeps what it took from the socket inside
-                // rustls (the TLS stream's reads are cancel-safe).
-                if let Some(read) = s.read(buf).now_or_never() {
-                    return read;
-                }
-                *buf = Vec::new();
-                s.get_ref().0.readable().await?;
-            },
+            // Keeps what it took from the socket while a record is unfinished, and
+            // releases `buf` and its own buffers while waiting.
+            Conn::Tls(s) => s.read(buf, size).await,
             Conn::Ws(ws) => loop {
                 match ws.recv().await {
                     None | Some(Ok(Message::Close(_))) => return Ok(0),
@@ -214,10 +207,7 @@ impl Conn {
     async fn write(&mut self, data: Vec<u8>) -> io::Result<()> {
         match self {
             Conn::Plain(s) => s.write_all(&data).await,
-            Conn::Tls(s) => {
-                s.write_all(&data).await?;
-                s.flush().await
-            }
+            Conn::Tls(s) => s.write(&data).await,
             Conn::Ws(ws) => {
                 let text = String::from_utf8(data)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
@@ -387,7 +377,7 @@ struct Connection {
     session_id: SessionId,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    acceptor: Option<TlsAcceptor>,
+    acceptor: Option<Arc<ServerConfig>>,
     conn: Conn,
     session: Session,
     commands: mpsc::Sender<Command>,
@@ -410,12 +400,12 @@ pub(crate) async fn run(
     socket: TcpStream,
     peer: SocketAddr,
     transport: Transport,
-    acceptor: TlsAcceptor,
+    acceptor: Arc<ServerConfig>,
     shared: Arc<Shared>,
 ) {
     let _alive = shared.alive.clone();
     let conn = if transport.encrypted() {
-        match handshake(&acceptor, socket, &shared.limits).await {
+        match handshake(acceptor.clone(), socket, &shared.limits).await {
             Ok(tls) => Conn::Tls(Box::new(tls)),
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -446,7 +436,7 @@ async fn drive(
     conn: Conn,
     peer: SocketAddr,
     transport: Transport,
-    acceptor: Option<TlsAcceptor>,
+    acceptor: Option<Arc<ServerConfig>>,
     shared: Arc<Shared>,
 ) {
     let session_id = match SessionId::new(Uuid::new_v4().simple().to_string()) {
@@ -498,15 +488,15 @@ async fn drive(
 }
 
 async fn handshake(
-    acceptor: &TlsAcceptor,
+    config: Arc<ServerConfig>,
     socket: TcpStream,
     limits: &ConnectionLimits,
-) -> io::Result<TlsStream<TcpStream>> {
+) -> io::Result<TlsStream> {
     // Boxed: the handshake's state (a whole TLS connection mid-handshake) would otherwise
     // size the connection task for as long as the connection lives.
     Box::pin(tokio::time::timeout(
         limits.tls_handshake_timeout,
-        acceptor.accept(socket),
+        TlsStream::accept(socket, config),
     ))
     .await
     .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
@@ -515,7 +505,7 @@ async fn handshake(
 impl Connection {
     fn bindings(&self) -> Vec<imbus_xmpp_auth::ChannelBinding> {
         match &self.conn {
-            Conn::Tls(tls) => channel_bindings(tls.get_ref().1, &self.shared.server_end_point),
+            Conn::Tls(tls) => channel_bindings(tls, &self.shared.server_end_point),
             _ => Vec::new(),
         }
     }
@@ -689,7 +679,7 @@ impl Connection {
                     ));
                     return false;
                 };
-                match handshake(&acceptor, socket, &self.shared.limits).await {
+                match handshake(acceptor, socket, &self.shared.limits).await {
                     Ok(tls) => self.conn = Conn::Tls(Box::new(tls)),
                     Err(e) => {
                         tracing::debug!(peer = %self.peer, error = %e, "STARTTLS handshake failed");

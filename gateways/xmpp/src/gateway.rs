@@ -25,7 +25,6 @@ use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 
 use crate::connection::{self, Command, Shared};
 use crate::redelivery::{self, Target};
@@ -166,8 +165,8 @@ impl Gateway {
         registration: Option<Registration>,
     ) -> Result<GatewayHandle, GatewayError> {
         let identity = Identity::load(&config.cert, &config.domain)?;
-        let starttls = TlsAcceptor::from(identity.server_config(&[])?);
-        let direct = TlsAcceptor::from(identity.server_config(&[b"xmpp-client"])?);
+        let starttls = identity.server_config(&[])?;
+        let direct = identity.server_config(&[b"xmpp-client"])?;
         let partitions = log.partition_count(SESSIONS).await?;
         log.partition_count(STANZAS).await?;
         let deliver_topic = format!("deliver.{}", config.gateway_id.as_str());
@@ -369,7 +368,7 @@ async fn websocket(
 async fn accept_loop(
     listener: TcpListener,
     transport: Transport,
-    acceptor: TlsAcceptor,
+    acceptor: Arc<rustls::ServerConfig>,
     shared: Arc<Shared>,
 ) {
     let mut shutdown = shared.shutdown.clone();

@@ -41,6 +41,7 @@ mod redelivery;
 mod registration;
 mod stale;
 mod tls;
+mod tls_stream;
 
 pub use gateway::{
     ConnectionLimits, CredentialLookup, Gateway, GatewayConfig, GatewayError, GatewayHandle,

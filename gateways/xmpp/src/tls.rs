@@ -10,10 +10,11 @@ use std::sync::Arc;
 use imbus_xmpp_auth::{ChannelBinding, ChannelBindingType};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ProtocolVersion, ServerConfig, ServerConnection};
+use rustls::{ProtocolVersion, ServerConfig};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
 use crate::GatewayError;
+use crate::tls_stream::{ExporterSecretLog, TlsStream};
 
 /// Where the gateway's TLS certificate comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +90,9 @@ impl Identity {
             .with_single_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| GatewayError::Tls(format!("certificate and key do not fit: {e}")))?;
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        // The exporter secret of each TLS 1.3 handshake, for the tls-exporter channel
+        // binding (kept by the connection, written nowhere).
+        config.key_log = Arc::new(ExporterSecretLog);
         Ok(Arc::new(config))
     }
 }
@@ -167,17 +171,14 @@ fn self_signed_certificate(
 /// The channel bindings of an established server connection, preferred first:
 /// `tls-exporter` (RFC 9266, TLS 1.3 only) and `tls-server-end-point`.
 pub(crate) fn channel_bindings(
-    connection: &ServerConnection,
+    connection: &TlsStream,
     server_end_point: &[u8],
 ) -> Vec<ChannelBinding> {
     let mut bindings = Vec::with_capacity(2);
     if connection.protocol_version() == Some(ProtocolVersion::TLSv1_3) {
-        match connection.export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None) {
-            Ok(data) => bindings.push(ChannelBinding::new(
-                ChannelBindingType::TlsExporter,
-                data.to_vec(),
-            )),
-            Err(e) => tracing::debug!(error = %e, "no tls-exporter channel binding"),
+        match connection.export_keying_material(b"EXPORTER-Channel-Binding", 32) {
+            Some(data) => bindings.push(ChannelBinding::new(ChannelBindingType::TlsExporter, data)),
+            None => tracing::warn!("no tls-exporter channel binding: the exporter secret was not seen"),
         }
     }
     if !server_end_point.is_empty() {
