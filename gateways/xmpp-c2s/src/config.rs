@@ -1,10 +1,11 @@
 //! Settings of client-to-server sessions and the transport a session runs on.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use imbus_core::jid::DomainPart;
 use imbus_xmpp_auth::{AuthConfig, MechanismPolicy};
-use imbus_xmpp_stream::{DEFAULT_MAX_STANZA_BYTES, Framing};
+use imbus_xmpp_stream::{DEFAULT_MAX_STANZA_BYTES, Framing, ParserConfig};
 
 /// The connection a session runs on, as the gateway accepted it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +115,8 @@ pub struct SessionConfig {
     /// Shortest password accepted by registration and password changes, in characters
     /// (default 8).
     pub min_password_chars: usize,
+    /// The stream parsers' settings, built on first use and shared by every session.
+    parsers: OnceLock<[Arc<ParserConfig>; 2]>,
 }
 
 impl SessionConfig {
@@ -136,6 +139,30 @@ impl SessionConfig {
             max_in_flight: 1000,
             registration: false,
             min_password_chars: 8,
+            parsers: OnceLock::new(),
+        }
+    }
+
+    /// The stream parser settings for `framing`, shared by every session of this
+    /// configuration.
+    pub(crate) fn parser_config(&self, framing: Framing) -> Arc<ParserConfig> {
+        let build = |framing| {
+            let mut config = match framing {
+                Framing::Tcp => ParserConfig::client(),
+                Framing::WebSocket => ParserConfig::websocket(),
+            };
+            config.max_stanza_bytes = self.max_stanza_bytes;
+            Arc::new(config)
+        };
+        let shared = self
+            .parsers
+            .get_or_init(|| [build(Framing::Tcp), build(Framing::WebSocket)]);
+        let config = &shared[usize::from(framing == Framing::WebSocket)];
+        if config.max_stanza_bytes == self.max_stanza_bytes {
+            config.clone()
+        } else {
+            // A copy of the configuration changed after its parsers were built.
+            build(framing)
         }
     }
 }

@@ -12,13 +12,13 @@ use imbus_xmpp_auth::{
 };
 use imbus_xmpp_stream::ns;
 use imbus_xmpp_stream::{
-    ClassifyError, Element, Features, Framing, IqType, ParserConfig, StanzaError,
+    ClassifyError, Element, Features, Framing, IqType, StanzaError,
     StanzaErrorCondition, StanzaErrorType, StanzaKind, StreamError, StreamErrorCondition,
     StreamEvent, StreamHeader, StreamOpen, StreamParser, classify, error_reply, is_stanza,
     stamp_from, stream_close, stream_error,
 };
 use rand::rngs::StdRng;
-use rand::{RngCore, SeedableRng};
+use rand::{CryptoRng, RngCore};
 
 use crate::config::{ConflictPolicy, SessionConfig, Transport};
 use crate::register::{
@@ -275,6 +275,43 @@ impl Sm {
     }
 }
 
+/// Where a session draws its nonces and ids from, small inline: a session lives in every
+/// connection's task, idle ones included.
+#[derive(Debug)]
+enum SessionRng {
+    /// The thread's cryptographically secure generator ([`rand::rng`]), fetched at each
+    /// use, so the session holds no generator state and stays `Send`.
+    Thread,
+    /// A given generator (reproducible tests).
+    Seeded(Box<StdRng>),
+}
+
+impl RngCore for SessionRng {
+    fn next_u32(&mut self) -> u32 {
+        match self {
+            Self::Thread => rand::rng().next_u32(),
+            Self::Seeded(rng) => rng.next_u32(),
+        }
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        match self {
+            Self::Thread => rand::rng().next_u64(),
+            Self::Seeded(rng) => rng.next_u64(),
+        }
+    }
+
+    fn fill_bytes(&mut self, dst: &mut [u8]) {
+        match self {
+            Self::Thread => rand::rng().fill_bytes(dst),
+            Self::Seeded(rng) => rng.fill_bytes(dst),
+        }
+    }
+}
+
+// Both sources are cryptographically secure: `ThreadRng` and `StdRng` are `CryptoRng`.
+impl CryptoRng for SessionRng {}
+
 /// One client-to-server XMPP session, without I/O.
 ///
 /// The gateway calls [`Session::start`] once when the connection is accepted, then
@@ -286,46 +323,49 @@ pub struct Session {
     transport: Transport,
     framing: Framing,
     parser: StreamParser,
-    rng: StdRng,
+    rng: SessionRng,
     phase: Phase,
     tls: bool,
+    /// The TLS channel bindings, kept until SASL succeeds.
     bindings: Vec<ChannelBinding>,
     header_sent: bool,
     stream_id: String,
     /// A stream restart (after `<proceed/>` or `<success/>`) is due.
     restart: bool,
-    offer: Option<Offer>,
-    sasl: Option<SaslServer>,
+    // Negotiation state is boxed, allocated only while in use: an established, idle
+    // session holds a pointer for each.
+    offer: Option<Box<Offer>>,
+    sasl: Option<Box<SaslServer>>,
     sasl_user: Option<String>,
     auth_failures: u32,
     user: Option<BareJid>,
     jid: Option<FullJid>,
-    pending_bind: Option<PendingBind>,
-    pending_resume: Option<(String, u32)>,
-    pending_account: Option<PendingAccount>,
+    pending_bind: Option<Box<PendingBind>>,
+    /// The resumption id and `h` of a `<resume/>` waiting for [`Input::Resume`].
+    pending_resume: Option<Box<(String, u32)>>,
+    pending_account: Option<Box<PendingAccount>>,
     deadline: Option<Instant>,
     inbound: Inbound,
     sm: Option<Sm>,
 }
 
 impl Session {
-    /// A session on a freshly accepted connection, with nonces and ids from a generator
-    /// seeded by the thread's cryptographically secure generator.
+    /// A session on a freshly accepted connection, with nonces and ids drawn from the
+    /// thread's cryptographically secure generator ([`rand::rng`]) at each use.
     pub fn new(config: Arc<SessionConfig>, transport: Transport) -> Self {
-        Self::with_rng(config, transport, StdRng::from_rng(&mut rand::rng()))
+        Self::with_session_rng(config, transport, SessionRng::Thread)
     }
 
     /// Like [`Session::new`] with a given random generator (reproducible tests).
     pub fn with_rng(config: Arc<SessionConfig>, transport: Transport, rng: StdRng) -> Self {
+        Self::with_session_rng(config, transport, SessionRng::Seeded(Box::new(rng)))
+    }
+
+    fn with_session_rng(config: Arc<SessionConfig>, transport: Transport, rng: SessionRng) -> Self {
         let framing = transport.framing();
-        let mut parser_config = match framing {
-            Framing::Tcp => ParserConfig::client(),
-            Framing::WebSocket => ParserConfig::websocket(),
-        };
-        parser_config.max_stanza_bytes = config.max_stanza_bytes;
         Self {
             framing,
-            parser: StreamParser::new(parser_config),
+            parser: StreamParser::with_shared_config(config.parser_config(framing)),
             rng,
             phase: Phase::AwaitHeader,
             tls: transport.encrypted(),
@@ -374,6 +414,13 @@ impl Session {
     /// Whether the session is over.
     pub fn is_closed(&self) -> bool {
         self.phase == Phase::Closed
+    }
+
+    /// Releases the memory the stream parser keeps for reuse between stanzas. A gateway
+    /// calls this after handing over the bytes it read, so that a connection waiting
+    /// for its client holds only what the session needs.
+    pub fn release_memory(&mut self) {
+        self.parser.release_memory();
     }
 
     /// Stanzas published and not yet confirmed by the log. A gateway applies
@@ -676,7 +723,7 @@ impl Session {
                     }
                     features = features.with(cb);
                 }
-                self.offer = Some(offer);
+                self.offer = Some(Box::new(offer));
                 if self.config.registration {
                     features = features.with(Element::new("register", NS_REGISTER_FEATURE));
                 }
@@ -800,7 +847,7 @@ impl Session {
                         Err(failure) => return self.on_step(Step::Failure(failure), out),
                     }
                 };
-                let server = self.sasl.insert(server);
+                let server = self.sasl.insert(Box::new(server));
                 let step = server.start(initial.as_deref());
                 self.on_step(step, out);
             }
@@ -876,6 +923,9 @@ impl Session {
                 });
                 self.user = Some(identity.jid);
                 self.offer = None;
+                // Only offers before authentication use the channel bindings, and TLS
+                // cannot start after it: release them.
+                self.bindings = Vec::new();
                 self.phase = Phase::AwaitHeader;
                 self.header_sent = false;
                 self.restart = true;
@@ -1053,12 +1103,12 @@ impl Session {
         if self.track(true, out).is_none() {
             return;
         }
-        self.pending_bind = Some(PendingBind {
+        self.pending_bind = Some(Box::new(PendingBind {
             id: stanza.attr("id").unwrap_or_default().to_owned(),
             jid: jid.clone(),
             generated,
             tries: 1,
-        });
+        }));
         out.push(Action::BindRequested { full_jid: jid });
     }
 
@@ -1250,7 +1300,7 @@ impl Session {
                             && self.pending_resume.is_none()
                             && !previd.is_empty() =>
                     {
-                        self.pending_resume = Some((previd.clone(), h));
+                        self.pending_resume = Some(Box::new((previd.clone(), h)));
                         out.push(Action::ResumeRequested { previd, h });
                     }
                     Some(_) => self.sm_failed(StanzaErrorCondition::UnexpectedRequest, out),
@@ -1266,7 +1316,7 @@ impl Session {
     }
 
     fn on_resume_answer(&mut self, state: Option<ResumeState>, out: &mut Vec<Action>) {
-        let Some((previd, h)) = self.pending_resume.take() else {
+        let Some((previd, h)) = self.pending_resume.take().map(|pending| *pending) else {
             tracing::debug!("resumption answer for no pending request");
             return;
         };
@@ -1415,10 +1465,10 @@ impl Session {
                         return self.reply_error(stanza, error, out);
                     }
                 };
-                self.pending_account = Some(PendingAccount {
+                self.pending_account = Some(Box::new(PendingAccount {
                     request: stripped(stanza),
                     removal: false,
-                });
+                }));
                 out.push(Action::ChangeAccount(AccountChange::Create {
                     jid,
                     password: Password::new(password),
@@ -1484,10 +1534,10 @@ impl Session {
                 password: Password::new(password),
             }
         };
-        self.pending_account = Some(PendingAccount {
+        self.pending_account = Some(Box::new(PendingAccount {
             request: stripped(stanza),
             removal: matches!(change, AccountChange::Remove { .. }),
-        });
+        }));
         out.push(Action::ChangeAccount(change));
     }
 
@@ -1556,4 +1606,29 @@ fn stripped(request: &Element) -> Element {
         }
     }
     copy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Session;
+
+    /// Every connection's task holds a `Session` inline, idle ones included: a field that
+    /// grows it costs that much on every connection. Keep per-negotiation state boxed.
+    #[test]
+    fn session_stays_small() {
+        let size = std::mem::size_of::<Session>();
+        println!("size_of::<Session>() = {size}");
+        assert!(
+            size <= 768,
+            "Session is {size} bytes, over the 768 budget: it lives inline in every idle \
+             connection's task, so box state that an established session does not need"
+        );
+    }
+
+    /// The gateway moves each session into its connection's task.
+    #[test]
+    fn session_is_send() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Session>();
+    }
 }

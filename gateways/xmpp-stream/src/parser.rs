@@ -16,6 +16,7 @@
 //! scopes are handled by quick-xml's attribute iterator, unescaper and
 //! [`NamespaceResolver`].
 
+use std::sync::Arc;
 use quick_xml::XmlVersion;
 use quick_xml::escape::{EscapeError, resolve_xml_entity, unescape_with};
 use quick_xml::events::attributes::AttrError;
@@ -241,7 +242,7 @@ const KEEP_CAPACITY: usize = 16 * 1024;
 /// sent after it in clear text is an injection attempt.
 #[derive(Debug)]
 pub struct StreamParser {
-    config: ParserConfig,
+    config: Arc<ParserConfig>,
     phase: Phase,
     lex: Lex,
     /// Bytes of the markup being read (between `<` and `>`, or CDATA content).
@@ -311,6 +312,12 @@ fn check_chars(s: &str) -> Result<(), StreamError> {
 impl StreamParser {
     /// A parser waiting for a stream header.
     pub fn new(config: ParserConfig) -> Self {
+        Self::with_shared_config(Arc::new(config))
+    }
+
+    /// A parser whose configuration is shared with other parsers (a server's streams
+    /// all read with the same settings; each would otherwise hold a copy).
+    pub fn with_shared_config(config: Arc<ParserConfig>) -> Self {
         let mut resolver = NamespaceResolver::default();
         resolver.set_max_namespace_bindings(config.max_namespace_bindings.max(1));
         let mut parser = Self {
@@ -353,7 +360,21 @@ impl StreamParser {
     /// Forgets all stream state and waits for a new stream header, as required after
     /// STARTTLS and SASL success. Partial input not yet returned as events is discarded.
     pub fn reset(&mut self) {
-        *self = Self::new(self.config.clone());
+        *self = Self::with_shared_config(self.config.clone());
+    }
+
+    /// Releases the memory the parser keeps for reuse: its buffers grow to fit the
+    /// largest markup, text and nesting seen, and keep that size. Nothing it holds is
+    /// lost; a stream that waits for its next stanza can call this so that it waits
+    /// without that memory.
+    pub fn release_memory(&mut self) {
+        self.tok.shrink_to_fit();
+        self.text.shrink_to_fit();
+        self.stack.shrink_to_fit();
+        if self.stack.is_empty() {
+            // Only the stream header's declarations are in scope; a copy holds just them.
+            self.resolver = self.resolver.clone();
+        }
     }
 
     /// Input bytes the parser currently retains for the first-level element (or stream

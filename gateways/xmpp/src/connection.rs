@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
@@ -27,11 +27,12 @@ use imbus_xmpp_stream::{Element, StanzaKind, StreamError, StreamErrorCondition};
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use rustls::ServerConfig;
 
 use crate::gateway::{ConnectionLimits, CredentialLookup, SESSIONS, STANZAS, stream_error};
 use crate::tls::channel_bindings;
+use crate::mailbox::{Inbox, Mailbox, mailbox};
 use crate::tls_stream::TlsStream;
 
 /// What every connection of a gateway shares.
@@ -83,25 +84,22 @@ impl Shared {
 pub(crate) struct Resumable {
     user: BareJid,
     connection: u64,
-    commands: mpsc::Sender<Command>,
+    mailbox: Arc<Mailbox<Command>>,
 }
 
 /// A bound session's entry in the registry.
 #[derive(Debug, Clone)]
 pub(crate) struct Registered {
     connection: u64,
-    pub(crate) commands: mpsc::Sender<Command>,
-    /// Notified when the connection must end because it cannot keep up.
-    pub(crate) slow: Arc<Notify>,
-    /// Bytes of stanzas queued for the connection and not yet taken by it.
-    pub(crate) queued_bytes: Arc<AtomicUsize>,
+    /// Where deliveries and other commands for the connection go.
+    pub(crate) mailbox: Arc<Mailbox<Command>>,
 }
 
 /// What the gateway asks a connection task to do.
 #[derive(Debug)]
 ///
-/// Payloads are boxed: a connection's channel allocates its first block of 32 slots when
-/// it is created, so the slot size is memory every idle connection holds.
+/// Payloads are boxed: a command waiting in a connection's mailbox takes one word more
+/// than its pointer.
 pub(crate) enum Command {
     /// Write this stanza to the client; the number is its size as queued (counted
     /// against `ConnectionLimits::outbound_queue_bytes` until the connection takes it).
@@ -380,10 +378,8 @@ struct Connection {
     acceptor: Option<Arc<ServerConfig>>,
     conn: Conn,
     session: Session,
-    commands: mpsc::Sender<Command>,
-    slow: Arc<Notify>,
-    /// Bytes of stanzas the gateway queued for this connection and it has not taken yet.
-    queued_bytes: Arc<AtomicUsize>,
+    /// This connection's mailbox (its sending side, for registry entries).
+    mailbox: Arc<Mailbox<Command>>,
     appender: Appender,
     bound: Option<FullJid>,
     /// A command taken from the channel while collecting waiting deliveries, handled
@@ -447,7 +443,7 @@ async fn drive(
         }
     };
     let direct_tls = matches!(conn, Conn::Tls(_));
-    let (commands, mut command_rx) = mpsc::channel(shared.limits.outbound_queue.max(1));
+    let (mailbox, command_rx) = mailbox(shared.limits.outbound_queue);
     let mut connection = Connection {
         id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
         session_id,
@@ -457,9 +453,7 @@ async fn drive(
         session: Session::new(shared.session.clone(), transport),
         appender: Appender::new(shared.log.clone()),
         shared,
-        commands,
-        slow: Arc::new(Notify::new()),
-        queued_bytes: Arc::new(AtomicUsize::new(0)),
+        mailbox,
         bound: None,
         deferred: None,
         deadline: None,
@@ -477,8 +471,8 @@ async fn drive(
             Instant::now(),
         ));
     }
-    let end = connection.serve(pending, &mut command_rx).await;
-    let handed_over = end == End::Lost && connection.detach(&mut command_rx).await;
+    let end = connection.serve(pending, &command_rx).await;
+    let handed_over = end == End::Lost && connection.detach(&command_rx).await;
     if !handed_over {
         connection.finish().await;
     }
@@ -524,7 +518,7 @@ impl Connection {
     async fn serve(
         &mut self,
         mut pending: VecDeque<Action>,
-        command_rx: &mut mpsc::Receiver<Command>,
+        command_rx: &Inbox<Command>,
     ) -> End {
         let mut buf = Vec::new();
         let mut shutdown = self.shared.shutdown.clone();
@@ -558,7 +552,7 @@ impl Connection {
                 return End::Closed;
             }
             let deadline = self.deadline;
-            let slow = self.slow.clone();
+            let mailbox = self.mailbox.clone();
             // Backpressure: a client that sends faster than the log stores is not read
             // from until half of its stanzas in flight are stored, and a read never holds
             // more stanzas than the session may still take (exceeding `max_in_flight`
@@ -577,36 +571,40 @@ impl Connection {
                     Ok(n) => Wake::Read(n),
                     Err(e) => Wake::Eof(Some(e)),
                 },
-                Some(command) = command_rx.recv() => Wake::Command(command),
+                command = command_rx.recv() => Wake::Command(command),
                 done = self.appender.next(), if self.appender.busy() => Wake::Appended(done),
                 () = sleep_until(deadline), if deadline.is_some() => Wake::Timer,
-                () = slow.notified() => Wake::Slow,
+                () = mailbox.slow.notified() => Wake::Slow,
                 _ = shutdown.changed(), if !shutting_down => Wake::Shutdown,
                 }
             };
             let now = Instant::now();
             let actions = match wake {
-                Wake::Read(n) => self.session.handle(Input::Bytes(&buf[..n]), now),
+                Wake::Read(n) => {
+                    let actions = self.session.handle(Input::Bytes(&buf[..n]), now);
+                    self.session.release_memory();
+                    actions
+                }
                 Wake::Eof(error) => {
                     self.close_reason =
                         Some((CloseReason::ConnectionLost, error.map(|e| e.to_string())));
                     return self.end();
                 }
                 Wake::Command(Command::Deliver(element, bytes)) => {
-                    self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                    self.mailbox.taken(bytes);
                     let mut actions = self.session.handle(Input::Deliver(*element), now);
                     // Deliveries already waiting go out with this one.
                     for _ in 1..DELIVERY_BATCH {
                         match command_rx.try_recv() {
-                            Ok(Command::Deliver(element, bytes)) => {
-                                self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                            Some(Command::Deliver(element, bytes)) => {
+                                self.mailbox.taken(bytes);
                                 actions.extend(self.session.handle(Input::Deliver(*element), now));
                             }
-                            Ok(other) => {
+                            Some(other) => {
                                 self.deferred = Some(other);
                                 break;
                             }
-                            Err(_) => break,
+                            None => break,
                         }
                     }
                     actions
@@ -832,9 +830,7 @@ impl Connection {
     fn registration(&self) -> Registered {
         Registered {
             connection: self.id,
-            commands: self.commands.clone(),
-            slow: self.slow.clone(),
-            queued_bytes: self.queued_bytes.clone(),
+            mailbox: self.mailbox.clone(),
         }
     }
 
@@ -848,7 +844,7 @@ impl Connection {
             .lock()
             .get(previd)
             .filter(|r| r.user == user)
-            .map(|r| r.commands.clone());
+            .map(|r| r.mailbox.clone());
         let Some(target) = target else {
             tracing::debug!(peer = %self.peer, user = user.as_str(), "no session to resume");
             return None;
@@ -859,11 +855,7 @@ impl Connection {
             to: self.registration(),
             reply,
         };
-        if target
-            .send(Command::Resume(Box::new(handover)))
-            .await
-            .is_err()
-        {
+        if target.send(Command::Resume(Box::new(handover))).is_err() {
             return None;
         }
         let (state, session_id) = tokio::time::timeout(HANDOVER_TIMEOUT, answer)
@@ -881,7 +873,7 @@ impl Connection {
     /// its queue of unacknowledged stanzas and stanzas in flight are confirmed. `true`
     /// when a resuming connection took it over (which then records its end); `false`
     /// when it ended (timeout, shutdown, replaced, queue overflow) and must be finished.
-    async fn detach(&mut self, command_rx: &mut mpsc::Receiver<Command>) -> bool {
+    async fn detach(&mut self, command_rx: &Inbox<Command>) -> bool {
         let (Some(id), Some(user)) = (
             self.session.resumption_id().map(str::to_owned),
             self.session.user().cloned(),
@@ -900,30 +892,29 @@ impl Connection {
             Resumable {
                 user,
                 connection: self.id,
-                commands: self.commands.clone(),
+                mailbox: self.mailbox.clone(),
             },
         );
         let expires = tokio::time::Instant::now() + timeout;
         let handed_over = loop {
             tokio::select! {
                 command = next_command(&mut self.deferred, command_rx) => match command {
-                    Some(Command::Deliver(element, bytes)) => {
-                        self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                    Command::Deliver(element, bytes) => {
+                        self.mailbox.taken(bytes);
                         let actions = self.session.handle(Input::Deliver(*element), Instant::now());
                         if self.detached_actions(actions) {
                             break false;
                         }
                     }
-                    Some(Command::Shutdown(error)) => {
+                    Command::Shutdown(error) => {
                         self.close_reason = Some(close_reason(Some(&error)));
                         break false;
                     }
-                    Some(Command::Resume(handover)) => {
+                    Command::Resume(handover) => {
                         if self.hand_over(*handover, command_rx).await {
                             break true;
                         }
                     }
-                    None => break false,
                 },
                 done = self.appender.next(), if self.appender.busy() => {
                     let seq = match done {
@@ -974,7 +965,7 @@ impl Connection {
     async fn hand_over(
         &mut self,
         handover: Handover,
-        command_rx: &mut mpsc::Receiver<Command>,
+        command_rx: &Inbox<Command>,
     ) -> bool {
         let Handover { h, to, reply } = handover;
         let acceptable = self
@@ -1014,10 +1005,10 @@ impl Connection {
         };
         // Deliveries queued before the registry moved (the gateway hands them over under
         // the registry's lock, so none can follow).
-        while let Ok(command) = command_rx.try_recv() {
+        while let Some(command) = command_rx.try_recv() {
             match command {
                 Command::Deliver(element, bytes) => {
-                    self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                    self.mailbox.taken(bytes);
                     let _ = self
                         .session
                         .handle(Input::Deliver(*element), Instant::now());
@@ -1057,11 +1048,11 @@ impl Connection {
         if let Some(previous) = previous.filter(|p| p.connection != self.id) {
             let error = StreamError::new(StreamErrorCondition::Conflict);
             if previous
-                .commands
+                .mailbox
                 .try_send(Command::Shutdown(Box::new(error)))
                 .is_err()
             {
-                previous.slow.notify_one();
+                previous.mailbox.slow.notify_one();
             }
         }
     }
@@ -1163,19 +1154,18 @@ fn record_auth_failure(
 }
 
 /// The deferred command if there is one, else the next from the channel.
-async fn next_command(
-    deferred: &mut Option<Command>,
-    command_rx: &mut mpsc::Receiver<Command>,
-) -> Option<Command> {
+async fn next_command(deferred: &mut Option<Command>, command_rx: &Inbox<Command>) -> Command {
     match deferred.take() {
-        Some(command) => Some(command),
+        Some(command) => command,
         None => command_rx.recv().await,
     }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        // Boxed: the timer would otherwise take its room in every connection's task,
+        // armed or not.
+        Some(deadline) => Box::pin(tokio::time::sleep_until(deadline)).await,
         None => std::future::pending().await,
     }
 }

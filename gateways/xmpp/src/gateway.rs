@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::mailbox::SendError;
 use crate::connection::{self, Command, Shared};
 use crate::redelivery::{self, Target};
 use crate::registration::{Registration, Registrations};
@@ -562,30 +563,28 @@ fn deliver(shared: &Shared, full_jid: &str, element: Element, bytes: usize) -> R
         tracing::debug!(to = full_jid, "delivery for a session not on this gateway");
         return Err(element);
     };
-    let queued = target.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+    let mailbox = &target.mailbox;
+    let queued = mailbox.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
     if queued.saturating_add(bytes) > shared.limits.outbound_queue_bytes {
-        target.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        mailbox.taken(bytes);
         tracing::warn!(
             to = full_jid,
             queued,
             "client reads too slowly (queued bytes over the limit); disconnecting it"
         );
-        target.slow.notify_one();
+        mailbox.slow.notify_one();
         return Err(element);
     }
-    match target
-        .commands
-        .try_send(Command::Deliver(Box::new(element), bytes))
-    {
+    match mailbox.try_send(Command::Deliver(Box::new(element), bytes)) {
         Ok(()) => Ok(()),
-        Err(mpsc::error::TrySendError::Full(Command::Deliver(element, _))) => {
-            target.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        Err(SendError::Full(Command::Deliver(element, _))) => {
+            mailbox.taken(bytes);
             tracing::warn!(to = full_jid, "client reads too slowly; disconnecting it");
-            target.slow.notify_one();
+            mailbox.slow.notify_one();
             Err(*element)
         }
-        Err(mpsc::error::TrySendError::Closed(Command::Deliver(element, _))) => {
-            target.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        Err(SendError::Closed(Command::Deliver(element, _))) => {
+            mailbox.taken(bytes);
             tracing::debug!(to = full_jid, "delivery for a closing session");
             Err(*element)
         }

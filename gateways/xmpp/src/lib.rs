@@ -37,6 +37,7 @@
 
 mod connection;
 mod gateway;
+mod mailbox;
 mod redelivery;
 mod registration;
 mod stale;

@@ -362,9 +362,8 @@ impl TlsStream {
         }
     }
 
-    /// Reads what the socket has into `incoming`, waiting until it has something (or,
-    /// meanwhile, writing what waits in `outgoing`); 0 at the end of the stream.
-    /// Cancel-safe.
+    /// Writes what waits in `outgoing`, then reads what the socket has into `incoming`,
+    /// waiting until it has something; 0 at the end of the stream. Cancel-safe.
     async fn fill(&mut self) -> io::Result<usize> {
         if self.incoming.len() >= MAX_INCOMING {
             return Err(io::Error::new(
@@ -375,18 +374,14 @@ impl TlsStream {
             ));
         }
         loop {
-            if self.outgoing.is_empty() {
-                self.socket.readable().await?;
-            } else {
-                tokio::select! {
-                    ready = self.socket.readable() => ready?,
-                    ready = self.socket.writable() => {
-                        ready?;
-                        self.try_flush()?;
-                        continue;
-                    }
-                }
+            // What waits to go out (an alert, a key update) goes first; the peer reads it
+            // before it sends more.
+            self.try_flush()?;
+            if !self.outgoing.is_empty() {
+                self.socket.writable().await?;
+                continue;
             }
+            self.socket.readable().await?;
             let start = self.incoming.len();
             self.incoming.resize(start + READ_SIZE, 0);
             match self.socket.try_read(&mut self.incoming[start..]) {

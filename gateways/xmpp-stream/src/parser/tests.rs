@@ -152,6 +152,46 @@ fn every_single_split_gives_the_same_events() {
 }
 
 #[test]
+fn releasing_memory_between_any_two_chunks_changes_nothing() {
+    let input = client_stream();
+    let whole = parse_all(&input).unwrap();
+    let mut rng = StdRng::seed_from_u64(11);
+    for _ in 0..200 {
+        let mut parser = StreamParser::default();
+        let mut events = Vec::new();
+        for chunk in random_chunks(&mut rng, &input) {
+            parser.feed_into(chunk, &mut events).unwrap();
+            parser.release_memory();
+        }
+        assert_eq!(events, whole);
+    }
+}
+
+#[test]
+fn a_parser_between_stanzas_holds_no_spare_buffers_after_releasing_memory() {
+    let mut parser = StreamParser::default();
+    let mut input = HEADER.as_bytes().to_vec();
+    input.extend_from_slice(
+        b"<message to='romeo@example.net'><body>a longer body to grow the buffers</body>\
+          <x xmlns='urn:example:a' xmlns:b='urn:example:b'><b:y/></x></message>",
+    );
+    let events = parser.feed(&input).unwrap();
+    assert_eq!(events.len(), 2);
+    let resolver_before = parser.resolver.clone();
+    parser.release_memory();
+    assert_eq!(parser.tok.capacity(), 0);
+    assert_eq!(parser.text.capacity(), 0);
+    assert_eq!(parser.stack.capacity(), 0);
+    // The header's declarations still resolve.
+    assert_eq!(
+        format!("{:?}", parser.resolver),
+        format!("{resolver_before:?}")
+    );
+    let events = parser.feed(b"<presence/>").unwrap();
+    assert!(matches!(&events[..], [StreamEvent::Stanza(p)] if p.is("presence", "jabber:client")));
+}
+
+#[test]
 fn byte_by_byte_gives_the_same_events() {
     let input = client_stream();
     let whole = parse_all(&input).unwrap();

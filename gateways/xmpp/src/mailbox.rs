@@ -1,0 +1,188 @@
+//! A connection's mailbox: what the gateway (deliveries) and other connections (stream
+//! conflicts, resumption) ask of a connection task, in order.
+//!
+//! One small shared allocation per connection: a queue that holds memory only while it
+//! holds commands, the bytes queued for the client, and the two notifications the task
+//! waits on. (A tokio channel preallocates a block of 32 slots and pads its halves to
+//! cache lines: more than a kilobyte for every idle connection.)
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+/// A command that could not be queued, given back.
+#[derive(Debug)]
+pub(crate) enum SendError<T> {
+    /// The mailbox holds as many commands as it may.
+    Full(T),
+    /// The connection task is gone.
+    Closed(T),
+}
+
+#[derive(Debug)]
+struct Queue<T> {
+    items: VecDeque<T>,
+    closed: bool,
+}
+
+/// The sending side, shared by everyone who may ask something of the connection.
+#[derive(Debug)]
+pub(crate) struct Mailbox<T> {
+    queue: Mutex<Queue<T>>,
+    /// Wakes the task when a command arrives.
+    ready: Notify,
+    /// Notified when the connection must end because its client cannot keep up.
+    pub(crate) slow: Notify,
+    /// Bytes of stanzas queued for the client and not taken by the task yet.
+    pub(crate) queued_bytes: AtomicUsize,
+    capacity: usize,
+}
+
+/// The receiving side, held by the connection task. Dropping it closes the mailbox:
+/// later sends fail, and what was still queued is dropped.
+#[derive(Debug)]
+pub(crate) struct Inbox<T> {
+    mailbox: Arc<Mailbox<T>>,
+}
+
+/// A mailbox for at most `capacity` commands sent with [`Mailbox::try_send`].
+pub(crate) fn mailbox<T>(capacity: usize) -> (Arc<Mailbox<T>>, Inbox<T>) {
+    let mailbox = Arc::new(Mailbox {
+        queue: Mutex::new(Queue {
+            items: VecDeque::new(),
+            closed: false,
+        }),
+        ready: Notify::new(),
+        slow: Notify::new(),
+        queued_bytes: AtomicUsize::new(0),
+        capacity: capacity.max(1),
+    });
+    let inbox = Inbox {
+        mailbox: mailbox.clone(),
+    };
+    (mailbox, inbox)
+}
+
+impl<T> Mailbox<T> {
+    /// Queues `command` unless the mailbox is full or closed.
+    pub(crate) fn try_send(&self, command: T) -> Result<(), SendError<T>> {
+        self.push(command, true)
+    }
+
+    /// Queues `command` whatever the number of commands waiting (for the rare control
+    /// commands: a handover request must not be lost behind deliveries).
+    pub(crate) fn send(&self, command: T) -> Result<(), SendError<T>> {
+        self.push(command, false)
+    }
+
+    fn push(&self, command: T, bounded: bool) -> Result<(), SendError<T>> {
+        {
+            let mut queue = self.queue.lock();
+            if queue.closed {
+                return Err(SendError::Closed(command));
+            }
+            if bounded && queue.items.len() >= self.capacity {
+                return Err(SendError::Full(command));
+            }
+            queue.items.push_back(command);
+        }
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Takes the count of `bytes` off what is queued for the client.
+    pub(crate) fn taken(&self, bytes: usize) {
+        self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+impl<T> Inbox<T> {
+    /// The next command, without waiting.
+    pub(crate) fn try_recv(&self) -> Option<T> {
+        let mut queue = self.mailbox.queue.lock();
+        let command = queue.items.pop_front();
+        if queue.items.is_empty() && queue.items.capacity() > 0 {
+            // An idle connection keeps no queue memory.
+            queue.items = VecDeque::new();
+        }
+        command
+    }
+
+    /// The next command, waiting for one. Cancel-safe: a command is taken only when
+    /// this returns it.
+    pub(crate) async fn recv(&self) -> T {
+        loop {
+            if let Some(command) = self.try_recv() {
+                return command;
+            }
+            // A command queued since the check left a permit, so this returns at once.
+            self.mailbox.ready.notified().await;
+        }
+    }
+}
+
+impl<T> Drop for Inbox<T> {
+    fn drop(&mut self) {
+        let items = {
+            let mut queue = self.mailbox.queue.lock();
+            queue.closed = true;
+            std::mem::take(&mut queue.items)
+        };
+        // Dropped outside the lock (a command may hold a reply channel).
+        drop(items);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn commands_arrive_in_order_and_the_bound_holds() {
+        let (mailbox, inbox) = mailbox::<u32>(2);
+        mailbox.try_send(1).unwrap();
+        mailbox.try_send(2).unwrap();
+        assert!(matches!(mailbox.try_send(3), Err(SendError::Full(3))));
+        // Control commands pass the bound.
+        mailbox.send(4).unwrap();
+        assert_eq!(inbox.recv().await, 1);
+        assert_eq!(inbox.try_recv(), Some(2));
+        assert_eq!(inbox.recv().await, 4);
+        assert_eq!(inbox.try_recv(), None);
+        assert_eq!(mailbox.queue.lock().items.capacity(), 0, "an empty queue holds no memory");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_is_woken_and_a_cancelled_wait_loses_nothing() {
+        let (mailbox, inbox) = mailbox::<u32>(8);
+        let sender = mailbox.clone();
+        let send_later = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            sender.try_send(7).unwrap();
+        });
+        assert_eq!(inbox.recv().await, 7);
+        send_later.await.unwrap();
+        // A wait cancelled before anything arrives takes nothing; what is sent afterwards
+        // is received.
+        let cancelled = tokio::time::timeout(Duration::from_millis(10), inbox.recv()).await;
+        assert!(cancelled.is_err());
+        mailbox.try_send(8).unwrap();
+        assert_eq!(inbox.recv().await, 8);
+    }
+
+    #[test]
+    fn a_dropped_inbox_closes_the_mailbox_and_drops_what_waited() {
+        let (mailbox, inbox) = mailbox::<Arc<()>>(8);
+        let held = Arc::new(());
+        mailbox.try_send(held.clone()).unwrap();
+        drop(inbox);
+        assert_eq!(Arc::strong_count(&held), 1, "the queued command was dropped");
+        assert!(matches!(mailbox.try_send(held.clone()), Err(SendError::Closed(_))));
+        assert!(matches!(mailbox.send(held), Err(SendError::Closed(_))));
+    }
+}
