@@ -257,7 +257,8 @@ pub struct StreamParser {
     stream_qname: String,
     resolver: NamespaceResolver,
     decl_allowed: bool,
-    failed: Option<StreamError>,
+    /// Boxed: rare, and the parser lives in every idle connection.
+    failed: Option<Box<StreamError>>,
 }
 
 impl Default for StreamParser {
@@ -397,7 +398,7 @@ impl StreamParser {
 
     /// The error that stopped the parser, if any.
     pub fn error(&self) -> Option<&StreamError> {
-        self.failed.as_ref()
+        self.failed.as_deref()
     }
 
     /// Parses a chunk of input and returns the events it completed.
@@ -418,10 +419,10 @@ impl StreamParser {
         out: &mut Vec<StreamEvent>,
     ) -> Result<(), StreamError> {
         if let Some(e) = &self.failed {
-            return Err(e.clone());
+            return Err(StreamError::clone(e));
         }
         self.run(bytes, out).inspect_err(|e| {
-            self.failed = Some(e.clone());
+            self.failed = Some(Box::new(e.clone()));
         })
     }
 
@@ -437,7 +438,7 @@ impl StreamParser {
                 C::NotWellFormed,
                 "a WebSocket message must contain complete XML elements",
             );
-            self.failed = Some(e.clone());
+            self.failed = Some(Box::new(e.clone()));
             return Err(e);
         }
         Ok(events)

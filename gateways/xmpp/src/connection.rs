@@ -32,7 +32,7 @@ use rustls::ServerConfig;
 
 use crate::gateway::{ConnectionLimits, CredentialLookup, SESSIONS, STANZAS, stream_error};
 use crate::tls::channel_bindings;
-use crate::mailbox::{Inbox, Mailbox, mailbox};
+use crate::mailbox::{Inbox, Mail, Mailbox, mailbox};
 use crate::tls_stream::TlsStream;
 
 /// What every connection of a gateway shares.
@@ -497,8 +497,8 @@ async fn handshake(
 }
 
 impl Connection {
-    fn bindings(&self) -> Vec<imbus_xmpp_auth::ChannelBinding> {
-        match &self.conn {
+    fn bindings(&mut self) -> Vec<imbus_xmpp_auth::ChannelBinding> {
+        match &mut self.conn {
             Conn::Tls(tls) => channel_bindings(tls, &self.shared.server_end_point),
             _ => Vec::new(),
         }
@@ -529,22 +529,15 @@ impl Connection {
         let max_in_flight = self.shared.session.max_in_flight;
         let join_writes = !matches!(self.conn, Conn::Ws(_));
         loop {
-            while let Some(mut action) = pending.pop_front() {
-                // Consecutive stanzas out go in one write (a WebSocket message carries
-                // one stanza, so not there).
-                if let Action::Send(bytes) = &mut action
-                    && join_writes
-                {
-                    while let Some(Action::Send(next)) = pending.front() {
-                        if bytes.len() + next.len() > WRITE_BATCH {
-                            break;
-                        }
-                        if let Some(Action::Send(next)) = pending.pop_front() {
-                            bytes.extend_from_slice(&next);
-                        }
-                    }
-                }
-                if !self.perform(action, &mut pending).await {
+            while !pending.is_empty() {
+                let alive = match next_action(&mut pending, join_writes) {
+                    Some(Action::Send(bytes)) => self.write(bytes).await,
+                    // Boxed: the rarer actions' futures would otherwise take their room in
+                    // every connection's task for its whole life.
+                    Some(action) => Box::pin(self.perform(action, &mut pending)).await,
+                    None => true,
+                };
+                if !alive {
                     return self.end();
                 }
             }
@@ -552,7 +545,6 @@ impl Connection {
                 return End::Closed;
             }
             let deadline = self.deadline;
-            let mailbox = self.mailbox.clone();
             // Backpressure: a client that sends faster than the log stores is not read
             // from until half of its stanzas in flight are stored, and a read never holds
             // more stanzas than the session may still take (exceeding `max_in_flight`
@@ -571,10 +563,12 @@ impl Connection {
                     Ok(n) => Wake::Read(n),
                     Err(e) => Wake::Eof(Some(e)),
                 },
-                command = command_rx.recv() => Wake::Command(command),
+                mail = command_rx.recv() => match mail {
+                    Mail::Command(command) => Wake::Command(command),
+                    Mail::Slow => Wake::Slow,
+                },
                 done = self.appender.next(), if self.appender.busy() => Wake::Appended(done),
                 () = sleep_until(deadline), if deadline.is_some() => Wake::Timer,
-                () = mailbox.slow.notified() => Wake::Slow,
                 _ = shutdown.changed(), if !shutting_down => Wake::Shutdown,
                 }
             };
@@ -650,22 +644,24 @@ impl Connection {
         }
     }
 
+    /// Writes bytes to the client; `false` when the connection is over.
+    async fn write(&mut self, bytes: Vec<u8>) -> bool {
+        let write = tokio::time::timeout(self.shared.limits.write_timeout, self.conn.write(bytes));
+        let failure = match write.await {
+            Ok(Ok(())) => return true,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "write timed out".to_owned(),
+        };
+        tracing::debug!(peer = %self.peer, error = failure, "write failed");
+        self.close_reason = Some((CloseReason::ConnectionLost, Some(failure)));
+        false
+    }
+
     /// Performs one action; `false` when the connection is over.
     async fn perform(&mut self, action: Action, pending: &mut VecDeque<Action>) -> bool {
         let now = Instant::now();
         match action {
-            Action::Send(bytes) => {
-                let write =
-                    tokio::time::timeout(self.shared.limits.write_timeout, self.conn.write(bytes));
-                let failure = match write.await {
-                    Ok(Ok(())) => return true,
-                    Ok(Err(e)) => e.to_string(),
-                    Err(_) => "write timed out".to_owned(),
-                };
-                tracing::debug!(peer = %self.peer, error = failure, "write failed");
-                self.close_reason = Some((CloseReason::ConnectionLost, Some(failure)));
-                return false;
-            }
+            Action::Send(bytes) => return self.write(bytes).await,
             Action::StartTls => {
                 let acceptor = self.acceptor.clone();
                 let (Some(acceptor), Conn::Plain(socket)) =
@@ -1052,7 +1048,7 @@ impl Connection {
                 .try_send(Command::Shutdown(Box::new(error)))
                 .is_err()
             {
-                previous.mailbox.slow.notify_one();
+                previous.mailbox.mark_slow();
             }
         }
     }
@@ -1154,10 +1150,35 @@ fn record_auth_failure(
 }
 
 /// The deferred command if there is one, else the next from the channel.
+/// The next action to perform. Consecutive stanzas out are joined into one write when
+/// `join_writes` (a WebSocket message carries one stanza, so not there).
+fn next_action(pending: &mut VecDeque<Action>, join_writes: bool) -> Option<Action> {
+    let mut action = pending.pop_front()?;
+    if let Action::Send(bytes) = &mut action
+        && join_writes
+    {
+        while let Some(Action::Send(next)) = pending.front() {
+            if bytes.len() + next.len() > WRITE_BATCH {
+                break;
+            }
+            if let Some(Action::Send(next)) = pending.pop_front() {
+                bytes.extend_from_slice(&next);
+            }
+        }
+    }
+    Some(action)
+}
+
+/// The next command for a detached session (which writes nothing, so a slow client
+/// does not matter to it).
 async fn next_command(deferred: &mut Option<Command>, command_rx: &Inbox<Command>) -> Command {
-    match deferred.take() {
-        Some(command) => command,
-        None => command_rx.recv().await,
+    if let Some(command) = deferred.take() {
+        return command;
+    }
+    loop {
+        if let Mail::Command(command) = command_rx.recv().await {
+            return command;
+        }
     }
 }
 

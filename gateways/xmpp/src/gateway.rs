@@ -572,7 +572,7 @@ fn deliver(shared: &Shared, full_jid: &str, element: Element, bytes: usize) -> R
             queued,
             "client reads too slowly (queued bytes over the limit); disconnecting it"
         );
-        mailbox.slow.notify_one();
+        mailbox.mark_slow();
         return Err(element);
     }
     match mailbox.try_send(Command::Deliver(Box::new(element), bytes)) {
@@ -580,7 +580,7 @@ fn deliver(shared: &Shared, full_jid: &str, element: Element, bytes: usize) -> R
         Err(SendError::Full(Command::Deliver(element, _))) => {
             mailbox.taken(bytes);
             tracing::warn!(to = full_jid, "client reads too slowly; disconnecting it");
-            mailbox.slow.notify_one();
+            mailbox.mark_slow();
             Err(*element)
         }
         Err(SendError::Closed(Command::Deliver(element, _))) => {

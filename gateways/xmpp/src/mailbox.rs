@@ -2,16 +2,25 @@
 //! conflicts, resumption) ask of a connection task, in order.
 //!
 //! One small shared allocation per connection: a queue that holds memory only while it
-//! holds commands, the bytes queued for the client, and the two notifications the task
-//! waits on. (A tokio channel preallocates a block of 32 slots and pads its halves to
+//! holds commands, the bytes queued for the client, whether the client reads too slowly,
+//! and the notification the task waits on. (A tokio channel preallocates a block of 32 slots and pads its halves to
 //! cache lines: more than a kilobyte for every idle connection.)
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+
+/// What a connection task takes from its mailbox.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Mail<T> {
+    /// The next command.
+    Command(T),
+    /// The connection must end because its client does not read fast enough.
+    Slow,
+}
 
 /// A command that could not be queued, given back.
 #[derive(Debug)]
@@ -32,10 +41,10 @@ struct Queue<T> {
 #[derive(Debug)]
 pub(crate) struct Mailbox<T> {
     queue: Mutex<Queue<T>>,
-    /// Wakes the task when a command arrives.
+    /// Wakes the task when a command arrives or the client is found too slow.
     ready: Notify,
-    /// Notified when the connection must end because its client cannot keep up.
-    pub(crate) slow: Notify,
+    /// The connection must end because its client cannot keep up.
+    slow: AtomicBool,
     /// Bytes of stanzas queued for the client and not taken by the task yet.
     pub(crate) queued_bytes: AtomicUsize,
     capacity: usize,
@@ -56,7 +65,7 @@ pub(crate) fn mailbox<T>(capacity: usize) -> (Arc<Mailbox<T>>, Inbox<T>) {
             closed: false,
         }),
         ready: Notify::new(),
-        slow: Notify::new(),
+        slow: AtomicBool::new(false),
         queued_bytes: AtomicUsize::new(0),
         capacity: capacity.max(1),
     });
@@ -93,6 +102,13 @@ impl<T> Mailbox<T> {
         Ok(())
     }
 
+    /// Tells the task its client does not read fast enough: it takes [`Mail::Slow`]
+    /// before any command still waiting.
+    pub(crate) fn mark_slow(&self) {
+        self.slow.store(true, Ordering::Release);
+        self.ready.notify_one();
+    }
+
     /// Takes the count of `bytes` off what is queued for the client.
     pub(crate) fn taken(&self, bytes: usize) {
         self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
@@ -111,12 +127,15 @@ impl<T> Inbox<T> {
         command
     }
 
-    /// The next command, waiting for one. Cancel-safe: a command is taken only when
-    /// this returns it.
-    pub(crate) async fn recv(&self) -> T {
+    /// The next mail, waiting for one. Cancel-safe: a command is taken only when this
+    /// returns it.
+    pub(crate) async fn recv(&self) -> Mail<T> {
         loop {
+            if self.mailbox.slow.swap(false, Ordering::AcqRel) {
+                return Mail::Slow;
+            }
             if let Some(command) = self.try_recv() {
-                return command;
+                return Mail::Command(command);
             }
             // A command queued since the check left a permit, so this returns at once.
             self.mailbox.ready.notified().await;
@@ -150,9 +169,9 @@ mod tests {
         assert!(matches!(mailbox.try_send(3), Err(SendError::Full(3))));
         // Control commands pass the bound.
         mailbox.send(4).unwrap();
-        assert_eq!(inbox.recv().await, 1);
+        assert_eq!(inbox.recv().await, Mail::Command(1));
         assert_eq!(inbox.try_recv(), Some(2));
-        assert_eq!(inbox.recv().await, 4);
+        assert_eq!(inbox.recv().await, Mail::Command(4));
         assert_eq!(inbox.try_recv(), None);
         assert_eq!(mailbox.queue.lock().items.capacity(), 0, "an empty queue holds no memory");
     }
@@ -165,14 +184,36 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
             sender.try_send(7).unwrap();
         });
-        assert_eq!(inbox.recv().await, 7);
+        assert_eq!(inbox.recv().await, Mail::Command(7));
         send_later.await.unwrap();
         // A wait cancelled before anything arrives takes nothing; what is sent afterwards
         // is received.
         let cancelled = tokio::time::timeout(Duration::from_millis(10), inbox.recv()).await;
         assert!(cancelled.is_err());
         mailbox.try_send(8).unwrap();
-        assert_eq!(inbox.recv().await, 8);
+        assert_eq!(inbox.recv().await, Mail::Command(8));
+    }
+
+    #[tokio::test]
+    async fn a_slow_client_is_reported_once_before_waiting_commands() {
+        let (mailbox, inbox) = mailbox::<u32>(8);
+        mailbox.try_send(1).unwrap();
+        let waiting = tokio::spawn(async move {
+            let first = inbox.recv().await;
+            let second = inbox.recv().await;
+            (first, second)
+        });
+        mailbox.mark_slow();
+        let (first, second) = waiting.await.unwrap();
+        // Either the command was taken before the mark, or the mark comes first; the
+        // mark is reported once.
+        assert!(
+            matches!(
+                (&first, &second),
+                (Mail::Slow, Mail::Command(1)) | (Mail::Command(1), Mail::Slow)
+            ),
+            "{first:?} {second:?}"
+        );
     }
 
     #[test]

@@ -169,9 +169,10 @@ fn self_signed_certificate(
 }
 
 /// The channel bindings of an established server connection, preferred first:
-/// `tls-exporter` (RFC 9266, TLS 1.3 only) and `tls-server-end-point`.
+/// `tls-exporter` (RFC 9266, TLS 1.3 only) and `tls-server-end-point`. The connection
+/// forgets its exporter secret afterwards (it serves nothing else).
 pub(crate) fn channel_bindings(
-    connection: &TlsStream,
+    connection: &mut TlsStream,
     server_end_point: &[u8],
 ) -> Vec<ChannelBinding> {
     let mut bindings = Vec::with_capacity(2);
@@ -181,6 +182,7 @@ pub(crate) fn channel_bindings(
             None => tracing::warn!("no tls-exporter channel binding: the exporter secret was not seen"),
         }
     }
+    connection.forget_exporter_secret();
     if !server_end_point.is_empty() {
         bindings.push(ChannelBinding::new(
             ChannelBindingType::TlsServerEndPoint,

@@ -170,6 +170,11 @@ impl TlsStream {
         Some(out)
     }
 
+    /// Forgets the exporter secret (once the channel bindings are made).
+    pub(crate) fn forget_exporter_secret(&mut self) {
+        self.exporter_secret = None;
+    }
+
     /// Reads decrypted bytes into `buf` (replacing its contents), at most `limit` (at
     /// least one); 0 when the peer closed the connection. Cancel-safe: what was received
     /// stays in the stream. While nothing is there to read, `buf`'s memory is released
