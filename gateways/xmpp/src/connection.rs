@@ -391,50 +391,73 @@ struct Connection {
     auth_account: Option<String>,
 }
 
-/// Serves one accepted TCP connection until it ends.
-pub(crate) async fn run(
-    socket: TcpStream,
-    peer: SocketAddr,
-    transport: Transport,
-    acceptor: Arc<ServerConfig>,
-    shared: Arc<Shared>,
-) {
-    let _alive = shared.alive.clone();
-    let conn = if transport.encrypted() {
-        match handshake(acceptor.clone(), socket, &shared.limits).await {
-            Ok(tls) => Conn::Tls(Box::new(tls)),
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                return;
-            }
-        }
-    } else {
-        Conn::Plain(socket)
-    };
-    drive(conn, peer, transport, Some(acceptor), shared).await;
-}
-
-/// Serves one upgraded WebSocket connection (RFC 7395) until it ends.
-pub(crate) async fn run_websocket(
-    socket: WebSocket,
-    peer: SocketAddr,
-    secure: bool,
-    shared: Arc<Shared>,
-) {
-    let _alive = shared.alive.clone();
-    let conn = Conn::Ws(Box::new(socket));
-    drive(conn, peer, Transport::WebSocket { secure }, None, shared).await;
-}
-
-/// Drives the session of a connection, then keeps it detached for resumption if its
-/// connection broke, then records its end.
-async fn drive(
+/// What a connection task starts from. Boxed: an async function keeps room for its
+/// arguments in its future for as long as it runs, and a connection's task lives as long
+/// as the connection.
+struct Start {
     conn: Conn,
     peer: SocketAddr,
     transport: Transport,
     acceptor: Option<Arc<ServerConfig>>,
     shared: Arc<Shared>,
-) {
+}
+
+/// Serves one accepted TCP connection until it ends.
+pub(crate) fn run(
+    socket: TcpStream,
+    peer: SocketAddr,
+    transport: Transport,
+    acceptor: Arc<ServerConfig>,
+    shared: Arc<Shared>,
+) -> impl Future<Output = ()> + Send {
+    drive(Box::new(Start {
+        conn: Conn::Plain(socket),
+        peer,
+        transport,
+        acceptor: Some(acceptor),
+        shared,
+    }))
+}
+
+/// Serves one upgraded WebSocket connection (RFC 7395) until it ends.
+pub(crate) fn run_websocket(
+    socket: WebSocket,
+    peer: SocketAddr,
+    secure: bool,
+    shared: Arc<Shared>,
+) -> impl Future<Output = ()> + Send {
+    drive(Box::new(Start {
+        conn: Conn::Ws(Box::new(socket)),
+        peer,
+        transport: Transport::WebSocket { secure },
+        acceptor: None,
+        shared,
+    }))
+}
+
+/// Drives the session of a connection (after the TLS handshake of a direct TLS one), then
+/// keeps it detached for resumption if its connection broke, then records its end.
+async fn drive(start: Box<Start>) {
+    let Start {
+        conn,
+        peer,
+        transport,
+        acceptor,
+        shared,
+    } = *start;
+    let _alive = shared.alive.clone();
+    let conn = match (conn, &acceptor) {
+        (Conn::Plain(socket), Some(acceptor)) if transport.encrypted() => {
+            match handshake(acceptor.clone(), socket, &shared.limits).await {
+                Ok(tls) => Conn::Tls(Box::new(tls)),
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+            }
+        }
+        (conn, _) => conn,
+    };
     let session_id = match SessionId::new(Uuid::new_v4().simple().to_string()) {
         Ok(id) => id,
         Err(e) => {
