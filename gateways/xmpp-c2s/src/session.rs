@@ -12,10 +12,10 @@ use imbus_xmpp_auth::{
 };
 use imbus_xmpp_stream::ns;
 use imbus_xmpp_stream::{
-    ClassifyError, Element, Features, Framing, IqType, StanzaError,
-    StanzaErrorCondition, StanzaErrorType, StanzaKind, StreamError, StreamErrorCondition,
-    StreamEvent, StreamHeader, StreamOpen, StreamParser, classify, error_reply, is_stanza,
-    stamp_from, stream_close, stream_error,
+    ClassifyError, Element, Features, Framing, IqType, StanzaError, StanzaErrorCondition,
+    StanzaErrorType, StanzaKind, StreamError, StreamErrorCondition, StreamEvent, StreamHeader,
+    StreamOpen, StreamParser, classify, error_reply, is_stanza, stamp_from, stream_close,
+    stream_error,
 };
 use rand::rngs::StdRng;
 use rand::{CryptoRng, RngCore};

@@ -16,7 +16,6 @@
 //! scopes are handled by quick-xml's attribute iterator, unescaper and
 //! [`NamespaceResolver`].
 
-use std::sync::Arc;
 use quick_xml::XmlVersion;
 use quick_xml::escape::{EscapeError, resolve_xml_entity, unescape_with};
 use quick_xml::events::attributes::AttrError;
@@ -25,6 +24,7 @@ use quick_xml::name::{
     Namespace, NamespaceError, NamespaceResolver, PrefixDeclaration, QName, ResolveResult,
 };
 use quick_xml::parser::{ElementParser, Parser, PiParser};
+use std::sync::Arc;
 
 use crate::element::Element;
 use crate::error::{StreamError, StreamErrorCondition as C};

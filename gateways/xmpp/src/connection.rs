@@ -25,14 +25,14 @@ use imbus_xmpp_auth::{Decision, SaslCondition, Throttle};
 use imbus_xmpp_c2s::{Action, BindAnswer, Input, ResumeState, Session, SessionConfig, Transport};
 use imbus_xmpp_stream::{Element, StanzaKind, StreamError, StreamErrorCondition};
 use parking_lot::Mutex;
+use rustls::ServerConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
-use rustls::ServerConfig;
 
 use crate::gateway::{ConnectionLimits, CredentialLookup, SESSIONS, STANZAS, stream_error};
-use crate::tls::channel_bindings;
 use crate::mailbox::{Inbox, Mail, Mailbox, mailbox};
+use crate::tls::channel_bindings;
 use crate::tls_stream::TlsStream;
 
 /// What every connection of a gateway shares.
@@ -538,11 +538,7 @@ impl Connection {
         }
     }
 
-    async fn serve(
-        &mut self,
-        mut pending: VecDeque<Action>,
-        command_rx: &Inbox<Command>,
-    ) -> End {
+    async fn serve(&mut self, mut pending: VecDeque<Action>, command_rx: &Inbox<Command>) -> End {
         let mut buf = Vec::new();
         let mut shutdown = self.shared.shutdown.clone();
         let mut shutting_down = *shutdown.borrow();
@@ -981,11 +977,7 @@ impl Connection {
     /// Hands this detached session to a resuming connection: moves the full JID's
     /// deliveries to it, folds in what was delivered meanwhile and the log's last
     /// confirmations, and replies with the state. `false` when it cannot be resumed.
-    async fn hand_over(
-        &mut self,
-        handover: Handover,
-        command_rx: &Inbox<Command>,
-    ) -> bool {
+    async fn hand_over(&mut self, handover: Handover, command_rx: &Inbox<Command>) -> bool {
         let Handover { h, to, reply } = handover;
         let acceptable = self
             .session

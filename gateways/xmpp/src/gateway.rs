@@ -26,8 +26,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::mailbox::SendError;
 use crate::connection::{self, Command, Shared};
+use crate::mailbox::SendError;
 use crate::redelivery::{self, Target};
 use crate::registration::{Registration, Registrations};
 use crate::tls::{CertSource, Identity};

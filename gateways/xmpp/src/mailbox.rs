@@ -173,7 +173,11 @@ mod tests {
         assert_eq!(inbox.try_recv(), Some(2));
         assert_eq!(inbox.recv().await, Mail::Command(4));
         assert_eq!(inbox.try_recv(), None);
-        assert_eq!(mailbox.queue.lock().items.capacity(), 0, "an empty queue holds no memory");
+        assert_eq!(
+            mailbox.queue.lock().items.capacity(),
+            0,
+            "an empty queue holds no memory"
+        );
     }
 
     #[tokio::test]
@@ -222,8 +226,15 @@ mod tests {
         let held = Arc::new(());
         mailbox.try_send(held.clone()).unwrap();
         drop(inbox);
-        assert_eq!(Arc::strong_count(&held), 1, "the queued command was dropped");
-        assert!(matches!(mailbox.try_send(held.clone()), Err(SendError::Closed(_))));
+        assert_eq!(
+            Arc::strong_count(&held),
+            1,
+            "the queued command was dropped"
+        );
+        assert!(matches!(
+            mailbox.try_send(held.clone()),
+            Err(SendError::Closed(_))
+        ));
         assert!(matches!(mailbox.send(held), Err(SendError::Closed(_))));
     }
 }

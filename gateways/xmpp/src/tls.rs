@@ -179,7 +179,9 @@ pub(crate) fn channel_bindings(
     if connection.protocol_version() == Some(ProtocolVersion::TLSv1_3) {
         match connection.export_keying_material(b"EXPORTER-Channel-Binding", 32) {
             Some(data) => bindings.push(ChannelBinding::new(ChannelBindingType::TlsExporter, data)),
-            None => tracing::warn!("no tls-exporter channel binding: the exporter secret was not seen"),
+            None => {
+                tracing::warn!("no tls-exporter channel binding: the exporter secret was not seen")
+            }
         }
     }
     connection.forget_exporter_secret();

@@ -580,7 +580,10 @@ mod tests {
         let upstream = pattern(100_000);
         client.write_all(&upstream).await.unwrap();
         client.flush().await.unwrap();
-        assert_eq!(read_exactly(&mut server, upstream.len(), 7_000).await, upstream);
+        assert_eq!(
+            read_exactly(&mut server, upstream.len(), 7_000).await,
+            upstream
+        );
         // Server to client: larger than one record.
         let downstream = pattern(70_001);
         server.write(&downstream).await.unwrap();
@@ -649,10 +652,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_read_cancelled_halfway_through_a_record_loses_nothing() {
-        let Pair {
-            mut server,
-            client,
-        } = pair(&[&rustls::version::TLS13]).await;
+        let Pair { mut server, client } = pair(&[&rustls::version::TLS13]).await;
         // Split one record over two writes of the raw socket: encrypt with the client's
         // connection and send its bytes by hand.
         let (socket, mut connection) = client.into_inner();
@@ -702,12 +702,7 @@ mod tests {
     fn hkdf_label_is_laid_out_as_rfc_8446_says() {
         assert_eq!(
             hkdf_label(32, b"exporter", &[0xaa, 0xbb]).unwrap(),
-            [
-                &[0, 32, 14][..],
-                b"tls13 exporter",
-                &[2, 0xaa, 0xbb][..]
-            ]
-            .concat()
+            [&[0, 32, 14][..], b"tls13 exporter", &[2, 0xaa, 0xbb][..]].concat()
         );
         assert_eq!(hkdf_label(32, &[b'x'; 250], &[]), None);
     }
