@@ -553,28 +553,22 @@ mod tests {
             mut client,
         } = pair(&[&rustls::version::TLS13]).await;
         assert_eq!(server.protocol_version(), Some(ProtocolVersion::TLSv1_3));
-        let expected = client
-            .get_ref()
-            .1
-            .export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
-            .unwrap();
-        assert_eq!(
-            server
-                .export_keying_material(b"EXPORTER-Channel-Binding", 32)
-                .as_deref(),
-            Some(&expected[..])
-        );
-        let other = client
-            .get_ref()
-            .1
-            .export_keying_material([0u8; 48], b"EXPERIMENTAL-other", None)
-            .unwrap();
-        assert_eq!(
-            server
-                .export_keying_material(b"EXPERIMENTAL-other", 48)
-                .as_deref(),
-            Some(&other[..])
-        );
+        for (label, len) in [
+            (&b"EXPORTER-Channel-Binding"[..], 32),
+            (&b"EXPERIMENTAL-other"[..], 48),
+        ] {
+            let expected = client
+                .get_ref()
+                .1
+                .export_keying_material(vec![0u8; len], label, None)
+                .unwrap();
+            assert_eq!(
+                server.export_keying_material(label, len),
+                Some(expected),
+                "{}",
+                String::from_utf8_lossy(label)
+            );
+        }
 
         // Client to server: several records, read in pieces smaller and larger than one.
         let upstream = pattern(100_000);
