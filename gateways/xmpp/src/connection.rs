@@ -382,7 +382,7 @@ struct Connection {
     mailbox: Arc<Mailbox<Command>>,
     appender: Appender,
     bound: Option<FullJid>,
-    /// A command taken from the channel while collecting waiting deliveries, handled
+    /// A command taken from the mailbox while collecting waiting deliveries, handled
     /// next.
     deferred: Option<Command>,
     deadline: Option<tokio::time::Instant>,
@@ -1164,7 +1164,6 @@ fn record_auth_failure(
     }
 }
 
-/// The deferred command if there is one, else the next from the channel.
 /// The next action to perform. Consecutive stanzas out are joined into one write when
 /// `join_writes` (a WebSocket message carries one stanza, so not there).
 fn next_action(pending: &mut VecDeque<Action>, join_writes: bool) -> Option<Action> {
@@ -1184,8 +1183,8 @@ fn next_action(pending: &mut VecDeque<Action>, join_writes: bool) -> Option<Acti
     Some(action)
 }
 
-/// The next command for a detached session (which writes nothing, so a slow client
-/// does not matter to it).
+/// The deferred command if there is one, else the next from the mailbox: for a detached
+/// session (which writes nothing, so a slow client does not matter to it).
 async fn next_command(deferred: &mut Option<Command>, command_rx: &Inbox<Command>) -> Command {
     if let Some(command) = deferred.take() {
         return command;

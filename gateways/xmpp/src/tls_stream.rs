@@ -275,15 +275,14 @@ impl TlsStream {
                     }
                     None
                 }
-                ConnectionState::ReadEarlyData(mut early) => {
-                    // The configuration accepts no early data; should any arrive, it is
-                    // read like the rest.
-                    while let Some(record) = early.next_record() {
-                        let record = record.map_err(tls_error)?;
-                        discard += record.discard;
-                        self.plaintext.extend_from_slice(record.payload);
-                    }
-                    None
+                ConnectionState::ReadEarlyData(_) => {
+                    // The configuration accepts no early data (rustls refuses it), so
+                    // this state is not reached; should it be, the connection ends
+                    // rather than reading bytes of unknown standing.
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "TLS early data, which this server does not accept",
+                    ));
                 }
                 ConnectionState::EncodeTlsData(mut encode) => {
                     let start = self.outgoing.len();
