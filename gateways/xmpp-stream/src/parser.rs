@@ -12,24 +12,27 @@
 //! [`ParserConfig::max_stanza_bytes`] however slowly or in whatever pieces a stanza is sent.
 //!
 //! Tag boundaries are found with quick-xml's [`ElementParser`] and [`PiParser`] (which
-//! skip `>` inside quoted attribute values); attributes, entity references and namespace
-//! scopes are handled by quick-xml's attribute iterator, unescaper and
-//! [`NamespaceResolver`].
+//! skip `>` inside quoted attribute values); attributes and entity references are handled
+//! by quick-xml's attribute iterator and unescaper, namespace scopes by
+//! [`scope::NamespaceScope`], which keeps an idle stream's declarations in one small
+//! allocation.
 
 use quick_xml::XmlVersion;
 use quick_xml::escape::{EscapeError, resolve_xml_entity, unescape_with};
 use quick_xml::events::attributes::AttrError;
 use quick_xml::events::{BytesDecl, BytesStart, BytesText};
-use quick_xml::name::{
-    Namespace, NamespaceError, NamespaceResolver, PrefixDeclaration, QName, ResolveResult,
-};
+use quick_xml::name::QName;
 use quick_xml::parser::{ElementParser, Parser, PiParser};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::element::Element;
 use crate::error::{StreamError, StreamErrorCondition as C};
 use crate::ns;
 use crate::xmlchar::{first_invalid_char, is_ncname, is_qname, is_xml_space};
+
+mod scope;
+use scope::{NamespaceScope, Resolved};
 
 /// How XMPP is framed on the transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -254,8 +257,10 @@ pub struct StreamParser {
     stack: Vec<OpenElement>,
     /// Elements started in the first-level element in progress.
     elements: usize,
-    stream_qname: String,
-    resolver: NamespaceResolver,
+    /// The stream element's qualified name, to match its end tag (a constant for the usual
+    /// `stream:stream`, so an idle stream holds no copy).
+    stream_qname: Cow<'static, str>,
+    resolver: NamespaceScope,
     decl_allowed: bool,
     /// Boxed: rare, and the parser lives in every idle connection.
     failed: Option<Box<StreamError>>,
@@ -273,17 +278,6 @@ fn err(condition: C, text: impl Into<String>) -> StreamError {
 
 fn attr_error(e: AttrError) -> StreamError {
     err(C::NotWellFormed, format!("malformed attribute: {e}"))
-}
-
-fn namespace_error(e: NamespaceError) -> StreamError {
-    match e {
-        NamespaceError::TooManyBindings(n) => err(
-            C::PolicyViolation,
-            format!("more than {n} namespace declarations in scope"),
-        ),
-        NamespaceError::TooDeeplyNested(_) => err(C::PolicyViolation, "elements nested too deeply"),
-        other => err(C::BadNamespacePrefix, other.to_string()),
-    }
 }
 
 fn escape_error(e: &EscapeError) -> StreamError {
@@ -319,8 +313,7 @@ impl StreamParser {
     /// A parser whose configuration is shared with other parsers (a server's streams
     /// all read with the same settings; each would otherwise hold a copy).
     pub fn with_shared_config(config: Arc<ParserConfig>) -> Self {
-        let mut resolver = NamespaceResolver::default();
-        resolver.set_max_namespace_bindings(config.max_namespace_bindings.max(1));
+        let resolver = NamespaceScope::new(config.max_namespace_bindings.max(1));
         let mut parser = Self {
             config,
             phase: Phase::Prolog,
@@ -330,7 +323,7 @@ impl StreamParser {
             cur_bytes: 0,
             stack: Vec::new(),
             elements: 0,
-            stream_qname: String::new(),
+            stream_qname: Cow::Borrowed(""),
             resolver,
             decl_allowed: true,
             failed: None,
@@ -347,9 +340,7 @@ impl StreamParser {
         {
             // Cannot fail: the default namespace is not a reserved binding and the
             // binding limit is at least one.
-            let _ = self
-                .resolver
-                .add(PrefixDeclaration::Default, Namespace(content));
+            let _ = self.resolver.declare(None, content);
         }
     }
 
@@ -373,8 +364,8 @@ impl StreamParser {
         self.text.shrink_to_fit();
         self.stack.shrink_to_fit();
         if self.stack.is_empty() {
-            // Only the stream header's declarations are in scope; a copy holds just them.
-            self.resolver = self.resolver.clone();
+            // Only the stream header's declarations are in scope.
+            self.resolver.shrink_to_fit();
         }
     }
 
@@ -991,20 +982,9 @@ impl StreamParser {
         }
 
         // Open the namespace scope of this element.
-        let level = self
-            .resolver
-            .level()
-            .checked_add(1)
-            .ok_or_else(|| err(C::PolicyViolation, "elements nested too deeply"))?;
-        self.resolver.set_level(level);
+        self.resolver.push()?;
         for (prefix, value) in &decls {
-            let decl = match prefix {
-                None => PrefixDeclaration::Default,
-                Some(p) => PrefixDeclaration::Named(p),
-            };
-            self.resolver
-                .add(decl, Namespace(value))
-                .map_err(namespace_error)?;
+            self.resolver.declare(*prefix, value)?;
         }
 
         let (_, prefix) = QName(qname).decompose();
@@ -1057,15 +1037,11 @@ impl StreamParser {
 
     /// Resolves the namespace of an element (`element = true`) or attribute name.
     fn resolve(&self, qname: &str, element: bool) -> Result<Option<String>, StreamError> {
-        let (result, _) = self.resolver.resolve(QName(qname), element);
-        match result {
-            ResolveResult::Bound(ns) => Ok(Some(ns.into_inner().to_owned())),
-            ResolveResult::Unbound => Ok(None),
-            ResolveResult::Unknown(p) => Err(err(
-                C::BadNamespacePrefix,
-                format!("undeclared namespace prefix '{p}'"),
-            )),
-        }
+        let prefix = QName(qname).prefix().map(|p| p.into_inner());
+        Ok(match self.resolver.resolve(prefix, element)? {
+            Resolved::Bound(ns) => Some(ns.to_owned()),
+            Resolved::Unbound => None,
+        })
     }
 
     fn stream_header(
@@ -1101,7 +1077,10 @@ impl StreamParser {
         let prefix = QName(qname).prefix().map(|p| p.into_inner().to_owned());
         let open = self.stream_open(&element, content_namespace, prefix)?;
         self.cur_bytes = 0;
-        self.stream_qname = qname.to_owned();
+        self.stream_qname = match qname {
+            "stream:stream" => Cow::Borrowed("stream:stream"),
+            other => Cow::Owned(other.to_owned()),
+        };
         out.push(StreamEvent::StreamOpen(open));
         if empty {
             self.resolver.pop();

@@ -182,6 +182,13 @@ fn a_parser_between_stanzas_holds_no_spare_buffers_after_releasing_memory() {
     assert_eq!(parser.tok.capacity(), 0);
     assert_eq!(parser.text.capacity(), 0);
     assert_eq!(parser.stack.capacity(), 0);
+    // The stanza's declarations are gone; the header's two are kept without copies of
+    // their names.
+    assert!(
+        parser.resolver.heap_bytes() <= 2 * 64,
+        "{:?}",
+        parser.resolver
+    );
     // The header's declarations still resolve.
     assert_eq!(
         format!("{:?}", parser.resolver),
