@@ -11,10 +11,11 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
-use futures::FutureExt;
+use futures::StreamExt;
 use imbus_core::jid::{BareJid, FullJid, Jid};
 use imbus_core::{
     ClientFeatures, CloseReason, Credentials, Event, GatewayId, SessionClosed, SessionEvent,
@@ -26,7 +27,7 @@ use imbus_xmpp_c2s::{Action, BindAnswer, Input, ResumeState, Session, SessionCon
 use imbus_xmpp_stream::{Element, StanzaKind, StreamError, StreamErrorCondition};
 use parking_lot::Mutex;
 use rustls::ServerConfig;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -162,43 +163,67 @@ impl Conn {
     /// A TCP stream is read only when bytes (or, over TLS, decrypted bytes) are there
     /// at once; otherwise `buf`'s memory is released and the read waits for the socket to
     /// become readable without holding a buffer: an idle connection keeps no read buffer.
-    async fn read(&mut self, buf: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
+    /// The wait is a poll that leaves the task's waker with the socket, so it keeps no
+    /// state in the connection's task either.
+    fn read<'a>(
+        &'a mut self,
+        buf: &'a mut Vec<u8>,
+        limit: usize,
+    ) -> impl Future<Output = io::Result<usize>> + 'a {
+        std::future::poll_fn(move |cx| self.poll_read(cx, buf, limit))
+    }
+
+    fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut Vec<u8>,
+        limit: usize,
+    ) -> Poll<io::Result<usize>> {
         let size = limit.clamp(1, READ_CHUNK);
         match self {
             Conn::Plain(s) => loop {
-                buf.resize(size, 0);
-                if let Some(read) = s.read(buf).now_or_never() {
-                    return read;
+                if s.poll_read_ready(cx)?.is_pending() {
+                    *buf = Vec::new();
+                    return Poll::Pending;
                 }
-                *buf = Vec::new();
-                s.readable().await?;
+                buf.resize(size, 0);
+                match s.try_read(buf) {
+                    Ok(n) => return Poll::Ready(Ok(n)),
+                    // The readiness was stale: wait again, without the buffer.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => *buf = Vec::new(),
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
             },
             // Keeps what it took from the socket while a record is unfinished, and
             // releases `buf` and its own buffers while waiting.
-            Conn::Tls(s) => s.read(buf, size).await,
+            Conn::Tls(s) => s.poll_read(cx, buf, size),
             Conn::Ws(ws) => loop {
-                match ws.recv().await {
-                    None | Some(Ok(Message::Close(_))) => return Ok(0),
-                    Some(Ok(Message::Text(text))) => {
+                let message = match ready!(ws.poll_next_unpin(cx)) {
+                    None => return Poll::Ready(Ok(0)),
+                    Some(Ok(message)) => message,
+                    Some(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),
+                };
+                match message {
+                    Message::Text(text) => {
                         buf.clear();
                         buf.extend_from_slice(text.as_str().as_bytes());
                         if buf.is_empty() {
                             // An empty message carries no frame; keep reading.
                             continue;
                         }
-                        return Ok(buf.len());
+                        return Poll::Ready(Ok(buf.len()));
                     }
-                    Some(Ok(Message::Binary(_))) => {
-                        return Err(io::Error::new(
+                    Message::Binary(_) => {
+                        return Poll::Ready(Err(io::Error::new(
                             io::ErrorKind::InvalidData,
                             "binary WebSocket message (RFC 7395 uses text messages)",
-                        ));
+                        )));
                     }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Err(e)) => return Err(io::Error::other(e)),
+                    Message::Close(_) => return Poll::Ready(Ok(0)),
+                    Message::Ping(_) | Message::Pong(_) => continue,
                 }
             },
-            Conn::Gone => Ok(0),
+            Conn::Gone => Poll::Ready(Ok(0)),
         }
     }
 

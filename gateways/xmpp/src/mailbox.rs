@@ -3,15 +3,18 @@
 //!
 //! One small shared allocation per connection: a queue that holds memory only while it
 //! holds commands, the bytes queued for the client, whether the client reads too slowly,
-//! and the notification the task waits on. (A tokio channel preallocates a block of 32 slots and pads its halves to
-//! cache lines: more than a kilobyte for every idle connection.)
+//! and the waker of the task. (A tokio channel preallocates a block of 32 slots and pads
+//! its halves to cache lines: more than a kilobyte for every idle connection.) Waiting
+//! for mail takes no room in the task's future either: [`Inbox::poll_recv`] leaves its
+//! waker in the mailbox instead of a waiter node in the future.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 
+use futures::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 /// What a connection task takes from its mailbox.
 #[derive(Debug, PartialEq, Eq)]
@@ -42,7 +45,7 @@ struct Queue<T> {
 pub(crate) struct Mailbox<T> {
     queue: Mutex<Queue<T>>,
     /// Wakes the task when a command arrives or the client is found too slow.
-    ready: Notify,
+    ready: AtomicWaker,
     /// The connection must end because its client cannot keep up.
     slow: AtomicBool,
     /// Bytes of stanzas queued for the client and not taken by the task yet.
@@ -64,7 +67,7 @@ pub(crate) fn mailbox<T>(capacity: usize) -> (Arc<Mailbox<T>>, Inbox<T>) {
             items: VecDeque::new(),
             closed: false,
         }),
-        ready: Notify::new(),
+        ready: AtomicWaker::new(),
         slow: AtomicBool::new(false),
         queued_bytes: AtomicUsize::new(0),
         capacity: capacity.max(1),
@@ -98,7 +101,7 @@ impl<T> Mailbox<T> {
             }
             queue.items.push_back(command);
         }
-        self.ready.notify_one();
+        self.ready.wake();
         Ok(())
     }
 
@@ -106,7 +109,7 @@ impl<T> Mailbox<T> {
     /// before any command still waiting.
     pub(crate) fn mark_slow(&self) {
         self.slow.store(true, Ordering::Release);
-        self.ready.notify_one();
+        self.ready.wake();
     }
 
     /// Takes the count of `bytes` off what is queued for the client.
@@ -127,19 +130,24 @@ impl<T> Inbox<T> {
         command
     }
 
+    /// The next mail, or `Pending` with the task's waker kept to be woken when mail
+    /// arrives. A command is taken only when this returns it.
+    pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Mail<T>> {
+        // The waker first: mail that arrives after the checks below wakes it.
+        self.mailbox.ready.register(cx.waker());
+        if self.mailbox.slow.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(Mail::Slow);
+        }
+        match self.try_recv() {
+            Some(command) => Poll::Ready(Mail::Command(command)),
+            None => Poll::Pending,
+        }
+    }
+
     /// The next mail, waiting for one. Cancel-safe: a command is taken only when this
     /// returns it.
     pub(crate) async fn recv(&self) -> Mail<T> {
-        loop {
-            if self.mailbox.slow.swap(false, Ordering::AcqRel) {
-                return Mail::Slow;
-            }
-            if let Some(command) = self.try_recv() {
-                return Mail::Command(command);
-            }
-            // A command queued since the check left a permit, so this returns at once.
-            self.mailbox.ready.notified().await;
-        }
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 }
 

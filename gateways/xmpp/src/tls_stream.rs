@@ -13,6 +13,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use rustls::crypto::tls13::OkmBlock;
 use rustls::server::UnbufferedServerConnection;
@@ -87,6 +88,10 @@ pub(crate) struct TlsStream {
     outgoing: Vec<u8>,
     /// The peer sent close_notify: nothing more will be read.
     peer_closed: bool,
+    /// Bytes arrived since `incoming` was last processed. Processing consumes every
+    /// complete record whoever runs it (a read or a write), so only new bytes make new
+    /// work for a read.
+    unprocessed: bool,
     /// The TLS 1.3 exporter secret, for the `tls-exporter` channel binding.
     exporter_secret: Option<Vec<u8>>,
 }
@@ -107,6 +112,7 @@ impl TlsStream {
             plaintext_at: 0,
             outgoing: Vec::new(),
             peer_closed: false,
+            unprocessed: true,
             exporter_secret: None,
         };
         loop {
@@ -132,6 +138,8 @@ impl TlsStream {
             }
         }
         stream.incoming.shrink_to_fit();
+        // Records the client sent right after its Finished message may be there.
+        stream.unprocessed = true;
         Ok(stream)
     }
 
@@ -179,30 +187,44 @@ impl TlsStream {
     /// least one); 0 when the peer closed the connection. Cancel-safe: what was received
     /// stays in the stream. While nothing is there to read, `buf`'s memory is released
     /// and the stream holds no buffer either.
+    #[cfg(test)]
     pub(crate) async fn read(&mut self, buf: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_read(cx, buf, limit)).await
+    }
+
+    /// [`Self::read`] as a poll: `Pending` leaves the task's waker with the socket, so a
+    /// connection waiting for its client keeps no read state in its task either.
+    pub(crate) fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut Vec<u8>,
+        limit: usize,
+    ) -> Poll<io::Result<usize>> {
         let limit = limit.max(1);
         loop {
             if self.plaintext_at < self.plaintext.len() {
-                return Ok(self.take_plaintext(buf, limit));
+                return Poll::Ready(Ok(self.take_plaintext(buf, limit)));
             }
             if self.peer_closed {
-                return Ok(0);
+                return Poll::Ready(Ok(0));
             }
-            let progress = self.process(None, false);
-            self.try_flush()?;
-            if progress? == Progress::Closed {
-                return Ok(0);
-            }
-            if self.plaintext_at < self.plaintext.len() || self.peer_closed {
+            if self.unprocessed {
+                self.unprocessed = false;
+                let progress = self.process(None, false);
+                self.try_flush()?;
+                if progress? == Progress::Closed {
+                    return Poll::Ready(Ok(0));
+                }
                 continue;
             }
             *buf = Vec::new();
             if self.incoming.is_empty() {
                 self.incoming = Vec::new();
             }
-            if self.fill().await? == 0 {
-                return Ok(0);
+            if ready!(self.poll_fill(cx))? == 0 {
+                return Poll::Ready(Ok(0));
             }
+            self.unprocessed = true;
         }
     }
 
@@ -369,29 +391,34 @@ impl TlsStream {
     /// Writes what waits in `outgoing`, then reads what the socket has into `incoming`,
     /// waiting until it has something; 0 at the end of the stream. Cancel-safe.
     async fn fill(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    /// [`Self::fill`] as a poll.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.incoming.len() >= MAX_INCOMING {
-            return Err(io::Error::new(
+            return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
                     "more than {MAX_INCOMING} bytes of an unfinished TLS record or handshake message"
                 ),
-            ));
+            )));
         }
         loop {
             // What waits to go out (an alert, a key update) goes first; the peer reads it
             // before it sends more.
             self.try_flush()?;
             if !self.outgoing.is_empty() {
-                self.socket.writable().await?;
+                ready!(self.socket.poll_write_ready(cx))?;
                 continue;
             }
-            self.socket.readable().await?;
+            ready!(self.socket.poll_read_ready(cx))?;
             let start = self.incoming.len();
             self.incoming.resize(start + READ_SIZE, 0);
             match self.socket.try_read(&mut self.incoming[start..]) {
                 Ok(n) => {
                     self.incoming.truncate(start + n);
-                    return Ok(n);
+                    return Poll::Ready(Ok(n));
                 }
                 Err(e) => {
                     self.incoming.truncate(start);
@@ -399,7 +426,7 @@ impl TlsStream {
                         self.incoming = Vec::new();
                     }
                     if e.kind() != io::ErrorKind::WouldBlock {
-                        return Err(e);
+                        return Poll::Ready(Err(e));
                     }
                 }
             }

@@ -1,4 +1,5 @@
 use std::fmt;
+use std::sync::Arc;
 
 use crate::ValidationError;
 
@@ -7,8 +8,11 @@ use crate::ValidationError;
 /// Processors address a connected session through the topic `deliver.<gateway-id>`, so a
 /// gateway id follows Kafka's topic-name rule: 1 to [`GatewayId::MAX_LEN`] characters of
 /// `a-z A-Z 0-9 . _ -` (the limit leaves room for the `deliver.` prefix within Kafka's 249).
+///
+/// Shared, not copied, when cloned: a processor that keeps it in the state of each of the
+/// gateway's sessions keeps one copy of the text.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct GatewayId(String);
+pub struct GatewayId(Arc<str>);
 
 impl GatewayId {
     /// The longest gateway id: 249 (Kafka's topic-name limit) minus `deliver.`.
@@ -23,7 +27,7 @@ impl GatewayId {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
         if ok {
-            Ok(Self(id))
+            Ok(Self(id.into()))
         } else {
             Err(ValidationError::GatewayId(id))
         }
@@ -34,7 +38,7 @@ impl GatewayId {
     }
 
     pub fn into_inner(self) -> String {
-        self.0
+        self.0.to_string()
     }
 }
 
@@ -51,7 +55,7 @@ impl fmt::Display for GatewayId {
 /// apart from those of its replacement. A session id is 1 to [`SessionId::MAX_LEN`]
 /// printable ASCII characters without spaces.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(String);
+pub struct SessionId(Box<str>);
 
 impl SessionId {
     /// The longest session id.
@@ -63,7 +67,7 @@ impl SessionId {
         let ok =
             !id.is_empty() && id.len() <= Self::MAX_LEN && id.bytes().all(|b| b.is_ascii_graphic());
         if ok {
-            Ok(Self(id))
+            Ok(Self(id.into()))
         } else {
             Err(ValidationError::SessionId(id))
         }
@@ -74,7 +78,7 @@ impl SessionId {
     }
 
     pub fn into_inner(self) -> String {
-        self.0
+        self.0.into()
     }
 }
 

@@ -245,12 +245,23 @@ pub struct State {
     pub accounts: HashSet<BareJid>,
     closed: HashSet<SessionId>,
     closed_order: VecDeque<SessionId>,
+    /// The gateways sessions were seen on: every session of a gateway shares its id.
+    gateways: HashSet<GatewayId>,
 }
 
 impl State {
     /// The user's state, created empty when absent.
     pub fn user_mut(&mut self, user: &BareJid) -> &mut User {
         self.users.entry(user.clone()).or_default()
+    }
+
+    /// The gateway id as already held by other sessions (one copy of its text for all).
+    fn shared_gateway_id(&mut self, gateway_id: &GatewayId) -> GatewayId {
+        if let Some(shared) = self.gateways.get(gateway_id) {
+            return shared.clone();
+        }
+        self.gateways.insert(gateway_id.clone());
+        gateway_id.clone()
     }
 
     /// Whether this session id was closed recently.
@@ -371,7 +382,8 @@ impl State {
                 Taken::Stale
             }
             replaced => {
-                let session = Session::new(gateway_id.clone(), session_id.clone(), since);
+                let gateway_id = self.shared_gateway_id(gateway_id);
+                let session = Session::new(gateway_id, session_id.clone(), since);
                 self.user_mut(&jid.bare())
                     .sessions
                     .insert(resource.to_owned(), session);
