@@ -2,9 +2,11 @@
 //! same data directory (found through its run file), or the log itself when none runs.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use imbus_config::Config;
+use imbus_config::{Backend, Config};
+use imbus_log_embedded::EmbeddedLog;
 use imbus_ops::{RunFile, read_admin_token};
 use serde_json::Value;
 
@@ -15,7 +17,28 @@ pub struct Admin {
     pub http: reqwest::Client,
 }
 
+/// How long a command waits for a server that holds the log but has not written its run
+/// file yet (it is starting).
+const STARTING_SERVER_WAIT: Duration = Duration::from_secs(30);
+
+/// The admin API of the server running on this data directory, if any. A server that is
+/// starting (it holds the embedded log but does not answer yet) is waited for.
 pub async fn running_server(config: &Config) -> anyhow::Result<Option<Admin>> {
+    let deadline = tokio::time::Instant::now() + STARTING_SERVER_WAIT;
+    loop {
+        if let Some(admin) = answering_server(config).await? {
+            return Ok(Some(admin));
+        }
+        let log_held = config.bus.backend == Backend::Embedded
+            && EmbeddedLog::in_use(&crate::bus::embedded_dir(config));
+        if !log_held || tokio::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn answering_server(config: &Config) -> anyhow::Result<Option<Admin>> {
     let Some(info) = RunFile::new(&config.data_dir).read()? else {
         return Ok(None);
     };
@@ -27,7 +50,7 @@ pub async fn running_server(config: &Config) -> anyhow::Result<Option<Admin>> {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     let http = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
+        .timeout(Duration::from_secs(30))
         .build()?;
     let admin = Admin {
         base: format!("http://{addr}/admin/v1"),

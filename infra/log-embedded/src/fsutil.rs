@@ -77,6 +77,21 @@ impl DirLock {
     }
 }
 
+/// Whether a log holds the lock of `dir` now (in another process, or in this one).
+pub(crate) fn dir_locked(dir: &Path) -> bool {
+    let Ok(file) = OpenOptions::new()
+        .read(true)
+        .open(dir.join(crate::LOCK_FILE))
+    else {
+        return false;
+    };
+    // A lock taken here is released when `file` is closed, at the end of this function.
+    matches!(
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK
+    )
+}
+
 impl Drop for DirLock {
     fn drop(&mut self) {
         // The lock is released when the file is closed; nothing else to do.

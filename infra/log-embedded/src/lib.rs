@@ -483,6 +483,12 @@ impl fmt::Debug for EmbeddedLog {
 }
 
 impl EmbeddedLog {
+    /// Whether a log is open on `dir` now, in this process or another one (a server
+    /// that is starting or running, or a command working on the log directly).
+    pub fn in_use(dir: &Path) -> bool {
+        fsutil::dir_locked(dir)
+    }
+
     /// Opens (creating if needed) the log in `dir`, recovering from a crash if the last
     /// run did not shut down cleanly. Fails if another process or instance has the
     /// directory open.

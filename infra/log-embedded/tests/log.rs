@@ -124,13 +124,19 @@ async fn errors_are_precise() {
 #[tokio::test]
 async fn a_directory_opens_once() {
     let dir = tempfile::tempdir().unwrap();
+    assert!(!EmbeddedLog::in_use(dir.path()), "nothing opened it yet");
     let log = open(dir.path(), opts()).await;
+    assert!(EmbeddedLog::in_use(dir.path()));
     let err = EmbeddedLog::open(dir.path(), opts()).await.unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
     assert!(msg.contains("already open"), "{msg}");
     log.shutdown().await.unwrap();
     drop(log);
+    assert!(
+        !EmbeddedLog::in_use(dir.path()),
+        "closed, the lock file stays"
+    );
     let again = open(dir.path(), opts()).await;
     again.shutdown().await.unwrap();
 }
