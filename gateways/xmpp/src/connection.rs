@@ -585,6 +585,11 @@ impl Connection {
                     return self.end();
                 }
             }
+            // The queue grows to the most actions one event produced (a login's steps:
+            // about a kilobyte and a half); a connection that waits keeps none of it.
+            if pending.capacity() > 0 {
+                pending = VecDeque::new();
+            }
             if self.session.is_closed() {
                 return End::Closed;
             }
