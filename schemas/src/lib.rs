@@ -155,6 +155,14 @@ pub fn schema_id(record: &[u8]) -> Result<u32, SchemaError> {
 
 /// Encodes an event with the current version of its schema, in Confluent framing.
 pub fn encode(event: &Event) -> Result<Vec<u8>, SchemaError> {
+    let mut out = encode_grown(event)?;
+    // Exactly the record's size: the embedded log keeps recent records in memory (and a
+    // record's buffer is kept whole), so growth room would stay allocated with them.
+    out.shrink_to_fit();
+    Ok(out)
+}
+
+fn encode_grown(event: &Event) -> Result<Vec<u8>, SchemaError> {
     let kind = EventSchema::of(event);
     let current = registry()?.current(kind);
     // The events written for every message are written straight from the domain types

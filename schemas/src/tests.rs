@@ -375,3 +375,20 @@ fn every_sample_survives_schema_resolution() {
         assert_eq!(decoded, event);
     }
 }
+
+#[test]
+fn encoded_records_hold_no_growth_room() {
+    // Records are kept in memory by the embedded log's cache whole: their buffers must be
+    // exactly their size, whichever encoder (direct or generic) wrote them.
+    let mut long = stanza();
+    long.xml = format!("<message><body>{}</body></message>", "x".repeat(3000));
+    for event in [
+        Event::StanzaReceived(stanza()),
+        Event::StanzaReceived(long),
+        Event::from(closed()),
+    ] {
+        let bytes = encode(&event).unwrap();
+        assert_eq!(bytes.len(), bytes.capacity(), "{event:?}");
+        assert_eq!(decode(&bytes).unwrap(), event);
+    }
+}

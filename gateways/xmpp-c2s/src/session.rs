@@ -160,6 +160,9 @@ pub enum Action {
     },
     /// Feed [`Input::Timeout`] after this long (replacing any earlier timer).
     ArmTimer(Duration),
+    /// The timer armed last is not needed any more (the stream authenticated and bound a
+    /// resource in time): drop it rather than keep it until it fires.
+    DisarmTimer,
 }
 
 /// What a broken session leaves for a client that resumes it (XEP-0198 §5).
@@ -526,6 +529,13 @@ impl Session {
             Framing::WebSocket => element.to_xml(),
         };
         self.send(text, out);
+    }
+
+    /// Ends the authentication deadline.
+    fn disarm(&mut self, out: &mut Vec<Action>) {
+        if self.deadline.take().is_some() {
+            out.push(Action::DisarmTimer);
+        }
     }
 
     fn random_id(&mut self) -> String {
@@ -1147,7 +1157,7 @@ impl Session {
             .with_attr("id", pending.id)
             .with_child(bind);
         self.send_element(&result, out);
-        self.deadline = None;
+        self.disarm(out);
         self.jid = Some(pending.jid.clone());
         out.push(Action::Bound {
             full_jid: pending.jid,
@@ -1345,7 +1355,7 @@ impl Session {
             unacked,
             ack_wanted: None,
         });
-        self.deadline = None;
+        self.disarm(out);
         self.jid = Some(state.jid.clone());
         out.push(Action::Resumed {
             full_jid: state.jid,

@@ -185,6 +185,8 @@ impl Harness {
             full_jid: full_jid.clone(),
             replaces: false
         }));
+        // The authentication deadline is over: its timer is dropped, not left to fire.
+        assert!(actions.contains(&Action::DisarmTimer), "{actions:?}");
         self.elements(&actions);
         full_jid
     }

@@ -867,6 +867,7 @@ impl Connection {
             Action::ArmTimer(duration) => {
                 self.deadline = Some(tokio::time::Instant::now() + duration);
             }
+            Action::DisarmTimer => self.deadline = None,
         }
         true
     }

@@ -217,7 +217,11 @@ impl TlsStream {
                 }
                 continue;
             }
+            // Nothing to hand over: no buffer is kept while waiting (`plaintext` may hold
+            // the caller's previous buffer, swapped in by `take_plaintext`).
             *buf = Vec::new();
+            self.plaintext = Vec::new();
+            self.plaintext_at = 0;
             if self.incoming.is_empty() {
                 self.incoming = Vec::new();
             }
@@ -668,6 +672,18 @@ mod tests {
         client.write_all(b"<presence/>").await.unwrap();
         client.flush().await.unwrap();
         assert_eq!(read_exactly(&mut server, 11, 4096).await, b"<presence/>");
+        // Reads into one buffer swap it with the stream's: a wait releases both.
+        for stanza in [&b"<iq/>"[..], b"<message/>"] {
+            client.write_all(stanza).await.unwrap();
+            client.flush().await.unwrap();
+            let n = server.read(&mut buf, 4096).await.unwrap();
+            assert_eq!(&buf[..n], stanza);
+        }
+        let waited = tokio::time::timeout(Duration::from_millis(50), server.read(&mut buf, 4096));
+        assert!(waited.await.is_err());
+        assert_eq!(buf.capacity(), 0);
+        assert_eq!(server.plaintext.capacity(), 0);
+        assert_eq!(server.incoming.capacity(), 0);
     }
 
     #[tokio::test]
