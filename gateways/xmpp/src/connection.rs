@@ -463,13 +463,18 @@ pub(crate) fn run_websocket(
 /// Drives the session of a connection (after the TLS handshake of a direct TLS one), then
 /// keeps it detached for resumption if its connection broke, then records its end.
 async fn drive(start: Box<Start>) {
+    // Taken out of its box in a block of its own, so the box is freed now rather than
+    // kept (empty) for the connection's life.
     let Start {
         conn,
         peer,
         transport,
         acceptor,
         shared,
-    } = *start;
+    } = {
+        let start = start;
+        *start
+    };
     let _alive = shared.alive.clone();
     let conn = match (conn, &acceptor) {
         (Conn::Plain(socket), Some(acceptor)) if transport.encrypted() => {
