@@ -21,7 +21,7 @@ use imbus_core::{
     ClientFeatures, CloseReason, Credentials, Event, GatewayId, SessionClosed, SessionEvent,
     SessionId, SessionPresence, SessionState, StanzaReceived, Timestamp, Uuid,
 };
-use imbus_log::{Log, LogError, Record, partition_for_key};
+use imbus_log::{Log, LogError, Record, Submission, partition_for_key};
 use imbus_xmpp_auth::{Decision, SaslCondition, Throttle};
 use imbus_xmpp_c2s::{Action, BindAnswer, Input, ResumeState, Session, SessionConfig, Transport};
 use imbus_xmpp_stream::{Element, StanzaKind, StreamError, StreamErrorCondition};
@@ -270,18 +270,21 @@ enum Append {
 
 /// What a finished append reports.
 enum Appended {
-    /// The stanza of this sequence number is stored, or the log refused it.
-    Stanza(Result<u64, LogError>),
-    /// A session record was appended (or the failure logged).
+    /// The stanzas of these sequence numbers are stored (in this order), or the log
+    /// refused them.
+    Stanzas(Result<Vec<u64>, LogError>),
+    /// Only session records were appended (or the failure logged).
     Session,
 }
 
 /// An append in progress.
 type Appending = std::pin::Pin<Box<dyn Future<Output = Appended> + Send>>;
 
-/// A connection's log appends, made one after the other in the client's order by the
-/// connection task itself: no task or channel of its own, and nothing allocated while
-/// the connection is idle.
+/// A connection's log appends, made in the client's order by the connection task itself:
+/// no task or channel of its own, and nothing allocated while the connection is idle.
+/// One append is in progress at a time; what the client sent meanwhile waits in the
+/// queue and goes to the log as one batch when it ends, so a client that sends faster
+/// than one stanza per group commit is stored a batch per commit instead of a stanza.
 struct Appender {
     log: Arc<dyn Log>,
     /// Waiting behind the one in progress.
@@ -312,38 +315,22 @@ impl Appender {
     }
 
     fn start(&mut self) {
-        if self.current.is_some() {
+        if self.current.is_some() || self.queue.is_empty() {
             return;
         }
-        if self.queue.len() < self.queue.capacity() / 4 {
-            self.queue.shrink_to_fit();
-        }
-        let Some(append) = self.queue.pop_front() else {
-            return;
-        };
         let log = self.log.clone();
-        self.current = Some(Box::pin(async move {
-            match append {
-                Append::Stanza { seq, key, value } => Appended::Stanza(
-                    log.append(STANZAS, Record::new(key, value))
-                        .await
-                        .map(|_| seq),
-                ),
-                Append::Session {
-                    partition,
-                    key,
-                    value,
-                } => {
-                    if let Err(e) = log
-                        .append_to(SESSIONS, partition, Record::new(key.clone(), value))
-                        .await
-                    {
-                        tracing::warn!(session = key, error = %e, "cannot record the session");
-                    }
-                    Appended::Session
-                }
-            }
-        }));
+        self.current = Some(if self.queue.len() == 1 {
+            let Some(append) = self.queue.pop_front() else {
+                return;
+            };
+            Box::pin(append_one(log, append))
+        } else {
+            let batch: Vec<Append> = self.queue.drain(..).collect();
+            Box::pin(append_batch(log, batch))
+        });
+        if self.queue.capacity() > 4 {
+            self.queue = VecDeque::new();
+        }
     }
 
     /// Whether an append is in progress.
@@ -359,7 +346,7 @@ impl Appender {
         };
         let done = current.await;
         self.current = None;
-        if matches!(done, Appended::Stanza(Err(_))) {
+        if matches!(done, Appended::Stanzas(Err(_))) {
             self.failed = true;
             self.queue.clear();
         }
@@ -373,6 +360,64 @@ impl Appender {
             self.next().await;
         }
     }
+}
+
+/// One record: the log's single-record path (no batch to allocate).
+async fn append_one(log: Arc<dyn Log>, append: Append) -> Appended {
+    match append {
+        Append::Stanza { seq, key, value } => Appended::Stanzas(
+            log.append(STANZAS, Record::new(key, value))
+                .await
+                .map(|_| vec![seq]),
+        ),
+        Append::Session {
+            partition,
+            key,
+            value,
+        } => {
+            if let Err(e) = log
+                .append_to(SESSIONS, partition, Record::new(key.clone(), value))
+                .await
+            {
+                tracing::warn!(session = key, error = %e, "cannot record the session");
+            }
+            Appended::Session
+        }
+    }
+}
+
+/// Several records, submitted together in order and acknowledged together.
+async fn append_batch(log: Arc<dyn Log>, batch: Vec<Append>) -> Appended {
+    let mut seqs = Vec::new();
+    let mut records = Vec::with_capacity(batch.len());
+    for append in batch {
+        records.push(match append {
+            Append::Stanza { seq, key, value } => {
+                seqs.push(seq);
+                Submission::keyed(STANZAS, Record::new(key, value))
+            }
+            Append::Session {
+                partition,
+                key,
+                value,
+            } => Submission {
+                topic: SESSIONS.to_string(),
+                partition: Some(partition),
+                record: Record::new(key, value),
+            },
+        });
+    }
+    let stored = match log.submit(records).await {
+        Ok(acknowledgement) => acknowledgement.await,
+        Err(e) => Err(e),
+    };
+    if seqs.is_empty() {
+        if let Err(e) = stored {
+            tracing::warn!(error = %e, "cannot record the session");
+        }
+        return Appended::Session;
+    }
+    Appended::Stanzas(stored.map(|()| seqs))
 }
 
 /// What woke the connection task.
@@ -665,11 +710,15 @@ impl Connection {
                     let _ = handover.reply.send(None);
                     Vec::new()
                 }
-                Wake::Appended(Appended::Stanza(Ok(seq))) => {
-                    self.session.handle(Input::Published { seq }, now)
+                Wake::Appended(Appended::Stanzas(Ok(seqs))) => {
+                    let mut actions = Vec::new();
+                    for seq in seqs {
+                        actions.extend(self.session.handle(Input::Published { seq }, now));
+                    }
+                    actions
                 }
                 Wake::Appended(Appended::Session) => Vec::new(),
-                Wake::Appended(Appended::Stanza(Err(e))) => {
+                Wake::Appended(Appended::Stanzas(Err(e))) => {
                     tracing::error!(session = self.session_id.as_str(), error = %e, "cannot append a stanza to the log; ending the session");
                     let error = stream_error(
                         StreamErrorCondition::InternalServerError,
@@ -968,12 +1017,15 @@ impl Connection {
                     }
                 },
                 done = self.appender.next(), if self.appender.busy() => {
-                    let seq = match done {
-                        Appended::Stanza(Ok(seq)) => seq,
-                        Appended::Stanza(Err(_)) => break false,
+                    let seqs = match done {
+                        Appended::Stanzas(Ok(seqs)) => seqs,
+                        Appended::Stanzas(Err(_)) => break false,
                         Appended::Session => continue,
                     };
-                    let actions = self.session.handle(Input::Published { seq }, Instant::now());
+                    let mut actions = Vec::new();
+                    for seq in seqs {
+                        actions.extend(self.session.handle(Input::Published { seq }, Instant::now()));
+                    }
                     if self.detached_actions(actions) {
                         break false;
                     }
@@ -1028,13 +1080,15 @@ impl Connection {
         let give_up = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
         while self.session.in_flight() > 0 {
             match tokio::time::timeout_at(give_up, self.appender.next()).await {
-                Ok(Appended::Stanza(Ok(seq))) => {
-                    let _ = self
-                        .session
-                        .handle(Input::Published { seq }, Instant::now());
+                Ok(Appended::Stanzas(Ok(seqs))) => {
+                    for seq in seqs {
+                        let _ = self
+                            .session
+                            .handle(Input::Published { seq }, Instant::now());
+                    }
                 }
                 Ok(Appended::Session) => {}
-                Ok(Appended::Stanza(Err(_))) | Err(_) => break,
+                Ok(Appended::Stanzas(Err(_))) | Err(_) => break,
             }
         }
         let previous = {
