@@ -402,18 +402,62 @@ async fn accept_loop(
     }
 }
 
+/// While deliveries keep coming, their offsets are committed at most this often (a crash
+/// hands the deliveries since the last commit over again: repeats to a live session are
+/// recognised by their ids, those to a session the crash ended go back to the router).
+const DELIVERY_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Commits the offsets of deliveries handed over (those of partitions still assigned).
+async fn commit_deliveries(
+    consumer: &mut dyn imbus_log::Consumer,
+    pending: &mut HashMap<TopicPartition, Offset>,
+) {
+    if pending.is_empty() {
+        return;
+    }
+    let assigned: std::collections::HashSet<TopicPartition> =
+        consumer.assignment().into_iter().collect();
+    let offsets: Vec<_> = pending
+        .drain()
+        .filter(|(tp, _)| assigned.contains(tp))
+        .collect();
+    if offsets.is_empty() {
+        return;
+    }
+    if let Err(e) = consumer.commit(&offsets).await {
+        tracing::warn!(error = %e, "cannot commit delivery offsets");
+    }
+}
+
 /// Consumes the delivery topic and hands each stanza to its session.
 async fn deliver_loop(mut consumer: Box<dyn imbus_log::Consumer>, shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.clone();
     let mut recent = redelivery::Recent::new();
+    // Handed over and not yet committed: the next offset per partition.
+    let mut pending: HashMap<TopicPartition, Offset> = HashMap::new();
+    let mut last_commit = tokio::time::Instant::now();
     loop {
+        let wait = if pending.is_empty() {
+            Duration::from_secs(1)
+        } else {
+            DELIVERY_COMMIT_INTERVAL
+        };
         let event = tokio::select! {
-            event = consumer.poll(Duration::from_secs(1)) => event,
+            event = consumer.poll(wait) => event,
             _ = shutdown.changed() => break,
         };
         let records = match event {
+            Ok(ConsumerEvent::Records(records)) if records.is_empty() => {
+                // Idle: commit what was handed over.
+                commit_deliveries(consumer.as_mut(), &mut pending).await;
+                last_commit = tokio::time::Instant::now();
+                continue;
+            }
             Ok(ConsumerEvent::Records(records)) => records,
-            Ok(ConsumerEvent::Assigned(_) | ConsumerEvent::Revoked(_)) => continue,
+            Ok(ConsumerEvent::Assigned(_) | ConsumerEvent::Revoked(_)) => {
+                commit_deliveries(consumer.as_mut(), &mut pending).await;
+                continue;
+            }
             Err(LogError::Closed) => break,
             Err(e) => {
                 tracing::warn!(error = %e, "delivery consumer failed; retrying");
@@ -487,13 +531,13 @@ async fn deliver_loop(mut consumer: Box<dyn imbus_log::Consumer>, shared: Arc<Sh
         if !bounced.is_empty() {
             break;
         }
-        if !next.is_empty() {
-            let offsets: Vec<_> = next.into_iter().collect();
-            if let Err(e) = consumer.commit(&offsets).await {
-                tracing::warn!(error = %e, "cannot commit delivery offsets");
-            }
+        pending.extend(next);
+        if last_commit.elapsed() >= DELIVERY_COMMIT_INTERVAL {
+            commit_deliveries(consumer.as_mut(), &mut pending).await;
+            last_commit = tokio::time::Instant::now();
         }
     }
+    commit_deliveries(consumer.as_mut(), &mut pending).await;
     if let Err(e) = consumer.close().await {
         tracing::debug!(error = %e, "closing the delivery consumer");
     }

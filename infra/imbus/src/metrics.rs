@@ -35,6 +35,7 @@ struct EmbeddedLogCollector {
     log: EmbeddedLog,
     counters: [IntCounter; 5],
     last_batch: IntGauge,
+    unsynced_derived: IntGauge,
     seen: Mutex<[u64; 5]>,
 }
 
@@ -69,6 +70,10 @@ impl EmbeddedLogCollector {
                 "imbus_log_last_batch_records",
                 "Records in the embedded log's most recent write batch",
             )?,
+            unsynced_derived: IntGauge::new(
+                "imbus_log_unsynced_derived_files",
+                "Embedded log files holding processors' outputs that wait for their fsync (at the next offset commit, within 1 s)",
+            )?,
             seen: Mutex::new([0; 5]),
         })
     }
@@ -78,6 +83,7 @@ impl Collector for EmbeddedLogCollector {
     fn desc(&self) -> Vec<&Desc> {
         let mut d: Vec<&Desc> = self.counters.iter().flat_map(|c| c.desc()).collect();
         d.extend(self.last_batch.desc());
+        d.extend(self.unsynced_derived.desc());
         d
     }
 
@@ -99,7 +105,10 @@ impl Collector for EmbeddedLogCollector {
         self.last_batch
             .set(i64::try_from(s.last_batch_records).unwrap_or(i64::MAX));
         let mut out: Vec<MetricFamily> = self.counters.iter().flat_map(|c| c.collect()).collect();
+        self.unsynced_derived
+            .set(i64::try_from(s.unsynced_derived_files).unwrap_or(i64::MAX));
         out.extend(self.last_batch.collect());
+        out.extend(self.unsynced_derived.collect());
         out
     }
 }

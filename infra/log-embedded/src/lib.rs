@@ -130,7 +130,7 @@ use crate::offsets::OffsetStore;
 use crate::partition::PartitionLog;
 use crate::reader::EmbeddedReader;
 use crate::topic::Topic;
-use crate::writer::{Request, SyncTarget, Writer, WriterStats};
+use crate::writer::{Durability, Request, SyncTarget, Writer, WriterStats};
 
 /// The lock file of a log directory (`@` cannot appear in a topic name).
 pub(crate) const LOCK_FILE: &str = "@lock";
@@ -210,6 +210,10 @@ pub struct EmbeddedOptions {
     /// Kept for symmetry with the Kafka backend: in-process members that go away are
     /// detected when they are dropped, without a session timeout. Default: 10 s.
     pub group_session_timeout: Duration,
+    /// Under [`FsyncPolicy::Always`], the longest records appended with
+    /// [`Log::submit_derived`] wait to be synced when no offset commit asks for it first.
+    /// Default: 1 s.
+    pub derived_sync_after: Duration,
 }
 
 impl Default for EmbeddedOptions {
@@ -221,6 +225,7 @@ impl Default for EmbeddedOptions {
             compaction_interval: Duration::from_secs(30),
             delete_retention: Duration::from_secs(24 * 3600),
             group_session_timeout: Duration::from_secs(10),
+            derived_sync_after: Duration::from_secs(1),
         }
     }
 }
@@ -244,6 +249,9 @@ pub struct LogStats {
     pub max_batch_records: u64,
     /// Committed group offsets stored.
     pub committed_offsets: u64,
+    /// Files holding derived records ([`Log::submit_derived`]) that wait for their fsync
+    /// (at the next offset commit, or within [`EmbeddedOptions::derived_sync_after`]).
+    pub unsynced_derived_files: u64,
 }
 
 impl LogStats {
@@ -324,7 +332,12 @@ impl Inner {
             }
         }
         let stats = Arc::new(WriterStats::default());
-        let writer = Writer::start(options.fsync, options.segment_bytes, Arc::clone(&stats))?;
+        let writer = Writer::start(
+            options.fsync,
+            options.segment_bytes,
+            options.derived_sync_after,
+            Arc::clone(&stats),
+        )?;
         tracing::info!(dir = %dir.display(), topics = topics.len(), fsync = %options.fsync, "embedded log opened");
         Ok(Self {
             dir,
@@ -416,6 +429,66 @@ impl Inner {
         rx.await.map_err(|_| LogError::Closed)?
     }
 
+    /// Hands records to the writer as one request (see [`Log::submit`]); `derived`:
+    /// see [`Log::submit_derived`].
+    fn submit_items(
+        &self,
+        records: Vec<Submission>,
+        derived: bool,
+    ) -> Result<Acknowledgement, LogError> {
+        if self.is_closed() {
+            return Err(LogError::Closed);
+        }
+        if records.is_empty() {
+            return Ok(Box::pin(std::future::ready(Ok(()))));
+        }
+        let mut items = Vec::with_capacity(records.len());
+        let mut durability = if derived {
+            Durability::Derived
+        } else {
+            Durability::Synced
+        };
+        for Submission {
+            topic,
+            partition,
+            record,
+        } in records
+        {
+            self.check_record(&record)?;
+            let t = self.topic(&topic)?;
+            if derived && t.compacted() {
+                // State its producer restores by folding the changelog to its end: on
+                // disk, with the derived records before it, before it is acknowledged.
+                durability = Durability::DerivedState;
+            }
+            let p = match (partition, &record.key) {
+                (Some(p), _) => p,
+                (None, Some(k)) => imbus_log::partition_for_key(k, t.partition_count()),
+                (None, None) => 0,
+            };
+            let part = usize::try_from(p)
+                .ok()
+                .and_then(|i| t.partitions.get(i))
+                .cloned()
+                .ok_or_else(|| LogError::UnknownPartition {
+                    topic: topic.clone(),
+                    partition: p,
+                })?;
+            items.push((part, record));
+        }
+        // One request: the writer thread writes the records in this order, after every
+        // request submitted before and before every one submitted after.
+        let (reply, rx) = oneshot::channel();
+        self.writer.submit(Request::Append {
+            items,
+            reply,
+            durability,
+        })?;
+        Ok(Box::pin(async move {
+            rx.await.map_err(|_| LogError::Closed)?.map(|_| ())
+        }))
+    }
+
     async fn append_items(
         &self,
         items: Vec<(Arc<PartitionLog>, Record)>,
@@ -424,7 +497,11 @@ impl Inner {
             return Err(LogError::Closed);
         }
         let (reply, rx) = oneshot::channel();
-        self.writer.submit(Request::Append { items, reply })?;
+        self.writer.submit(Request::Append {
+            items,
+            reply,
+            durability: Durability::Synced,
+        })?;
         rx.await.map_err(|_| LogError::Closed)?
     }
 
@@ -541,6 +618,7 @@ impl EmbeddedLog {
             appended_records: get(&s.appended_records),
             appended_bytes: get(&s.appended_bytes),
             fsyncs: get(&s.fsyncs),
+            unsynced_derived_files: get(&s.unsynced_derived_files),
             sync_batches: get(&s.sync_batches),
             write_batches: get(&s.write_batches),
             last_batch_records: get(&s.last_batch_records),
@@ -658,46 +736,11 @@ impl Log for EmbeddedLog {
     }
 
     async fn submit(&self, records: Vec<Submission>) -> Result<Acknowledgement, LogError> {
-        if self.inner.is_closed() {
-            return Err(LogError::Closed);
-        }
-        if records.is_empty() {
-            return Ok(Box::pin(std::future::ready(Ok(()))));
-        }
-        let mut items = Vec::with_capacity(records.len());
-        for Submission {
-            topic,
-            partition,
-            record,
-        } in records
-        {
-            self.inner.check_record(&record)?;
-            let part = match partition {
-                Some(p) => self.inner.partition(&topic, p)?,
-                None => {
-                    let t = self.inner.topic(&topic)?;
-                    let p = match &record.key {
-                        Some(k) => imbus_log::partition_for_key(k, t.partition_count()),
-                        None => 0,
-                    };
-                    t.partitions
-                        .get(usize::try_from(p).unwrap_or(0))
-                        .cloned()
-                        .ok_or_else(|| LogError::UnknownPartition {
-                            topic: topic.clone(),
-                            partition: p,
-                        })?
-                }
-            };
-            items.push((part, record));
-        }
-        // One request: the writer thread writes the records in this order, after every
-        // request submitted before and before every one submitted after.
-        let (reply, rx) = oneshot::channel();
-        self.inner.writer.submit(Request::Append { items, reply })?;
-        Ok(Box::pin(async move {
-            rx.await.map_err(|_| LogError::Closed)?.map(|_| ())
-        }))
+        self.inner.submit_items(records, false)
+    }
+
+    async fn submit_derived(&self, records: Vec<Submission>) -> Result<Acknowledgement, LogError> {
+        self.inner.submit_items(records, true)
     }
 
     async fn watermarks(&self, topic: &str, partition: Partition) -> Result<Watermarks, LogError> {

@@ -127,6 +127,11 @@ impl Topic {
         self.config.read().clone()
     }
 
+    /// Whether this is a compacted topic (a changelog: its readers fold it to its end).
+    pub(crate) fn compacted(&self) -> bool {
+        self.config.read().cleanup == imbus_log::Cleanup::Compact
+    }
+
     pub(crate) fn partition_count(&self) -> i32 {
         self.partitions.len() as i32
     }

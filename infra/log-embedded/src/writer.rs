@@ -38,6 +38,8 @@ pub(crate) struct WriterStats {
     pub max_batch_records: AtomicU64,
     pub sync_batches: AtomicU64,
     pub committed_offsets: AtomicU64,
+    /// Files holding derived records not synced yet (a gauge).
+    pub unsynced_derived_files: AtomicU64,
 }
 
 type AppendReply = oneshot::Sender<Result<Vec<Position>, LogError>>;
@@ -67,12 +69,29 @@ impl SyncTarget {
     }
 }
 
+/// When the records of an append are acknowledged under [`FsyncPolicy::Always`] (the
+/// other policies acknowledge every append once written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// Once on disk.
+    Synced,
+    /// Outputs their producer can make again ([`imbus_log::Log::submit_derived`]): once
+    /// written; on disk before any offset commit submitted after them is written, and
+    /// at the latest [`crate::EmbeddedOptions::derived_sync_after`] later.
+    Derived,
+    /// Derived outputs that include a changelog record (state their producer restores by
+    /// folding the changelog to its end, so it would not make the other outputs again):
+    /// once on disk, together with every derived record written before.
+    DerivedState,
+}
+
 /// Work handed to the writer thread.
 #[derive(Debug)]
 pub(crate) enum Request {
     Append {
         items: Vec<(Arc<PartitionLog>, Record)>,
         reply: AppendReply,
+        durability: Durability,
     },
     /// One record (the common case, without the allocations of a batch).
     AppendOne {
@@ -132,10 +151,25 @@ struct Queue {
     closed: bool,
 }
 
+/// An offset commit under [`FsyncPolicy::Always`]: written by the sync thread after the
+/// derived records written before it are on disk.
+#[derive(Debug)]
+struct PendingCommit {
+    group: Arc<GroupOffsets>,
+    offsets: Vec<(TopicPartition, Offset)>,
+    reply: UnitReply,
+}
+
 #[derive(Debug, Default)]
 struct SyncQueue {
     jobs: Vec<(Vec<SyncTarget>, Vec<Ack>)>,
     dirty: Vec<SyncTarget>,
+    /// Files holding derived records that are not known to be on disk yet, and since
+    /// when the oldest of them waits.
+    derived: Vec<SyncTarget>,
+    derived_since: Option<Instant>,
+    /// Offset commits waiting for `derived` to be synced, in submission order.
+    commits: Vec<PendingCommit>,
     closed: bool,
 }
 
@@ -148,6 +182,7 @@ struct Shared {
     stats: Arc<WriterStats>,
     policy: FsyncPolicy,
     segment_bytes: u64,
+    derived_sync_after: Duration,
 }
 
 /// The handle appenders use; dropping it stops the threads after they finish their work.
@@ -161,6 +196,7 @@ impl Writer {
     pub(crate) fn start(
         policy: FsyncPolicy,
         segment_bytes: u64,
+        derived_sync_after: Duration,
         stats: Arc<WriterStats>,
     ) -> Result<Self, LogError> {
         let shared = Arc::new(Shared {
@@ -171,6 +207,7 @@ impl Writer {
             stats,
             policy,
             segment_bytes,
+            derived_sync_after,
         });
         let w = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
@@ -239,6 +276,9 @@ struct PartWork {
     failed: Option<io::Error>,
     /// Records below this offset reached the file.
     ok_until: Offset,
+    /// Whether a record of this batch here must be on disk before it is acknowledged
+    /// (anything but a derived append under [`FsyncPolicy::Always`]).
+    eager: bool,
 }
 
 impl PartWork {
@@ -261,6 +301,7 @@ impl PartWork {
             touched: Vec::new(),
             closed: Vec::new(),
             failed: None,
+            eager: false,
         }
     }
 
@@ -421,9 +462,16 @@ fn process(shared: &Shared, batch: &mut Vec<Request>, scratch: &mut Scratch) {
     let part_index = &mut scratch.part_index;
     part_index.clear();
     let mut appends: Vec<PendingAppend> = Vec::new();
+    // Derived appends, acknowledged as soon as they are written (under `Always`).
+    let mut derived_appends: Vec<PendingAppend> = Vec::new();
+    let mut commits: Vec<PendingCommit> = Vec::new();
+    let always = shared.policy == FsyncPolicy::Always;
+    // An append in this batch needs the derived records written before on disk too.
+    let mut settle_derived = false;
     let mut singles: Vec<(AppendOneReply, usize, Offset)> = Vec::new();
     let mut acks: Vec<Ack> = Vec::new();
     let mut targets: Vec<SyncTarget> = Vec::new();
+    let mut derived_targets: Vec<SyncTarget> = Vec::new();
     let mut rolled: Vec<SyncTarget> = Vec::new();
     let mut flush_requested = false;
     let mut records_in_batch = 0u64;
@@ -431,15 +479,26 @@ fn process(shared: &Shared, batch: &mut Vec<Request>, scratch: &mut Scratch) {
 
     for req in batch.drain(..) {
         match req {
-            Request::Append { items, reply } => {
+            Request::Append {
+                items,
+                reply,
+                durability,
+            } => {
+                let lazy = durability == Durability::Derived && always;
+                settle_derived |= durability == Durability::DerivedState;
                 let mut slots = Vec::with_capacity(items.len());
                 for (part, record) in items {
                     let i = slot_of(part, &mut parts, part_index, &mut scratch.bufs);
                     let offset = parts[i].add(record, now, shared.segment_bytes, stats);
+                    parts[i].eager |= !lazy;
                     slots.push((i, offset));
                     records_in_batch += 1;
                 }
-                appends.push(PendingAppend { reply, slots });
+                if lazy {
+                    derived_appends.push(PendingAppend { reply, slots });
+                } else {
+                    appends.push(PendingAppend { reply, slots });
+                }
             }
             Request::AppendOne {
                 part,
@@ -448,9 +507,19 @@ fn process(shared: &Shared, batch: &mut Vec<Request>, scratch: &mut Scratch) {
             } => {
                 let i = slot_of(part, &mut parts, part_index, &mut scratch.bufs);
                 let offset = parts[i].add(record, now, shared.segment_bytes, stats);
+                parts[i].eager = true;
                 singles.push((reply, i, offset));
                 records_in_batch += 1;
             }
+            Request::Commit {
+                group,
+                offsets,
+                reply,
+            } if always => commits.push(PendingCommit {
+                group,
+                offsets,
+                reply,
+            }),
             Request::Commit {
                 group,
                 offsets,
@@ -484,7 +553,11 @@ fn process(shared: &Shared, batch: &mut Vec<Request>, scratch: &mut Scratch) {
                 .fetch_add(records.len() as u64, Ordering::Relaxed);
             w.part.publish(records, ok_until);
         }
-        targets.extend(w.touched.drain(..).map(SyncTarget::Segment));
+        if w.eager {
+            targets.extend(w.touched.drain(..).map(SyncTarget::Segment));
+        } else {
+            derived_targets.extend(w.touched.drain(..).map(SyncTarget::Segment));
+        }
         rolled.extend(w.closed.drain(..).map(SyncTarget::Segment));
         scratch.give_back(std::mem::take(&mut w.buf));
     }
@@ -521,13 +594,13 @@ fn process(shared: &Shared, batch: &mut Vec<Request>, scratch: &mut Scratch) {
         };
         all_acks.push(Ack::AppendOne(reply, result));
     }
-    for a in appends {
+    let append_result = |a: &PendingAppend| -> Result<Vec<Position>, LogError> {
         let failed = a
             .slots
             .iter()
             .filter(|(i, offset)| *offset >= parts[*i].ok_until)
             .find_map(|(i, _)| parts[*i].failed.as_ref());
-        let result = match failed {
+        match failed {
             Some(e) => Err(LogError::Io(io::Error::new(
                 e.kind(),
                 format!("log write failed: {e}"),
@@ -540,16 +613,48 @@ fn process(shared: &Shared, batch: &mut Vec<Request>, scratch: &mut Scratch) {
                     offset: *offset,
                 })
                 .collect()),
-        };
+        }
+    };
+    for a in appends {
+        let result = append_result(&a);
         all_acks.push(Ack::Append(a.reply, result));
     }
     all_acks.append(&mut acks);
     let acks = all_acks;
+    // Derived records are written and visible: acknowledged now, on disk before the next
+    // commit (or within `derived_sync_after`).
+    for a in derived_appends {
+        let result = append_result(&a);
+        Ack::Append(a.reply, result).send();
+    }
+    if !derived_targets.is_empty() || !commits.is_empty() {
+        let mut s = shared.sync.lock();
+        // The sync thread needs waking for commits, and to learn when the first derived
+        // record it has to sync in time was written.
+        let wake = !commits.is_empty() || s.derived_since.is_none();
+        if !derived_targets.is_empty() {
+            s.derived.append(&mut derived_targets);
+            dedup_targets(&mut s.derived);
+            s.derived_since.get_or_insert_with(Instant::now);
+        }
+        note_unsynced(&s, stats);
+        s.commits.append(&mut commits);
+        drop(s);
+        if wake {
+            shared.sync_cv.notify_one();
+        }
+    }
 
-    let sync_now = flush_requested || shared.policy == FsyncPolicy::Always;
+    let sync_now = flush_requested || always;
     if sync_now {
         if !acks.is_empty() || !targets.is_empty() {
             let mut s = shared.sync.lock();
+            if flush_requested || settle_derived {
+                // Everything written before, derived records included.
+                targets.append(&mut s.derived);
+                s.derived_since = None;
+                note_unsynced(&s, stats);
+            }
             s.jobs.push((targets, acks));
             drop(s);
             shared.sync_cv.notify_one();
@@ -682,14 +787,28 @@ fn sync_loop(shared: &Shared) {
     let mut last_duration = Duration::ZERO;
     let mut last_round = Instant::now();
     loop {
-        let (jobs, dirty, closed) = {
+        let (jobs, dirty, commits, closed) = {
             let mut s = shared.sync.lock();
             loop {
-                let due = next_interval_sync.is_some_and(|t| Instant::now() >= t);
-                if !s.jobs.is_empty() || s.closed || due {
+                let now = Instant::now();
+                let due = next_interval_sync.is_some_and(|t| now >= t);
+                let derived_due = s
+                    .derived_since
+                    .map(|t| t + shared.derived_sync_after)
+                    .filter(|_| !s.derived.is_empty());
+                if !s.jobs.is_empty()
+                    || !s.commits.is_empty()
+                    || s.closed
+                    || due
+                    || derived_due.is_some_and(|t| now >= t)
+                {
                     break;
                 }
-                match next_interval_sync {
+                match [next_interval_sync, derived_due]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                {
                     Some(t) => {
                         shared.sync_cv.wait_until(&mut s, t);
                     }
@@ -709,12 +828,27 @@ fn sync_loop(shared: &Shared) {
             }
             last_round = Instant::now();
             let due = next_interval_sync.is_some_and(|t| Instant::now() >= t);
-            let dirty = if due || s.closed || !s.jobs.is_empty() {
+            let mut dirty = if due || s.closed || !s.jobs.is_empty() {
                 std::mem::take(&mut s.dirty)
             } else {
                 Vec::new()
             };
-            (std::mem::take(&mut s.jobs), dirty, s.closed)
+            // Derived records go to disk before any commit written after them, and at
+            // the latest `derived_sync_after` after they were written.
+            let derived_due = s
+                .derived_since
+                .is_some_and(|t| Instant::now() >= t + shared.derived_sync_after);
+            if !s.commits.is_empty() || s.closed || derived_due {
+                dirty.append(&mut s.derived);
+                s.derived_since = None;
+                note_unsynced(&s, &shared.stats);
+            }
+            (
+                std::mem::take(&mut s.jobs),
+                dirty,
+                std::mem::take(&mut s.commits),
+                s.closed,
+            )
         };
         if let (Some(d), Some(t)) = (interval, next_interval_sync.as_mut())
             && Instant::now() >= *t
@@ -727,6 +861,7 @@ fn sync_loop(shared: &Shared) {
             targets.extend(t);
             acks.extend(a);
         }
+        let mut synced = Ok(());
         if !targets.is_empty() {
             shared.stats.sync_batches.fetch_add(1, Ordering::Relaxed);
             // Fast fsyncs are cheaper one after the other (no thread hand-offs competing
@@ -734,14 +869,17 @@ fn sync_loop(shared: &Shared) {
             // the bottleneck, are spread over the helper threads.
             let parallel = last_duration >= PARALLEL_SYNC_AFTER;
             let started = Instant::now();
-            let result = pool.sync_all(targets, parallel, &shared.stats);
+            synced = pool.sync_all(targets, parallel, &shared.stats);
             last_duration = started.elapsed();
-            if let Err(e) = result {
+            if let Err(e) = &synced {
                 tracing::error!(error = %e, "fsync of the log failed; the affected appends are reported as failed");
                 for a in &mut acks {
-                    a.fail(&e);
+                    a.fail(e);
                 }
             }
+        }
+        if !commits.is_empty() {
+            acks.extend(write_commits(&pool, commits, synced, &shared.stats));
         }
         for a in acks {
             a.send();
@@ -750,4 +888,57 @@ fn sync_loop(shared: &Shared) {
             break;
         }
     }
+}
+
+/// Keeps one entry per file.
+fn dedup_targets(targets: &mut Vec<SyncTarget>) {
+    let mut seen = std::collections::HashSet::new();
+    targets.retain(|t| seen.insert(t.key()));
+}
+
+fn note_unsynced(s: &SyncQueue, stats: &WriterStats) {
+    stats
+        .unsynced_derived_files
+        .store(s.derived.len() as u64, Ordering::Relaxed);
+}
+
+/// Writes offset commits (under [`FsyncPolicy::Always`], once the derived records written
+/// before them are on disk: `synced`) and syncs the offset files; nothing is written
+/// when that sync failed.
+fn write_commits(
+    pool: &SyncPool,
+    commits: Vec<PendingCommit>,
+    synced: io::Result<()>,
+    stats: &WriterStats,
+) -> Vec<Ack> {
+    let mut acks = Vec::with_capacity(commits.len());
+    let mut files = Vec::new();
+    for PendingCommit {
+        group,
+        offsets,
+        reply,
+    } in commits
+    {
+        let result = match &synced {
+            Err(e) => Err(LogError::Io(io::Error::new(
+                e.kind(),
+                format!("fsync failed: {e}"),
+            ))),
+            Ok(()) => group.append(&offsets),
+        };
+        if result.is_ok() {
+            stats
+                .committed_offsets
+                .fetch_add(offsets.len() as u64, Ordering::Relaxed);
+            files.push(SyncTarget::Offsets(group));
+        }
+        acks.push(Ack::Unit(reply, result));
+    }
+    if let Err(e) = pool.sync_all(files, false, stats) {
+        tracing::error!(error = %e, "fsync of committed offsets failed; the commits are reported as failed");
+        for a in &mut acks {
+            a.fail(&e);
+        }
+    }
+    acks
 }

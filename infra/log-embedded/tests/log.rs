@@ -527,3 +527,131 @@ async fn readers_wake_on_append() {
         Err(LogError::Closed)
     ));
 }
+
+/// Records a processor derives (`submit_derived`) are acknowledged once written, and are
+/// on disk before any offset commit submitted after them is acknowledged; a derived
+/// submission with a changelog record is acknowledged on disk, with the derived records
+/// before it. (The periodic sync is pushed out of the test's way.)
+#[tokio::test]
+async fn derived_records_are_synced_before_the_next_commit() {
+    use imbus_log::{ConsumerEvent, ConsumerOptions, Submission, TopicPartition};
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(
+        dir.path(),
+        EmbeddedOptions {
+            derived_sync_after: Duration::from_secs(3600),
+            ..EmbeddedOptions::default()
+        },
+    )
+    .await;
+    log.create_topic(&TopicConfig::new("in", 1)).await.unwrap();
+    log.create_topic(&TopicConfig::new("out", 1)).await.unwrap();
+    log.create_topic(&TopicConfig::compacted("state", 1))
+        .await
+        .unwrap();
+    let mut consumer = log
+        .consumer(ConsumerOptions::new("g", &["in"]))
+        .await
+        .unwrap();
+    log.append("in", Record::new("k", "input")).await.unwrap();
+    let mut read = 0;
+    while read == 0 {
+        if let ConsumerEvent::Records(records) =
+            consumer.poll(Duration::from_secs(5)).await.unwrap()
+        {
+            read = records.len();
+        }
+    }
+
+    let before = log.stats();
+    log.submit_derived(vec![Submission::keyed("out", Record::new("k", "output"))])
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let after = log.stats();
+    assert_eq!(
+        after.fsyncs, before.fsyncs,
+        "a derived record waits for its fsync"
+    );
+    assert_eq!(after.unsynced_derived_files, 1);
+    // Visible to readers at once.
+    assert_eq!(read_all(&log, "out", 0).await.len(), 1);
+
+    let tp = TopicPartition::new("in", 0);
+    consumer.commit(&[(tp.clone(), 1)]).await.unwrap();
+    let committed = log.stats();
+    assert_eq!(
+        committed.unsynced_derived_files, 0,
+        "synced before the commit"
+    );
+    assert!(
+        committed.fsyncs >= after.fsyncs + 2,
+        "the output's segment and the offsets file: {} -> {}",
+        after.fsyncs,
+        committed.fsyncs
+    );
+    assert_eq!(log.committed("g", &tp).await.unwrap(), Some(1));
+
+    // A changelog record among derived ones: acknowledged once all are on disk.
+    log.submit_derived(vec![Submission::keyed("out", Record::new("k", "output 2"))])
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(log.stats().unsynced_derived_files, 1);
+    log.submit_derived(vec![
+        Submission::keyed("out", Record::new("k", "output 3")),
+        Submission::keyed("state", Record::new("k", "state")),
+    ])
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    assert_eq!(log.stats().unsynced_derived_files, 0);
+
+    // Shutting down syncs what still waits; a reopened log has every record.
+    log.submit_derived(vec![Submission::keyed("out", Record::new("k", "output 4"))])
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    drop(consumer);
+    log.shutdown().await.unwrap();
+    drop(log);
+    let log = open(dir.path(), EmbeddedOptions::default()).await;
+    let values: Vec<_> = read_all(&log, "out", 0)
+        .await
+        .into_iter()
+        .map(|r| r.value.unwrap())
+        .collect();
+    assert_eq!(
+        values,
+        ["output", "output 2", "output 3", "output 4"].map(|v| Bytes::from_static(v.as_bytes()))
+    );
+    log.shutdown().await.unwrap();
+}
+
+/// Under the other policies a derived submission is an ordinary one.
+#[tokio::test]
+async fn derived_records_under_fsync_never_are_plain_appends() {
+    use imbus_log::Submission;
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(
+        dir.path(),
+        EmbeddedOptions {
+            fsync: FsyncPolicy::Never,
+            ..EmbeddedOptions::default()
+        },
+    )
+    .await;
+    log.create_topic(&TopicConfig::new("out", 1)).await.unwrap();
+    log.submit_derived(vec![Submission::keyed("out", Record::new("k", "output"))])
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(log.stats().unsynced_derived_files, 0);
+    assert_eq!(read_all(&log, "out", 0).await.len(), 1);
+    log.shutdown().await.unwrap();
+}

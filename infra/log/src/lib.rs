@@ -393,6 +393,19 @@ pub trait Log: Send + Sync + fmt::Debug {
     /// error before submission means none of the records was submitted.
     async fn submit(&self, records: Vec<Submission>) -> Result<Acknowledgement, LogError>;
 
+    /// [`Log::submit`] for records the caller derives from inputs whose offsets it has
+    /// not committed yet (a processor's outputs): were they lost in a power failure, the
+    /// caller would make them again from the same inputs, with the same ids. The log may
+    /// acknowledge such records once they are written and visible to readers, before they
+    /// are on disk, provided every offset commit submitted after them (by any consumer
+    /// group) is made durable only after they are: a committed input never has lost
+    /// outputs, and a consumer never commits past a record a power failure could take.
+    /// A process that is killed loses nothing either way. Backends that acknowledge only
+    /// durable records keep the default, which is [`Log::submit`].
+    async fn submit_derived(&self, records: Vec<Submission>) -> Result<Acknowledgement, LogError> {
+        self.submit(records).await
+    }
+
     /// The retained offset range of a partition.
     async fn watermarks(&self, topic: &str, partition: Partition) -> Result<Watermarks, LogError>;
 

@@ -50,14 +50,32 @@ pub async fn run(
     let mut restored: BTreeSet<Partition> = BTreeSet::new();
     let mut readers: HashMap<Partition, Box<dyn PartitionReader>> = HashMap::new();
     tracing::info!(partitions, "archive processor started");
+    // Indexed and not yet committed: the next offset per partition.
+    let mut pending: HashMap<TopicPartition, Offset> = HashMap::new();
+    let mut last_commit = tokio::time::Instant::now();
     loop {
         if *shutdown.borrow() {
             break;
         }
+        let wait = if pending.is_empty() {
+            Duration::from_secs(1)
+        } else {
+            COMMIT_INTERVAL
+        };
         let event = tokio::select! {
-            event = consumer.poll(Duration::from_secs(1)) => event,
+            event = consumer.poll(wait) => event,
             _ = shutdown.changed() => continue,
         };
+        let idle = matches!(&event, Ok(ConsumerEvent::Records(records)) if records.is_empty());
+        if idle
+            || matches!(
+                event,
+                Ok(ConsumerEvent::Assigned(_) | ConsumerEvent::Revoked(_))
+            )
+        {
+            commit(consumer.as_mut(), &mut pending).await?;
+            last_commit = tokio::time::Instant::now();
+        }
         match event {
             Ok(ConsumerEvent::Assigned(tps)) => {
                 for tp in tps {
@@ -92,15 +110,16 @@ pub async fn run(
                 });
             }
             Ok(ConsumerEvent::Records(records)) => {
-                let mut next: HashMap<TopicPartition, Offset> = HashMap::new();
                 let mut deliveries = Vec::new();
+                let mut answered = false;
                 for record in &records {
-                    next.insert(record.topic_partition(), record.offset + 1);
+                    pending.insert(record.topic_partition(), record.offset + 1);
                     match decode(record) {
                         Some(Event::Archived(message)) => {
                             index.insert(&message, record.offset);
                         }
                         Some(Event::StanzaReceived(query)) => {
+                            answered = true;
                             let age = Timestamp::now().since(query.received_at);
                             if age.is_some_and(|a| a > QUERY_MAX_AGE) {
                                 tracing::info!(event = %query.event_id, "archive query read too late to be answered; skipped");
@@ -133,8 +152,12 @@ pub async fn run(
                     }
                 }
                 write_deliveries(log.as_ref(), deliveries).await?;
-                let offsets: Vec<_> = next.into_iter().collect();
-                consumer.commit(&offsets).await?;
+                // A query is committed once answered; indexed entries at most every
+                // `COMMIT_INTERVAL` (a crash re-reads them from the last commit).
+                if answered || last_commit.elapsed() >= COMMIT_INTERVAL {
+                    commit(consumer.as_mut(), &mut pending).await?;
+                    last_commit = tokio::time::Instant::now();
+                }
             }
             Err(LogError::Closed) => break,
             Err(e) => {
@@ -143,11 +166,36 @@ pub async fn run(
             }
         }
     }
+    if let Err(e) = commit(consumer.as_mut(), &mut pending).await {
+        tracing::debug!(error = %e, "committing the archive consumer's last offsets");
+    }
     if let Err(e) = consumer.close().await {
         tracing::debug!(error = %e, "closing the archive consumer");
     }
     tracing::info!("archive processor stopped");
     Ok(())
+}
+
+/// While entries keep coming, their offsets are committed at most this often.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Commits the offsets processed so far (those of partitions still assigned).
+async fn commit(
+    consumer: &mut dyn imbus_log::Consumer,
+    pending: &mut HashMap<TopicPartition, Offset>,
+) -> Result<(), LogError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let assigned: BTreeSet<TopicPartition> = consumer.assignment().into_iter().collect();
+    let offsets: Vec<_> = pending
+        .drain()
+        .filter(|(tp, _)| assigned.contains(tp))
+        .collect();
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    consumer.commit(&offsets).await
 }
 
 fn decode(record: &ConsumedRecord) -> Option<Event> {

@@ -597,7 +597,9 @@ async fn submit_outputs(
         if submissions.is_empty() {
             return Ok(None);
         }
-        return Ok(Some(log.submit(submissions).await?));
+        // Every output is made again from the same inputs while they are not committed;
+        // with a changelog record among them the log stores them before acknowledging.
+        return Ok(Some(log.submit_derived(submissions).await?));
     }
     // Retired offline messages go in a second submission, made once the first (their
     // deliveries) is acknowledged: across partitions a broker may make a later record

@@ -6,7 +6,11 @@
 //! due (nanoseconds since the run's epoch). A receiver's latency sample is its arrival time
 //! minus that due time, so a server that falls behind shows its backlog in the latency
 //! (no coordinated omission: senders never wait for answers, and when a send is late the
-//! ones that fell due meanwhile go out together).
+//! ones that fell due meanwhile go out together). The streams of a step are offset from
+//! each other by an even share of the period, so their sum is an even load at the step's
+//! rate, not a burst of one message per stream at the start of every period (which put a
+//! floor of several milliseconds under every server's latency, the time a server takes to
+//! work through such a burst).
 //!
 //! Receivers scan the raw stream for markers rather than parsing every stanza: the
 //! generator shares the machine with the server, and its CPU per message should stay
@@ -231,8 +235,10 @@ pub(crate) fn count(haystack: &[u8], needle: &[u8]) -> usize {
 }
 
 /// Sends `rate_per_stream` messages/s on one stream for `duration`, open loop: the `k`th
-/// message is due at `start + k / rate`; whatever fell due while the previous write was in
-/// progress is written together. Returns how many were sent.
+/// message is due at `start + (k + stream / streams) / rate`; whatever fell due while the
+/// previous write was in progress is written together. Returns how many were sent. The
+/// `streams` streams of a step are spread evenly over the period, so together they offer
+/// an even load rather than a burst of one message per stream at each period's start.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn send_open_loop(
     write: &mut WriteHalf<Tls>,
@@ -241,11 +247,12 @@ pub(crate) async fn send_open_loop(
     duration: Duration,
     rate_per_stream: f64,
     step: usize,
-    stream: usize,
+    (stream, streams): (usize, usize),
     first_seq: u64,
     stanza: &(dyn Fn(&str) -> String + Sync),
 ) -> anyhow::Result<u64> {
     let period = Duration::from_secs_f64(1.0 / rate_per_stream);
+    let start = start + period.mul_f64(stream as f64 / streams.max(1) as f64);
     let total = (duration.as_secs_f64() * rate_per_stream).round() as u64;
     let mut k = 0u64;
     let mut batch = String::new();
@@ -467,7 +474,15 @@ pub async fn messages(bench: Arc<Bench>, options: MessagesOptions) -> anyhow::Re
                     format!("<message to='{to}' type='chat'><body>{marker}</body></message>")
                 };
                 let sent = send_open_loop(
-                    &mut write, epoch, start, duration, per_stream, step, i, first, &stanza,
+                    &mut write,
+                    epoch,
+                    start,
+                    duration,
+                    per_stream,
+                    step,
+                    (i, pairs),
+                    first,
+                    &stanza,
                 )
                 .await;
                 (write, sent)
@@ -783,7 +798,15 @@ pub async fn presence(bench: Arc<Bench>, options: PresenceOptions) -> anyhow::Re
                 format!("<presence><show>away</show><status>{marker}</status></presence>")
             };
             let sent = send_open_loop(
-                &mut write, epoch, start, duration, per_user, step, i, 0, &stanza,
+                &mut write,
+                epoch,
+                start,
+                duration,
+                per_user,
+                step,
+                (i, users),
+                0,
+                &stanza,
             )
             .await;
             (write, sent)

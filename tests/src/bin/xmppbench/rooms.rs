@@ -537,7 +537,15 @@ pub async fn rooms(bench: Arc<Bench>, options: RoomsOptions) -> anyhow::Result<(
                     format!("<message to='{to}' type='groupchat'><body>{marker}</body></message>")
                 };
                 let sent = send_open_loop(
-                    &mut write, epoch, start, duration, per_sender, step, i, first, &stanza,
+                    &mut write,
+                    epoch,
+                    start,
+                    duration,
+                    per_sender,
+                    step,
+                    (i, senders),
+                    first,
+                    &stanza,
                 )
                 .await;
                 (write, sent)
