@@ -13,12 +13,18 @@ use sqlx::sqlite::{
 use sqlx::{Executor, QueryBuilder};
 use time::PrimitiveDateTime;
 
-use crate::row::{Row, Table};
+use crate::row::{RecordIds, Row, Table};
 use crate::settings::{Backend, redact_url};
 
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The `imbus_compliance_meta` entry of the record id cut-over ([`RecordIds`]).
+const ORDERED_AFTER: &str = "ordered_record_ids_after";
+/// An archive that already holds rows when it first meets ordered record ids keeps the
+/// legacy form for records up to this long after (clocks that run ahead).
+const CUT_OVER_MARGIN_MICROS: i64 = 3_600_000_000;
 
 /// Most rows in one INSERT statement (15 parameters each stays under every backend's
 /// parameter limit).
@@ -270,6 +276,115 @@ impl Database {
         }
     }
 
+    /// The archive's record id cut-over ([`RecordIds`]): read from
+    /// `imbus_compliance_meta`, or decided now and stored when the archive has none yet
+    /// (every record ordered in an empty archive; records up to an hour from now keep the
+    /// legacy form in one that already holds rows). Of two sinks deciding at once, the
+    /// first one's value is stored and both use it. Needs [`Database::migrate`] first.
+    pub async fn record_ids(&self) -> Result<RecordIds, DbError> {
+        if let Some(ids) = self.stored_record_ids().await? {
+            return Ok(ids);
+        }
+        let empty =
+            self.table_is_empty("JM").await? && self.table_is_empty("TC_MSGARCHIVE").await?;
+        let after = if empty {
+            i64::MIN
+        } else {
+            let now = i64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_micros(),
+            )
+            .unwrap_or(i64::MAX);
+            now.saturating_add(CUT_OVER_MARGIN_MICROS)
+        };
+        let backend = self.backend();
+        let value = after.to_string();
+        const WHAT: &str = "storing the record id cut-over";
+        match self {
+            Database::Postgres(p) => {
+                let q = sqlx::query("INSERT INTO imbus_compliance_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+                    .bind(ORDERED_AFTER)
+                    .bind(&value);
+                timed(backend, WHAT, q.execute(p)).await?;
+            }
+            Database::MySql(p) => {
+                let q = sqlx::query(
+                    "INSERT IGNORE INTO imbus_compliance_meta (name, value) VALUES (?, ?)",
+                )
+                .bind(ORDERED_AFTER)
+                .bind(&value);
+                timed(backend, WHAT, q.execute(p)).await?;
+            }
+            Database::Sqlite(p) => {
+                let q = sqlx::query("INSERT INTO imbus_compliance_meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
+                    .bind(ORDERED_AFTER)
+                    .bind(&value);
+                timed(backend, WHAT, q.execute(p)).await?;
+            }
+        }
+        self.stored_record_ids()
+            .await?
+            .ok_or_else(|| DbError::Unavailable("the record id cut-over was not stored".to_owned()))
+    }
+
+    async fn stored_record_ids(&self) -> Result<Option<RecordIds>, DbError> {
+        let backend = self.backend();
+        const WHAT: &str = "reading the record id cut-over";
+        let value: Option<String> = match self {
+            Database::Postgres(p) => {
+                let q =
+                    sqlx::query_scalar("SELECT value FROM imbus_compliance_meta WHERE name = $1")
+                        .bind(ORDERED_AFTER);
+                timed(backend, WHAT, q.fetch_optional(p)).await?
+            }
+            Database::MySql(p) => {
+                let q =
+                    sqlx::query_scalar("SELECT value FROM imbus_compliance_meta WHERE name = ?")
+                        .bind(ORDERED_AFTER);
+                timed(backend, WHAT, q.fetch_optional(p)).await?
+            }
+            Database::Sqlite(p) => {
+                let q =
+                    sqlx::query_scalar("SELECT value FROM imbus_compliance_meta WHERE name = ?")
+                        .bind(ORDERED_AFTER);
+                timed(backend, WHAT, q.fetch_optional(p)).await?
+            }
+        };
+        value
+            .map(|v| {
+                v.trim()
+                    .parse::<i64>()
+                    .map(|ordered_after_micros| RecordIds {
+                        ordered_after_micros,
+                    })
+                    .map_err(|_| {
+                        DbError::Rejected(format!(
+                            "imbus_compliance_meta.{ORDERED_AFTER} is {v:?}, not a time in µs since the epoch"
+                        ))
+                    })
+            })
+            .transpose()
+    }
+
+    async fn table_is_empty(&self, table: &str) -> Result<bool, DbError> {
+        let backend = self.backend();
+        let sql = format!("SELECT 1 FROM {table} LIMIT 1");
+        let found = match self {
+            Database::Postgres(p) => timed(backend, &sql, p.fetch_optional(sql.as_str()))
+                .await?
+                .is_some(),
+            Database::MySql(p) => timed(backend, &sql, p.fetch_optional(sql.as_str()))
+                .await?
+                .is_some(),
+            Database::Sqlite(p) => timed(backend, &sql, p.fetch_optional(sql.as_str()))
+                .await?
+                .is_some(),
+        };
+        Ok(!found)
+    }
+
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), DbError> {
         let backend = self.backend();
@@ -497,7 +612,7 @@ mod tests {
             xml: "<message/>".into(),
             origin: Origin::Local,
         };
-        match decide(&record, &SinkSettings::default()) {
+        match decide(&record, &SinkSettings::default(), RecordIds::ORDERED) {
             Decision::Archive(r) => *r,
             other => panic!("{other:?}"),
         }

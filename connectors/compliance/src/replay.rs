@@ -68,6 +68,8 @@ pub async fn replay(
     mut refused: impl FnMut(Refused),
 ) -> Result<ReplaySummary, ReplayError> {
     db.migrate().await?;
+    // The archive's own cut-over: a replayed record gets the id it was first written with.
+    let ids = db.record_ids().await?;
     let mut summary = ReplaySummary::default();
     let partitions = log.partition_count(COMPLIANCE).await?;
     // A record's log time is never before its message time, so the first record of the
@@ -109,7 +111,7 @@ pub async fn replay(
                     continue;
                 }
                 summary.read += 1;
-                match decide(&decoded, settings) {
+                match decide(&decoded, settings, ids) {
                     Decision::Archive(row) => rows.push((record.offset, *row)),
                     Decision::Skip(_) => summary.skipped += 1,
                     Decision::Reject(reason) => {

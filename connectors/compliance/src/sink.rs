@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use crate::db::{Database, DbError, Written};
 use crate::dead::dead_letter;
 use crate::metrics::SinkMetrics;
-use crate::row::{Decision, Row, decide};
+use crate::row::{Decision, RecordIds, Row, decide};
 use crate::settings::SinkSettings;
 
 /// While a small batch waits for more records (`compliance.batch_wait`), the sink looks
@@ -116,6 +116,8 @@ struct Sink {
     options: SinkOptions,
     /// Whether the last database attempt failed (to log the recovery once).
     failing: bool,
+    /// The archive's record id cut-over, read once the schema is ready.
+    ids: RecordIds,
     last_lag_update: Option<Instant>,
 }
 
@@ -140,6 +142,7 @@ pub async fn run(
         shutdown,
         options,
         failing: false,
+        ids: RecordIds::ORDERED,
         last_lag_update: None,
     };
     let result = sink.run().await;
@@ -264,8 +267,13 @@ impl Sink {
     async fn prepare_schema(&mut self) -> bool {
         let mut backoff = self.options.backoff_initial;
         loop {
-            match self.db.migrate().await {
-                Ok(()) => {
+            let ready = match self.db.migrate().await {
+                Ok(()) => self.db.record_ids().await,
+                Err(e) => Err(e),
+            };
+            match ready {
+                Ok(ids) => {
+                    self.ids = ids;
                     self.healthy();
                     return true;
                 }
@@ -323,7 +331,7 @@ impl Sink {
         let mut rows: Vec<(usize, Row)> = Vec::new();
         let mut dead: Vec<Record> = Vec::new();
         for (i, record) in records.iter().enumerate() {
-            match decide_record(record, &settings) {
+            match decide_record(record, &settings, self.ids) {
                 Decision::Archive(row) => rows.push((i, *row)),
                 Decision::Skip(_) => self.metrics.skipped(),
                 Decision::Reject(reason) => {
@@ -455,12 +463,12 @@ impl Sink {
 }
 
 /// What to do with one record of the `compliance` topic.
-fn decide_record(record: &ConsumedRecord, settings: &SinkSettings) -> Decision {
+fn decide_record(record: &ConsumedRecord, settings: &SinkSettings, ids: RecordIds) -> Decision {
     let Some(value) = &record.value else {
         return Decision::Reject("record without a value".to_owned());
     };
     match imbus_schemas::decode(value) {
-        Ok(Event::Compliance(c)) => decide(&c, settings),
+        Ok(Event::Compliance(c)) => decide(&c, settings, ids),
         Ok(other) => Decision::Reject(format!(
             "not a ComplianceRecord but a {} event",
             imbus_schemas::EventSchema::of(&other).name()

@@ -249,6 +249,88 @@ async fn redelivery_stores_nothing_twice(backend: Backend) {
     db.drop_database().await;
 }
 
+on_every_backend!(ordered_ids_after_the_cut_over_and_legacy_ids_before);
+/// An archive that already holds rows when the sink first meets ordered record ids keeps
+/// the legacy ids for records up to an hour later: a record an older sink wrote is a
+/// no-op when it comes again; later records get time-ordered ids. A new archive orders
+/// every record with a UUID v7 event id.
+async fn ordered_ids_after_the_cut_over_and_legacy_ids_before(backend: Backend) {
+    use imbus_connector_compliance::Database;
+    use imbus_connector_compliance::row::{RecordIds, decide, ordered_record_id};
+    imbus_tests_tracing();
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let v7 =
+        |seconds: u64| uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, seconds, 0));
+    let mut earlier = record(
+        1,
+        "bob@example.com",
+        MessageType::Chat,
+        Direction::Inbound,
+        "before",
+    );
+    earlier.event_id = v7(now_s - 10);
+    let mut later = record(
+        2,
+        "bob@example.com",
+        MessageType::Chat,
+        Direction::Inbound,
+        "after",
+    );
+    later.event_id = v7(now_s + 2 * 3600);
+
+    let fresh = TestDb::new(backend).await;
+    let fresh_db = Database::open(&fresh.url, 1).unwrap();
+    fresh_db.migrate().await.unwrap();
+    assert_eq!(fresh_db.record_ids().await.unwrap(), RecordIds::ORDERED);
+    fresh_db.close().await;
+    fresh.drop_database().await;
+
+    let db = TestDb::new(backend).await;
+    let direct = Database::open(&db.url, 1).unwrap();
+    direct.migrate().await.unwrap();
+    // An older sink's row: the legacy id.
+    let legacy = RecordIds {
+        ordered_after_micros: i64::MAX,
+    };
+    let imbus_connector_compliance::row::Decision::Archive(row) =
+        decide(&earlier, &SinkSettings::default(), legacy)
+    else {
+        panic!("not archived");
+    };
+    direct.write(&[&row]).await.unwrap();
+    let ids = direct.record_ids().await.unwrap();
+    assert!(
+        ids.ordered_after_micros > i64::try_from(now_s).unwrap() * 1_000_000,
+        "{ids:?}"
+    );
+    assert_eq!(direct.record_ids().await.unwrap(), ids, "stored once");
+    direct.close().await;
+
+    let (log, _dir) = log().await;
+    append(log.as_ref(), &[earlier.clone(), later.clone()]).await;
+    let sink = start_sink(&log, &db.url, SinkSettings::default(), fast_options());
+    wait_archived(log.as_ref(), GROUP).await;
+    assert_eq!(sink.metrics.already_present(), 1);
+    sink.stop().await;
+    let rows = db.rows().await;
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    let id_of = |r: &ComplianceRecord| {
+        rows.iter()
+            .find(|a| a.event_id == r.event_id.to_string())
+            .map(|a| a.record_id.clone())
+            .unwrap()
+    };
+    assert_eq!(id_of(&earlier), record_id(&earlier).to_string());
+    assert_eq!(
+        id_of(&later),
+        ordered_record_id(&later).unwrap().to_string()
+    );
+    db.drop_database().await;
+}
+
 on_every_backend!(crash_after_the_database_commit_loses_and_duplicates_nothing);
 async fn crash_after_the_database_commit_loses_and_duplicates_nothing(backend: Backend) {
     imbus_tests_tracing();
