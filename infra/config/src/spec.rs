@@ -749,7 +749,7 @@ pub static SETTINGS: &[SettingSpec] = &[
         name: "bus.fsync",
         kind: Kind::Fsync,
         default: "always",
-        help: "Embedded log: always (fsync before acknowledging, batched by group commit), interval:<ms>, or never.",
+        help: "Embedded log: always (fsync before acknowledging, batched by group commit; a processor's outputs, which it makes again from its uncommitted inputs, are fsynced before the next offset commit instead), interval:<ms>, or never.",
         live: false,
     },
     SettingSpec {

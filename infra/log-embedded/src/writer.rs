@@ -621,12 +621,6 @@ fn process(shared: &Shared, batch: &mut Vec<Request>, scratch: &mut Scratch) {
     }
     all_acks.append(&mut acks);
     let acks = all_acks;
-    // Derived records are written and visible: acknowledged now, on disk before the next
-    // commit (or within `derived_sync_after`).
-    for a in derived_appends {
-        let result = append_result(&a);
-        Ack::Append(a.reply, result).send();
-    }
     if !derived_targets.is_empty() || !commits.is_empty() {
         let mut s = shared.sync.lock();
         // The sync thread needs waking for commits, and to learn when the first derived
@@ -645,6 +639,12 @@ fn process(shared: &Shared, batch: &mut Vec<Request>, scratch: &mut Scratch) {
         }
     }
 
+    // Derived records are written and visible, and their files are queued for the sync
+    // before the next commit: acknowledged now.
+    for a in derived_appends {
+        let result = append_result(&a);
+        Ack::Append(a.reply, result).send();
+    }
     let sync_now = flush_requested || always;
     if sync_now {
         if !acks.is_empty() || !targets.is_empty() {
