@@ -412,19 +412,7 @@ async fn commit_deliveries(
     consumer: &mut dyn imbus_log::Consumer,
     pending: &mut HashMap<TopicPartition, Offset>,
 ) {
-    if pending.is_empty() {
-        return;
-    }
-    let assigned: std::collections::HashSet<TopicPartition> =
-        consumer.assignment().into_iter().collect();
-    let offsets: Vec<_> = pending
-        .drain()
-        .filter(|(tp, _)| assigned.contains(tp))
-        .collect();
-    if offsets.is_empty() {
-        return;
-    }
-    if let Err(e) = consumer.commit(&offsets).await {
+    if let Err(e) = imbus_log::commit_assigned(consumer, pending).await {
         tracing::warn!(error = %e, "cannot commit delivery offsets");
     }
 }

@@ -525,13 +525,7 @@ fn process(shared: &Shared, batch: &mut Vec<Request>, scratch: &mut Scratch) {
                 offsets,
                 reply,
             } => {
-                let result = group.append(&offsets);
-                if result.is_ok() {
-                    stats
-                        .committed_offsets
-                        .fetch_add(offsets.len() as u64, Ordering::Relaxed);
-                    targets.push(SyncTarget::Offsets(group));
-                }
+                let result = write_commit(group, &offsets, stats, &mut targets);
                 acks.push(Ack::Unit(reply, result));
             }
             Request::Flush { targets: t, reply } => {
@@ -890,6 +884,23 @@ fn sync_loop(shared: &Shared) {
     }
 }
 
+/// Appends a commit to its group's offsets file; the file then needs an fsync.
+fn write_commit(
+    group: Arc<GroupOffsets>,
+    offsets: &[(TopicPartition, Offset)],
+    stats: &WriterStats,
+    to_sync: &mut Vec<SyncTarget>,
+) -> Result<(), LogError> {
+    let result = group.append(offsets);
+    if result.is_ok() {
+        stats
+            .committed_offsets
+            .fetch_add(offsets.len() as u64, Ordering::Relaxed);
+        to_sync.push(SyncTarget::Offsets(group));
+    }
+    result
+}
+
 /// Keeps one entry per file.
 fn dedup_targets(targets: &mut Vec<SyncTarget>) {
     let mut seen = std::collections::HashSet::new();
@@ -924,14 +935,8 @@ fn write_commits(
                 e.kind(),
                 format!("fsync failed: {e}"),
             ))),
-            Ok(()) => group.append(&offsets),
+            Ok(()) => write_commit(group, &offsets, stats, &mut files),
         };
-        if result.is_ok() {
-            stats
-                .committed_offsets
-                .fetch_add(offsets.len() as u64, Ordering::Relaxed);
-            files.push(SyncTarget::Offsets(group));
-        }
         acks.push(Ack::Unit(reply, result));
     }
     if let Err(e) = pool.sync_all(files, false, stats) {

@@ -458,6 +458,28 @@ pub trait PartitionReader: Send + fmt::Debug {
     async fn seek(&mut self, start: StartAt) -> Result<(), LogError>;
 }
 
+/// Commits `pending` (the next offset per partition, emptied here) for the partitions
+/// `consumer` still holds; the others are left to their new owner, which redoes their
+/// uncommitted records.
+pub async fn commit_assigned(
+    consumer: &mut dyn Consumer,
+    pending: &mut std::collections::HashMap<TopicPartition, Offset>,
+) -> Result<(), LogError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let assigned: std::collections::HashSet<TopicPartition> =
+        consumer.assignment().into_iter().collect();
+    let offsets: Vec<_> = pending
+        .drain()
+        .filter(|(tp, _)| assigned.contains(tp))
+        .collect();
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    consumer.commit(&offsets).await
+}
+
 /// A member of a consumer group.
 #[async_trait]
 pub trait Consumer: Send + fmt::Debug {

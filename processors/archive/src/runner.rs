@@ -73,7 +73,7 @@ pub async fn run(
                 Ok(ConsumerEvent::Assigned(_) | ConsumerEvent::Revoked(_))
             )
         {
-            commit(consumer.as_mut(), &mut pending).await?;
+            imbus_log::commit_assigned(consumer.as_mut(), &mut pending).await?;
             last_commit = tokio::time::Instant::now();
         }
         match event {
@@ -155,7 +155,7 @@ pub async fn run(
                 // A query is committed once answered; indexed entries at most every
                 // `COMMIT_INTERVAL` (a crash re-reads them from the last commit).
                 if answered || last_commit.elapsed() >= COMMIT_INTERVAL {
-                    commit(consumer.as_mut(), &mut pending).await?;
+                    imbus_log::commit_assigned(consumer.as_mut(), &mut pending).await?;
                     last_commit = tokio::time::Instant::now();
                 }
             }
@@ -166,7 +166,7 @@ pub async fn run(
             }
         }
     }
-    if let Err(e) = commit(consumer.as_mut(), &mut pending).await {
+    if let Err(e) = imbus_log::commit_assigned(consumer.as_mut(), &mut pending).await {
         tracing::debug!(error = %e, "committing the archive consumer's last offsets");
     }
     if let Err(e) = consumer.close().await {
@@ -178,25 +178,6 @@ pub async fn run(
 
 /// While entries keep coming, their offsets are committed at most this often.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Commits the offsets processed so far (those of partitions still assigned).
-async fn commit(
-    consumer: &mut dyn imbus_log::Consumer,
-    pending: &mut HashMap<TopicPartition, Offset>,
-) -> Result<(), LogError> {
-    if pending.is_empty() {
-        return Ok(());
-    }
-    let assigned: BTreeSet<TopicPartition> = consumer.assignment().into_iter().collect();
-    let offsets: Vec<_> = pending
-        .drain()
-        .filter(|(tp, _)| assigned.contains(tp))
-        .collect();
-    if offsets.is_empty() {
-        return Ok(());
-    }
-    consumer.commit(&offsets).await
-}
 
 fn decode(record: &ConsumedRecord) -> Option<Event> {
     let value = record.value.as_ref()?;

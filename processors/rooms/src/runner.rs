@@ -16,8 +16,8 @@ use imbus_config::topics::{
 };
 use imbus_core::{BareJid, Delivery, DeliveryCopy, Event, SessionEvent, Timestamp};
 use imbus_log::{
-    ConsumedRecord, Consumer, ConsumerEvent, ConsumerOptions, Log, LogError, Offset, Partition,
-    Record, StartAt, Submission, TopicPartition, partition_for_key,
+    ConsumedRecord, ConsumerEvent, ConsumerOptions, Log, LogError, Offset, Partition, Record,
+    StartAt, Submission, TopicPartition, partition_for_key,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -106,7 +106,7 @@ pub async fn run(
         }
         match event {
             Ok(ConsumerEvent::Assigned(tps)) => {
-                commit(consumer.as_mut(), &mut ready).await?;
+                imbus_log::commit_assigned(consumer.as_mut(), &mut ready).await?;
                 let new: BTreeSet<Partition> = tps
                     .iter()
                     .map(|tp| tp.partition)
@@ -119,7 +119,7 @@ pub async fn run(
                 }
             }
             Ok(ConsumerEvent::Revoked(tps)) => {
-                commit(consumer.as_mut(), &mut ready).await?;
+                imbus_log::commit_assigned(consumer.as_mut(), &mut ready).await?;
                 let gone: BTreeSet<Partition> = tps.iter().map(|tp| tp.partition).collect();
                 let still: BTreeSet<Partition> = consumer
                     .assignment()
@@ -137,7 +137,7 @@ pub async fn run(
             }
             Ok(ConsumerEvent::Records(records)) => {
                 if records.is_empty() {
-                    commit(consumer.as_mut(), &mut ready).await?;
+                    imbus_log::commit_assigned(consumer.as_mut(), &mut ready).await?;
                     continue;
                 }
                 let mut next: HashMap<TopicPartition, Offset> = HashMap::new();
@@ -157,7 +157,7 @@ pub async fn run(
                     *slot = (*slot).max(offset);
                 }
                 if last_commit.elapsed() >= COMMIT_INTERVAL {
-                    commit(consumer.as_mut(), &mut ready).await?;
+                    imbus_log::commit_assigned(consumer.as_mut(), &mut ready).await?;
                     last_commit = Instant::now();
                 }
             }
@@ -168,7 +168,7 @@ pub async fn run(
             }
         }
     }
-    commit(consumer.as_mut(), &mut ready).await?;
+    imbus_log::commit_assigned(consumer.as_mut(), &mut ready).await?;
     for follower in followers {
         follower.abort();
     }
@@ -177,26 +177,6 @@ pub async fn run(
     }
     tracing::info!("rooms processor stopped");
     Ok(())
-}
-
-/// Commits what was processed and acknowledged, for the partitions the consumer still
-/// holds (the new owner of another one redoes its uncommitted inputs).
-async fn commit(
-    consumer: &mut dyn Consumer,
-    ready: &mut HashMap<TopicPartition, Offset>,
-) -> Result<(), LogError> {
-    if ready.is_empty() {
-        return Ok(());
-    }
-    let assigned: BTreeSet<TopicPartition> = consumer.assignment().into_iter().collect();
-    let offsets: Vec<_> = ready
-        .drain()
-        .filter(|(tp, _)| assigned.contains(tp))
-        .collect();
-    if offsets.is_empty() {
-        return Ok(());
-    }
-    consumer.commit(&offsets).await
 }
 
 /// Turns a record of `rooms.stanzas` into an input of the rooms core.
