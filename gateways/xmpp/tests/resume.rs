@@ -3,7 +3,8 @@
 //! session from a new connection with `previd` and gets every stanza it had not
 //! acknowledged (including one delivered while it was away); another user cannot take
 //! the session over; failed logins make the next attempt fail with
-//! `temporary-auth-failure`.
+//! `temporary-auth-failure`; a burst of stanzas is stored in order (batched behind the
+//! append in progress) and acknowledged in full.
 
 #![allow(clippy::unwrap_used)]
 
@@ -366,5 +367,80 @@ async fn failed_logins_make_the_next_attempts_wait() {
     let mut other = setup.connect().await;
     other.scram_sha1("juliet", PASSWORD).await.unwrap();
 
+    setup.stop().await;
+}
+
+/// A burst of stanzas in one write (more than one group commit can store before the next
+/// arrives): the connection stores the ones that wait behind an append as one batch, in
+/// the client's order, and Stream Management counts every one of them once it is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_is_stored_in_order_and_acknowledged_in_full() {
+    const BURST: usize = 300;
+    let setup = Setup::start().await;
+    let mut client = setup.authenticated("juliet").await;
+    client.bind("balcony").await;
+    client
+        .send(format!("<enable xmlns='{SM}'/>").as_bytes())
+        .await
+        .unwrap();
+    let enabled = next(&mut client).await;
+    assert!(enabled.is("enabled", SM), "{enabled}");
+    let mut burst = String::new();
+    for i in 0..BURST {
+        burst.push_str(&format!(
+            "<message to='romeo@{DOMAIN}' type='chat'><body>burst {i}</body></message>"
+        ));
+    }
+    burst.push_str(&format!("<r xmlns='{SM}'/>"));
+    client.send(burst.as_bytes()).await.unwrap();
+    let give_up = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let ack = next(&mut client).await;
+        assert!(ack.is("a", SM), "{ack}");
+        let h: usize = ack.attr("h").unwrap().parse().unwrap();
+        assert!(h <= BURST, "{ack}");
+        if h == BURST {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "acknowledged {h} of {BURST}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        client
+            .send(format!("<r xmlns='{SM}'/>").as_bytes())
+            .await
+            .unwrap();
+    }
+
+    // On the log: every stanza once, in the order sent.
+    let partition = imbus_log::partition_for_key(format!("juliet@{DOMAIN}").as_bytes(), PARTITIONS);
+    let end = setup
+        .log
+        .watermarks("stanzas", partition)
+        .await
+        .unwrap()
+        .high;
+    let mut reader = setup
+        .log
+        .reader("stanzas", partition, StartAt::Earliest)
+        .await
+        .unwrap();
+    let mut bodies = Vec::new();
+    while reader.position() < end {
+        for record in reader.read(100, Duration::from_millis(200)).await.unwrap() {
+            if let Some(Ok(Event::StanzaReceived(stanza))) =
+                record.value.as_deref().map(imbus_schemas::decode)
+            {
+                let element = imbus_xmpp_stream::parser::parse_stanza(&stanza.xml).unwrap();
+                if element.is("message", ns::JABBER_CLIENT) {
+                    bodies.push(body(&element));
+                }
+            }
+        }
+    }
+    let expected: Vec<String> = (0..BURST).map(|i| format!("burst {i}")).collect();
+    assert_eq!(bodies, expected);
+    drop(client);
     setup.stop().await;
 }
