@@ -179,32 +179,37 @@ impl Setup {
             .unwrap();
     }
 
-    /// Every session event recorded so far.
-    async fn sessions(&self) -> Vec<SessionEvent> {
+    /// Every event on `topic` so far, partition by partition, each in log order.
+    async fn events(&self, topic: &str) -> Vec<Event> {
         let mut found = Vec::new();
         for partition in 0..PARTITIONS {
-            let end = self
-                .log
-                .watermarks("sessions", partition)
-                .await
-                .unwrap()
-                .high;
+            let end = self.log.watermarks(topic, partition).await.unwrap().high;
             let mut reader = self
                 .log
-                .reader("sessions", partition, StartAt::Earliest)
+                .reader(topic, partition, StartAt::Earliest)
                 .await
                 .unwrap();
             while reader.position() < end {
                 for record in reader.read(100, Duration::from_millis(200)).await.unwrap() {
-                    if let Some(Ok(Event::Session(event))) =
-                        record.value.as_deref().map(imbus_schemas::decode)
-                    {
+                    if let Some(Ok(event)) = record.value.as_deref().map(imbus_schemas::decode) {
                         found.push(event);
                     }
                 }
             }
         }
         found
+    }
+
+    /// Every session event recorded so far.
+    async fn sessions(&self) -> Vec<SessionEvent> {
+        self.events("sessions")
+            .await
+            .into_iter()
+            .filter_map(|event| match event {
+                Event::Session(event) => Some(event),
+                _ => None,
+            })
+            .collect()
     }
 
     async fn stop(self) {
@@ -413,32 +418,18 @@ async fn a_burst_is_stored_in_order_and_acknowledged_in_full() {
             .unwrap();
     }
 
-    // On the log: every stanza once, in the order sent.
-    let partition = imbus_log::partition_for_key(format!("juliet@{DOMAIN}").as_bytes(), PARTITIONS);
-    let end = setup
-        .log
-        .watermarks("stanzas", partition)
+    // On the log: every stanza once, in the order sent (one account: one partition).
+    let bodies: Vec<String> = setup
+        .events("stanzas")
         .await
-        .unwrap()
-        .high;
-    let mut reader = setup
-        .log
-        .reader("stanzas", partition, StartAt::Earliest)
-        .await
-        .unwrap();
-    let mut bodies = Vec::new();
-    while reader.position() < end {
-        for record in reader.read(100, Duration::from_millis(200)).await.unwrap() {
-            if let Some(Ok(Event::StanzaReceived(stanza))) =
-                record.value.as_deref().map(imbus_schemas::decode)
-            {
-                let element = imbus_xmpp_stream::parser::parse_stanza(&stanza.xml).unwrap();
-                if element.is("message", ns::JABBER_CLIENT) {
-                    bodies.push(body(&element));
-                }
-            }
-        }
-    }
+        .into_iter()
+        .filter_map(|event| match event {
+            Event::StanzaReceived(stanza) => imbus_xmpp_stream::parser::parse_stanza(&stanza.xml),
+            _ => None,
+        })
+        .filter(|element| element.is("message", ns::JABBER_CLIENT))
+        .map(|element| body(&element))
+        .collect();
     let expected: Vec<String> = (0..BURST).map(|i| format!("burst {i}")).collect();
     assert_eq!(bodies, expected);
     drop(client);
