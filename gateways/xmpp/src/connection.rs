@@ -710,13 +710,7 @@ impl Connection {
                     let _ = handover.reply.send(None);
                     Vec::new()
                 }
-                Wake::Appended(Appended::Stanzas(Ok(seqs))) => {
-                    let mut actions = Vec::new();
-                    for seq in seqs {
-                        actions.extend(self.session.handle(Input::Published { seq }, now));
-                    }
-                    actions
-                }
+                Wake::Appended(Appended::Stanzas(Ok(seqs))) => self.published(seqs, now),
                 Wake::Appended(Appended::Session) => Vec::new(),
                 Wake::Appended(Appended::Stanzas(Err(e))) => {
                     tracing::error!(session = self.session_id.as_str(), error = %e, "cannot append a stanza to the log; ending the session");
@@ -1022,10 +1016,7 @@ impl Connection {
                         Appended::Stanzas(Err(_)) => break false,
                         Appended::Session => continue,
                     };
-                    let mut actions = Vec::new();
-                    for seq in seqs {
-                        actions.extend(self.session.handle(Input::Published { seq }, Instant::now()));
-                    }
+                    let actions = self.published(seqs, Instant::now());
                     if self.detached_actions(actions) {
                         break false;
                     }
@@ -1048,6 +1039,15 @@ impl Connection {
             resumable.remove(&id);
         }
         handed_over
+    }
+
+    /// Tells the session that the log stored the stanzas of these sequence numbers.
+    fn published(&mut self, seqs: Vec<u64>, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for seq in seqs {
+            actions.extend(self.session.handle(Input::Published { seq }, now));
+        }
+        actions
     }
 
     /// Performs what a detached session asks for: nothing can be written, so only the
@@ -1081,11 +1081,7 @@ impl Connection {
         while self.session.in_flight() > 0 {
             match tokio::time::timeout_at(give_up, self.appender.next()).await {
                 Ok(Appended::Stanzas(Ok(seqs))) => {
-                    for seq in seqs {
-                        let _ = self
-                            .session
-                            .handle(Input::Published { seq }, Instant::now());
-                    }
+                    let _ = self.published(seqs, Instant::now());
                 }
                 Ok(Appended::Session) => {}
                 Ok(Appended::Stanzas(Err(_))) | Err(_) => break,
