@@ -37,8 +37,19 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    let workers = match worker_threads(
+        std::env::var_os(WORKER_THREADS_VAR).as_deref(),
+        std::thread::available_parallelism().map_or(1, usize::from),
+    ) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("imbus: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .worker_threads(workers)
         .thread_name("imbus")
         .build()
     {
@@ -53,6 +64,51 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("imbus: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The environment variable that sets the number of async worker threads (tokio's own).
+const WORKER_THREADS_VAR: &str = "TOKIO_WORKER_THREADS";
+
+/// The async runtime's worker threads: `TOKIO_WORKER_THREADS` when set, otherwise one
+/// fewer than the CPUs (at least one). The embedded log's writer and fsync threads and the
+/// SQLite connection threads run beside the workers; a worker per CPU would make them
+/// compete with each other for every core, and hand work between more threads.
+fn worker_threads(var: Option<&std::ffi::OsStr>, cpus: usize) -> Result<usize, String> {
+    let Some(value) = var else {
+        return Ok(cpus.saturating_sub(1).max(1));
+    };
+    let text = value.to_string_lossy();
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{WORKER_THREADS_VAR}={text:?} is not a number of worker threads: expected a whole number from 1 to 1024, or leave it unset for one fewer than the CPUs ({})",
+            cpus.saturating_sub(1).max(1)
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_threads;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn one_worker_fewer_than_the_cpus_by_default() {
+        assert_eq!(worker_threads(None, 1), Ok(1));
+        assert_eq!(worker_threads(None, 2), Ok(1));
+        assert_eq!(worker_threads(None, 16), Ok(15));
+    }
+
+    #[test]
+    fn the_variable_sets_the_workers_and_bad_values_are_named() {
+        assert_eq!(worker_threads(Some(OsStr::new("4")), 2), Ok(4));
+        assert_eq!(worker_threads(Some(OsStr::new(" 2 ")), 8), Ok(2));
+        for bad in ["0", "-1", "two", "", "5000"] {
+            let e = worker_threads(Some(OsStr::new(bad)), 8).unwrap_err();
+            assert!(e.contains(&format!("TOKIO_WORKER_THREADS={bad:?}")), "{e}");
+            assert!(e.contains("1 to 1024"), "{e}");
         }
     }
 }

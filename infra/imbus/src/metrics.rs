@@ -33,10 +33,10 @@ pub fn registry(backend: &str, embedded: Option<EmbeddedLog>) -> anyhow::Result<
 /// Exposes [`EmbeddedLog::stats`] at scrape time.
 struct EmbeddedLogCollector {
     log: EmbeddedLog,
-    counters: [IntCounter; 5],
+    counters: [IntCounter; 6],
     last_batch: IntGauge,
     unsynced_derived: IntGauge,
-    seen: Mutex<[u64; 5]>,
+    seen: Mutex<[u64; 6]>,
 }
 
 impl EmbeddedLogCollector {
@@ -65,6 +65,10 @@ impl EmbeddedLogCollector {
                     "imbus_log_write_batches_total",
                     "Write batches of the embedded log's writer",
                 )?,
+                counter(
+                    "imbus_log_writer_handoffs_total",
+                    "Times an appender of the embedded log, after writing batches for others while more kept coming, left the queue to the writer thread",
+                )?,
             ],
             last_batch: IntGauge::new(
                 "imbus_log_last_batch_records",
@@ -74,7 +78,7 @@ impl EmbeddedLogCollector {
                 "imbus_log_unsynced_derived_files",
                 "Embedded log files holding processors' outputs that wait for their fsync (at the next offset commit, within 1 s)",
             )?,
-            seen: Mutex::new([0; 5]),
+            seen: Mutex::new([0; 6]),
         })
     }
 }
@@ -95,6 +99,7 @@ impl Collector for EmbeddedLogCollector {
             s.fsyncs,
             s.sync_batches,
             s.write_batches,
+            s.writer_handoffs,
         ];
         if let Ok(mut seen) = self.seen.lock() {
             for (i, counter) in self.counters.iter().enumerate() {

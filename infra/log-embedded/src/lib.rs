@@ -36,18 +36,22 @@
 //! # Writes, durability and visibility
 //!
 //! Appends use group commit. Every `append`, `append_to` or `append_batch` call hands its
-//! records to the writer in one step. A dedicated writer thread takes everything pending,
-//! assigns offsets, frames the records of each partition into one buffer and writes it
-//! with one `pwrite` per partition. The records are then **visible** to readers and
-//! consumers at once: they are in the kernel's page cache, so killing the process
-//! (`kill -9`) cannot lose them. Durability against power loss is the job of the sync
-//! thread, which takes the batch, runs `fdatasync` once per file the batch touched, and only
-//! then acknowledges the appenders ([`FsyncPolicy::Always`], the default). While it syncs,
-//! the writer thread is already writing the next batch, so many concurrent appenders share
-//! each fsync. With [`FsyncPolicy::Interval`] appends are acknowledged once written and the
-//! files are synced periodically; with [`FsyncPolicy::Never`] the operating system decides
-//! (both can lose the last acknowledged records on power loss, never on a process crash).
-//! Blocking file I/O never runs on the async runtime's worker threads.
+//! records to the writer in one step. The writer takes everything pending, assigns
+//! offsets, frames the records of each partition into one buffer and writes it with one
+//! `pwrite` per partition. The writer is whichever appender finds no batch being written
+//! (it writes to the page cache, which takes microseconds, instead of waking a thread and
+//! waiting for it); appenders that come meanwhile queue for its next round, and after two
+//! rounds with more still coming a dedicated writer thread takes the queue over. The
+//! records are then **visible** to readers and consumers at once: they are in the
+//! kernel's page cache, so killing the process (`kill -9`) cannot lose them. Durability
+//! against power loss is the job of the sync thread, which takes the batch, runs
+//! `fdatasync` once per file the batch touched, and only then acknowledges the appenders
+//! ([`FsyncPolicy::Always`], the default). While it syncs, the next batch is being
+//! written, so many concurrent appenders share each fsync. With [`FsyncPolicy::Interval`]
+//! appends are acknowledged once written and the files are synced periodically; with
+//! [`FsyncPolicy::Never`] the operating system decides (both can lose the last
+//! acknowledged records on power loss, never on a process crash). `fdatasync`, which
+//! waits for the device, never runs on the async runtime's worker threads.
 //!
 //! Details that keep appends fast while fsyncs run:
 //!
@@ -241,8 +245,12 @@ pub struct LogStats {
     pub fsyncs: u64,
     /// Group commits: batches the sync thread made durable.
     pub sync_batches: u64,
-    /// Write batches: rounds of the writer thread that wrote records.
+    /// Write batches: rounds of the writer (an appender or the writer thread) that wrote
+    /// records.
     pub write_batches: u64,
+    /// Times an appender that wrote batches for others while more kept coming left the
+    /// queue to the writer thread.
+    pub writer_handoffs: u64,
     /// Records in the most recent write batch.
     pub last_batch_records: u64,
     /// Records in the largest write batch so far.
@@ -476,8 +484,8 @@ impl Inner {
                 })?;
             items.push((part, record));
         }
-        // One request: the writer thread writes the records in this order, after every
-        // request submitted before and before every one submitted after.
+        // One request: the writer writes the records in this order, after every request
+        // submitted before and before every one submitted after.
         let (reply, rx) = oneshot::channel();
         self.writer.submit(Request::Append {
             items,
@@ -624,6 +632,7 @@ impl EmbeddedLog {
             last_batch_records: get(&s.last_batch_records),
             max_batch_records: get(&s.max_batch_records),
             committed_offsets: get(&s.committed_offsets),
+            writer_handoffs: get(&s.writer_handoffs),
         }
     }
 

@@ -1,14 +1,18 @@
-//! The writer: group commit on two dedicated threads.
+//! The writer: group commit, with fsyncs on a dedicated thread.
 //!
-//! Appenders hand their records to a queue (one hand-off per `append` or `append_batch`
-//! call). The *writer thread* takes everything pending at once, assigns offsets, frames the
-//! records of each partition into one buffer, writes each buffer with a single `pwrite`,
-//! and publishes the records to readers (they are in the page cache now, so a killed
-//! process loses nothing). It then hands the batch to the *sync thread* and goes on with
-//! the next batch while the sync thread runs `fdatasync` once per file the batch touched
-//! and acknowledges every appender of the batch. Under [`FsyncPolicy::Always`] producers
-//! are thus acknowledged only after the fsync, and the next batch is being written while
-//! the previous one is being synced.
+//! Appenders hand their records to a queue (one request per `append` or `append_batch`
+//! call). Whoever finds no batch being written writes one: it takes everything pending at
+//! once, assigns offsets, frames the records of each partition into one buffer, writes
+//! each buffer with a single `pwrite`, and publishes the records to readers (they are in
+//! the page cache now, so a killed process loses nothing). Requests submitted meanwhile
+//! wait in the queue for the next round of the same writer, so requests are written one
+//! batch at a time and in submission order. An appender therefore usually writes its own
+//! records (a write to the page cache takes microseconds) instead of waking a thread and
+//! waiting for it; after a few rounds with more requests still coming, the rest goes to
+//! the *writer thread*, which also finishes the queue when the log stops. Each batch then
+//! goes to the *sync thread*, which runs `fdatasync` once per file the batch touched and
+//! acknowledges every appender of the batch, while the next batch is being written.
+//! Under [`FsyncPolicy::Always`] producers are thus acknowledged only after the fsync.
 
 use std::collections::HashMap;
 use std::io;
@@ -38,6 +42,8 @@ pub(crate) struct WriterStats {
     pub max_batch_records: AtomicU64,
     pub sync_batches: AtomicU64,
     pub committed_offsets: AtomicU64,
+    /// Times an appender left the queue to the writer thread.
+    pub writer_handoffs: AtomicU64,
     /// Files holding derived records not synced yet (a gauge).
     pub unsynced_derived_files: AtomicU64,
 }
@@ -149,7 +155,16 @@ impl Ack {
 struct Queue {
     pending: Vec<Request>,
     closed: bool,
+    /// A batch is being written: what is submitted now waits for that writer's next round.
+    busy: bool,
+    /// An appender that wrote [`INLINE_ROUNDS`] batches left the rest to the writer thread
+    /// (`busy` stays set: the writer thread takes over).
+    handoff: bool,
 }
+
+/// Batches an appender writes before leaving requests that keep coming to the writer
+/// thread (its own request is in the first).
+const INLINE_ROUNDS: usize = 2;
 
 /// An offset commit under [`FsyncPolicy::Always`]: written by the sync thread after the
 /// derived records written before it are on disk.
@@ -179,6 +194,8 @@ struct Shared {
     queue_cv: Condvar,
     sync: Mutex<SyncQueue>,
     sync_cv: Condvar,
+    /// Allocations kept from one batch to the next; used by whoever writes a batch.
+    scratch: Mutex<Scratch>,
     stats: Arc<WriterStats>,
     policy: FsyncPolicy,
     segment_bytes: u64,
@@ -204,6 +221,7 @@ impl Writer {
             queue_cv: Condvar::new(),
             sync: Mutex::new(SyncQueue::default()),
             sync_cv: Condvar::new(),
+            scratch: Mutex::new(Scratch::default()),
             stats,
             policy,
             segment_bytes,
@@ -223,18 +241,22 @@ impl Writer {
         })
     }
 
-    /// Queues a request; fails with [`LogError::Closed`] once the writer is stopped.
+    /// Queues a request, and writes it (with everything pending) at once when no batch is
+    /// being written; fails with [`LogError::Closed`] once the writer is stopped.
     pub(crate) fn submit(&self, req: Request) -> Result<(), LogError> {
         let mut q = self.shared.queue.lock();
         if q.closed {
             return Err(LogError::Closed);
         }
-        let was_empty = q.pending.is_empty();
         q.pending.push(req);
-        drop(q);
-        if was_empty {
-            self.shared.queue_cv.notify_one();
+        if q.busy {
+            // The batch being written is followed by one with this request.
+            return Ok(());
         }
+        q.busy = true;
+        let batch = std::mem::take(&mut q.pending);
+        drop(q);
+        write_rounds(&self.shared, batch, Some(INLINE_ROUNDS));
         Ok(())
     }
 
@@ -399,7 +421,7 @@ struct PendingAppend {
 }
 
 /// Allocations the writer keeps from one batch to the next.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Scratch {
     part_index: HashMap<usize, usize>,
     bufs: Vec<Vec<u8>>,
@@ -417,21 +439,63 @@ impl Scratch {
     }
 }
 
-fn writer_loop(shared: &Shared) {
-    let mut batch: Vec<Request> = Vec::new();
-    let mut scratch = Scratch::default();
+/// Writes `batch`, then what was submitted meanwhile, one batch per round, while holding
+/// the queue's `busy` flag; clears it when nothing is left. After `rounds` rounds (when
+/// given) with requests still waiting, hands the queue to the writer thread instead.
+fn write_rounds(shared: &Shared, mut batch: Vec<Request>, rounds: Option<usize>) {
+    let mut scratch = shared.scratch.lock();
+    let mut done = 0;
     loop {
-        {
+        process(shared, &mut batch, &mut scratch);
+        done += 1;
+        let mut q = shared.queue.lock();
+        if q.pending.is_empty() {
+            q.busy = false;
+            let closed = q.closed;
+            drop(q);
+            if closed {
+                // The writer thread waits for the last batch before it stops.
+                shared.queue_cv.notify_all();
+            }
+            return;
+        }
+        if rounds.is_some_and(|r| done >= r) {
+            q.handoff = true;
+            shared.stats.writer_handoffs.fetch_add(1, Ordering::Relaxed);
+            drop(q);
+            drop(scratch);
+            shared.queue_cv.notify_one();
+            return;
+        }
+        std::mem::swap(&mut batch, &mut q.pending);
+    }
+}
+
+/// The writer thread: takes the queue over from an appender that wrote enough rounds, and
+/// stops once the log is closed and the last batch is written.
+fn writer_loop(shared: &Shared) {
+    loop {
+        let batch = {
             let mut q = shared.queue.lock();
-            while q.pending.is_empty() && !q.closed {
+            loop {
+                if q.handoff {
+                    q.handoff = false;
+                    break Some(std::mem::take(&mut q.pending));
+                }
+                if !q.busy && !q.pending.is_empty() {
+                    q.busy = true;
+                    break Some(std::mem::take(&mut q.pending));
+                }
+                if q.closed && !q.busy && q.pending.is_empty() {
+                    break None;
+                }
                 shared.queue_cv.wait(&mut q);
             }
-            if q.pending.is_empty() && q.closed {
-                break;
-            }
-            std::mem::swap(&mut batch, &mut q.pending);
-        }
-        process(shared, &mut batch, &mut scratch);
+        };
+        let Some(batch) = batch else {
+            break;
+        };
+        write_rounds(shared, batch, None);
     }
     let mut s = shared.sync.lock();
     s.closed = true;

@@ -203,6 +203,75 @@ async fn concurrent_appenders_get_dense_ordered_offsets() {
     log.shutdown().await.unwrap();
 }
 
+/// Appenders write the batch they find pending themselves; one that wrote two batches
+/// while more kept coming leaves the queue to the writer thread. Under that churn every
+/// record is stored once, each appender's records in its order, at dense offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appenders_and_the_writer_thread_take_turns_without_losing_order() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), opts()).await;
+    log.create_topic(&TopicConfig::new("t", 2)).await.unwrap();
+    let handed_over = Arc::new(AtomicBool::new(false));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut tasks = Vec::new();
+    for task in 0..16u32 {
+        let log = log.clone();
+        let handed_over = Arc::clone(&handed_over);
+        tasks.push(tokio::spawn(async move {
+            let mut sent = 0u32;
+            loop {
+                // Submitted without waiting, so submissions overlap the batches being
+                // written; then all acknowledged together.
+                let mut acks = Vec::new();
+                for _ in 0..50 {
+                    let record = Record::new(format!("k{task}"), format!("{task}:{sent}"));
+                    let submission =
+                        imbus_log::Submission::to_partition("t", (task % 2) as i32, record);
+                    acks.push(log.submit(vec![submission]).await.unwrap());
+                    sent += 1;
+                }
+                for ack in acks {
+                    ack.await.unwrap();
+                }
+                if log.stats().writer_handoffs > 0 {
+                    handed_over.store(true, Ordering::Relaxed);
+                }
+                let enough = sent >= 1_000 && handed_over.load(Ordering::Relaxed);
+                if enough || tokio::time::Instant::now() > deadline {
+                    return sent;
+                }
+            }
+        }));
+    }
+    let mut sent = HashMap::new();
+    for (task, t) in tasks.into_iter().enumerate() {
+        sent.insert(task as u32, t.await.unwrap());
+    }
+    assert!(
+        log.stats().writer_handoffs > 0,
+        "no appender ever left the queue to the writer thread: {:?}",
+        log.stats()
+    );
+    let mut next: HashMap<u32, u32> = HashMap::new();
+    for p in 0..2 {
+        for (i, r) in read_all(&log, "t", p).await.iter().enumerate() {
+            assert_eq!(r.offset, i as i64, "offsets are dense");
+            let value = std::str::from_utf8(r.value.as_ref().unwrap()).unwrap();
+            let (task, n) = value.split_once(':').unwrap();
+            let (task, n): (u32, u32) = (task.parse().unwrap(), n.parse().unwrap());
+            assert_eq!(task % 2, p as u32, "record {value} in partition {p}");
+            let expected = next.entry(task).or_default();
+            assert_eq!(n, *expected, "task {task}: record {n} after {expected}");
+            *expected += 1;
+        }
+    }
+    assert_eq!(next, sent, "every record stored once");
+    log.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn reopen_keeps_records_and_offsets() {
     let dir = tempfile::tempdir().unwrap();
