@@ -106,7 +106,9 @@ mod tests {
         assert_eq!(worker_threads(Some(OsStr::new("4")), 2), Ok(4));
         assert_eq!(worker_threads(Some(OsStr::new(" 2 ")), 8), Ok(2));
         for bad in ["0", "-1", "two", "", "5000"] {
-            let e = worker_threads(Some(OsStr::new(bad)), 8).unwrap_err();
+            let Err(e) = worker_threads(Some(OsStr::new(bad)), 8) else {
+                panic!("{bad:?} was accepted as a number of worker threads");
+            };
             assert!(e.contains(&format!("TOKIO_WORKER_THREADS={bad:?}")), "{e}");
             assert!(e.contains("1 to 1024"), "{e}");
         }
