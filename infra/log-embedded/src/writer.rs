@@ -450,6 +450,8 @@ fn write_rounds(shared: &Shared, mut batch: Vec<Request>, rounds: Option<usize>)
         done += 1;
         let mut q = shared.queue.lock();
         if q.pending.is_empty() {
+            // The emptied batch keeps its allocation for the next submissions.
+            std::mem::swap(&mut batch, &mut q.pending);
             q.busy = false;
             let closed = q.closed;
             drop(q);
