@@ -98,6 +98,10 @@ pub enum Action {
         username: String,
         /// The account's bare JID.
         jid: BareJid,
+        /// Answering derives a key from the client's password (PLAIN: PBKDF2 with the
+        /// account's iteration count, milliseconds of CPU), so the answer is best fed from
+        /// a thread that may block without holding up other sessions.
+        derives_key: bool,
     },
     /// A SASL attempt failed (record it in the login throttle).
     AuthFailed {
@@ -914,7 +918,15 @@ impl Session {
             }
             Step::NeedCredentials { username, jid } => {
                 self.sasl_user = Some(username.clone());
-                out.push(Action::LookupCredentials { username, jid });
+                let derives_key = self
+                    .sasl
+                    .as_ref()
+                    .is_some_and(|sasl| sasl.mechanism() == Mechanism::Plain);
+                out.push(Action::LookupCredentials {
+                    username,
+                    jid,
+                    derives_key,
+                });
             }
             Step::Success {
                 additional_data,

@@ -233,9 +233,17 @@ fn scram_exchange(
         encode(&client.initial())
     );
     let actions = h.feed(&auth);
-    let [Action::LookupCredentials { username, jid }] = actions.as_slice() else {
+    let [
+        Action::LookupCredentials {
+            username,
+            jid,
+            derives_key,
+        },
+    ] = actions.as_slice()
+    else {
         panic!("{actions:?}")
     };
+    assert!(!derives_key, "SCRAM: the client derives the key");
     assert_eq!(username, "juliet");
     assert_eq!(jid, &juliet());
     let actions = h.input(Input::Credentials(Some(juliet_credentials().clone())));
@@ -579,7 +587,16 @@ fn plain_over_tls_works_when_enabled() {
         "<auth xmlns='{SASL}' mechanism='PLAIN'>{}</auth>",
         encode(b"\0juliet\0pencil")
     ));
-    assert!(matches!(&actions[..], [Action::LookupCredentials { .. }]));
+    assert!(
+        matches!(
+            &actions[..],
+            [Action::LookupCredentials {
+                derives_key: true,
+                ..
+            }]
+        ),
+        "PLAIN: the server derives the key from the password: {actions:?}"
+    );
     let actions = h.input(Input::Credentials(Some(juliet_credentials().clone())));
     assert!(h.elements(&actions)[0].is("success", SASL));
     assert!(actions.contains(&Action::Authenticated {

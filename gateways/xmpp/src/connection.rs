@@ -785,7 +785,9 @@ impl Connection {
                         .handle(Input::TlsEstablished { channel_bindings }, now),
                 );
             }
-            Action::LookupCredentials { jid, .. } => {
+            Action::LookupCredentials {
+                jid, derives_key, ..
+            } => {
                 let decision = self
                     .shared
                     .throttle
@@ -803,7 +805,14 @@ impl Connection {
                         Input::LookupFailed
                     }
                 };
-                pending.extend(self.session.handle(input, now));
+                let actions = if derives_key && may_block_in_place() {
+                    // PBKDF2 of a PLAIN password: this worker's other tasks move to
+                    // another thread meanwhile instead of waiting for it.
+                    tokio::task::block_in_place(|| self.session.handle(input, now))
+                } else {
+                    self.session.handle(input, now)
+                };
+                pending.extend(actions);
             }
             Action::AuthFailed {
                 username,
@@ -1230,6 +1239,13 @@ fn close_reason(error: Option<&StreamError>) -> (CloseReason, Option<String>) {
 /// Records a failed login in the throttle: wrong credentials count against the account
 /// and the address, other client mistakes against the address only; the throttle's own
 /// refusals and aborted exchanges do not count.
+/// Whether this task may hand its worker's other tasks to another thread while it blocks
+/// (`block_in_place`: the multi-threaded runtime only).
+fn may_block_in_place() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
 fn record_auth_failure(
     throttle: &mut Throttle,
     now: Instant,
