@@ -1236,9 +1236,6 @@ fn close_reason(error: Option<&StreamError>) -> (CloseReason, Option<String>) {
     (reason, error.map(|e| e.condition.as_str().to_owned()))
 }
 
-/// Records a failed login in the throttle: wrong credentials count against the account
-/// and the address, other client mistakes against the address only; the throttle's own
-/// refusals and aborted exchanges do not count.
 /// Whether this task may hand its worker's other tasks to another thread while it blocks
 /// (`block_in_place`: the multi-threaded runtime only).
 fn may_block_in_place() -> bool {
@@ -1246,6 +1243,9 @@ fn may_block_in_place() -> bool {
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
+/// Records a failed login in the throttle: wrong credentials count against the account
+/// and the address, other client mistakes against the address only; the throttle's own
+/// refusals and aborted exchanges do not count.
 fn record_auth_failure(
     throttle: &mut Throttle,
     now: Instant,
