@@ -1,0 +1,312 @@
+//! The router's consume/produce loop on the embedded log: a stanza forwarded to a
+//! partition the router holds is handled at once (no `routed` record); `routed` records
+//! an earlier run left are processed before the stanzas forwarded after them.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use imbus_config::topics::{ACCOUNTS, COMPLIANCE, ROUTED, SESSIONS, STANZAS, SYSTEM_TOPICS};
+use imbus_core::{
+    AccountEvent, AccountState, BareJid, ClientFeatures, Credentials, Event, FullJid, GatewayId,
+    Jid, ScramCredentials, ScramHash, SessionEvent, SessionId, SessionPresence, SessionState,
+    StanzaKind, StanzaReceived, Timestamp, Uuid,
+};
+use imbus_log::{Log, PartitionReader, Record, StartAt, TopicConfig, partition_for_key};
+use imbus_log_embedded::{EmbeddedLog, EmbeddedOptions};
+use imbus_router::{RouterConfig, run};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+const PARTITIONS: i32 = 4;
+const DOMAIN: &str = "example.com";
+const DELIVER: &str = "deliver.gw1";
+
+async fn open(dir: &std::path::Path) -> Arc<dyn Log> {
+    let log = EmbeddedLog::open(dir, EmbeddedOptions::default())
+        .await
+        .unwrap();
+    for layout in SYSTEM_TOPICS {
+        let partitions = layout.partitions.unwrap_or(PARTITIONS);
+        let topic = if layout.compacted {
+            TopicConfig::compacted(layout.name, partitions)
+        } else {
+            TopicConfig::new(layout.name, partitions)
+        };
+        log.create_topic(&topic).await.unwrap();
+    }
+    log.create_topic(&TopicConfig::new(DELIVER, PARTITIONS))
+        .await
+        .unwrap();
+    Arc::new(log)
+}
+
+fn start(log: &Arc<dyn Log>) -> (watch::Sender<bool>, JoinHandle<()>) {
+    let config = RouterConfig::new(BareJid::new(DOMAIN).unwrap());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (settings_tx, settings_rx) = watch::channel(config.clone());
+    let log = log.clone();
+    let task = tokio::spawn(async move {
+        let _keep = settings_tx;
+        run(log, config, settings_rx, shutdown_rx).await.unwrap();
+    });
+    (shutdown_tx, task)
+}
+
+async fn stop((shutdown, task): (watch::Sender<bool>, JoinHandle<()>)) {
+    shutdown.send(true).unwrap();
+    task.await.unwrap();
+}
+
+fn partition_of(user: &str) -> i32 {
+    partition_for_key(format!("{user}@{DOMAIN}").as_bytes(), PARTITIONS)
+}
+
+/// A user name starting with `prefix` whose partition `wanted` accepts.
+fn user_where(prefix: &str, wanted: impl Fn(i32) -> bool) -> String {
+    (0..)
+        .map(|n| format!("{prefix}{n}"))
+        .find(|user| wanted(partition_of(user)))
+        .unwrap()
+}
+
+fn scram(hash: ScramHash) -> ScramCredentials {
+    let len = hash.output_len();
+    ScramCredentials::new(hash, vec![1; 16], 4096, vec![2; len], vec![3; len]).unwrap()
+}
+
+async fn create_account(log: &Arc<dyn Log>, user: &str) {
+    let jid = BareJid::new(&format!("{user}@{DOMAIN}")).unwrap();
+    let event = AccountEvent::Created(AccountState {
+        jid: jid.clone(),
+        credentials: Credentials::new(scram(ScramHash::Sha1), scram(ScramHash::Sha256)).unwrap(),
+        at: Timestamp::now(),
+        by: "test".to_owned(),
+    });
+    let value = imbus_schemas::encode(&Event::Account(event)).unwrap();
+    log.append(ACCOUNTS, Record::new(jid.as_str().to_owned(), value))
+        .await
+        .unwrap();
+}
+
+fn session_id(full: &FullJid) -> SessionId {
+    SessionId::new(format!("s-{}", full.as_str())).unwrap()
+}
+
+/// What the gateway publishes for a message or presence `xml` from `from`.
+fn stanza(from: &FullJid, to: Option<&str>, xml: &str) -> StanzaReceived {
+    let kind = if xml.starts_with("<presence") {
+        StanzaKind::Presence
+    } else {
+        StanzaKind::Message
+    };
+    let attrs = match to {
+        Some(to) => format!(" from='{from}' to='{to}'"),
+        None => format!(" from='{from}'"),
+    };
+    let (head, tail) = if let Some(rest) = xml.strip_suffix("/>") {
+        (rest, "/>")
+    } else {
+        let at = xml.find('>').unwrap();
+        (&xml[..at], &xml[at..])
+    };
+    StanzaReceived {
+        event_id: Uuid::now_v7(),
+        gateway_id: GatewayId::new("gw1").unwrap(),
+        session_id: session_id(from),
+        received_at: Timestamp::now(),
+        sender: from.clone(),
+        recipient: to.map(|to| Jid::new(to).unwrap()),
+        kind,
+        stanza_type: (kind == StanzaKind::Message).then(|| "chat".to_owned()),
+        stanza_id: None,
+        xml: format!("{head}{attrs}{tail}"),
+    }
+}
+
+/// Binds `full` and makes it available, as a gateway and its client would.
+async fn sign_in(log: &Arc<dyn Log>, full: &FullJid) {
+    let bound = SessionEvent::Bound(SessionState {
+        jid: full.clone(),
+        gateway_id: GatewayId::new("gw1").unwrap(),
+        session_id: session_id(full),
+        at: Timestamp::now(),
+        presence: SessionPresence::unavailable(),
+        features: ClientFeatures::default(),
+    });
+    let bare = full.to_bare();
+    let partition = partition_for_key(bare.as_str().as_bytes(), PARTITIONS);
+    let value = imbus_schemas::encode(&Event::Session(bound)).unwrap();
+    log.append_to(
+        SESSIONS,
+        partition,
+        Record::new(full.as_str().to_owned(), value),
+    )
+    .await
+    .unwrap();
+    publish(log, STANZAS, stanza(full, None, "<presence/>")).await;
+}
+
+/// Appends `stanza` to `topic`, keyed as the gateway (`stanzas`: the sender) or a router
+/// (`routed`: the recipient) does.
+async fn publish(log: &Arc<dyn Log>, topic: &str, stanza: StanzaReceived) {
+    let key = if topic == ROUTED {
+        stanza.owner().as_str().to_owned()
+    } else {
+        stanza.sender.to_bare().as_str().to_owned()
+    };
+    let value = imbus_schemas::encode(&Event::from(stanza)).unwrap();
+    log.append(topic, Record::new(key, value)).await.unwrap();
+}
+
+fn chat(from: &FullJid, to: &str, n: usize) -> StanzaReceived {
+    stanza(
+        from,
+        Some(to),
+        &format!("<message type='chat'><body>m{n}</body></message>"),
+    )
+}
+
+/// Every record of `topic` so far, decoded.
+async fn events(log: &Arc<dyn Log>, topic: &str) -> Vec<Event> {
+    let mut events = Vec::new();
+    for p in 0..log.partition_count(topic).await.unwrap() {
+        let mut reader: Box<dyn PartitionReader> =
+            log.reader(topic, p, StartAt::Earliest).await.unwrap();
+        let high = log.watermarks(topic, p).await.unwrap().high;
+        while reader.position() < high {
+            let records = reader.read(1024, Duration::from_millis(100)).await.unwrap();
+            if records.is_empty() {
+                break;
+            }
+            for record in records {
+                if let Some(value) = &record.value {
+                    events.push(imbus_schemas::decode(value).unwrap());
+                }
+            }
+        }
+    }
+    events
+}
+
+/// The message numbers delivered to `to`, in delivery order, once `count` arrived (or
+/// the deadline passed, which fails the test).
+async fn delivered(log: &Arc<dyn Log>, to: &FullJid, count: usize) -> Vec<usize> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let numbers: Vec<usize> = events(log, DELIVER)
+            .await
+            .into_iter()
+            .filter_map(|event| match event {
+                Event::Delivery(d) if d.to == *to => {
+                    let body = d.xml.split("<body>m").nth(1)?;
+                    body.split('<').next()?.parse().ok()
+                }
+                _ => None,
+            })
+            .collect();
+        if numbers.len() >= count || Instant::now() > deadline {
+            return numbers;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn routed_count(log: &Arc<dyn Log>) -> i64 {
+    let mut count = 0;
+    for p in 0..PARTITIONS {
+        count += log.watermarks(ROUTED, p).await.unwrap().high;
+    }
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stanzas_to_partitions_the_router_holds_are_handled_without_a_routed_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path()).await;
+    let alice = user_where("alice", |_| true);
+    let bob = user_where("bob", |p| p == partition_of(&alice));
+    let carol = user_where("carol", |p| p != partition_of(&alice));
+    for user in [&alice, &bob, &carol] {
+        create_account(&log, user).await;
+    }
+    let [a, b, c] =
+        [&alice, &bob, &carol].map(|u| FullJid::new(&format!("{u}@{DOMAIN}/r")).unwrap());
+    let router = start(&log);
+    for full in [&a, &b, &c] {
+        sign_in(&log, full).await;
+    }
+    for n in 0..100 {
+        publish(&log, STANZAS, chat(&a, b.as_str(), n)).await;
+        publish(&log, STANZAS, chat(&a, &format!("{carol}@{DOMAIN}"), n)).await;
+    }
+    let expected: Vec<usize> = (0..100).collect();
+    assert_eq!(delivered(&log, &b, 100).await, expected, "to {b}");
+    assert_eq!(delivered(&log, &c, 100).await, expected, "to {c}");
+    stop(router).await;
+    // Same partition or not: the router holds every partition.
+    assert_eq!(routed_count(&log).await, 0);
+    let compliance: Vec<_> = events(&log, COMPLIANCE)
+        .await
+        .into_iter()
+        .filter_map(|event| match event {
+            Event::Compliance(record) => Some(record),
+            _ => None,
+        })
+        .collect();
+    for user in [&bob, &carol] {
+        let to_user = compliance
+            .iter()
+            .filter(|r| r.recipient.as_str() == format!("{user}@{DOMAIN}"))
+            .count();
+        assert_eq!(to_user, 100, "compliance records for {user}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routed_stanzas_an_earlier_run_left_come_before_later_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path()).await;
+    // On the first partition: the embedded consumer's polls go round the partitions
+    // (topics in name order), so some of them read `stanzas` before `routed` there.
+    let alice = user_where("alice", |p| p == 0);
+    let bob = user_where("bob", |p| p == 0);
+    for user in [&alice, &bob] {
+        create_account(&log, user).await;
+    }
+    let [a, b] = [&alice, &bob].map(|u| FullJid::new(&format!("{u}@{DOMAIN}/r")).unwrap());
+    let router = start(&log);
+    sign_in(&log, &a).await;
+    sign_in(&log, &b).await;
+    publish(&log, STANZAS, chat(&a, b.as_str(), 0)).await;
+    assert_eq!(delivered(&log, &b, 1).await, [0]);
+    stop(router).await;
+    // An earlier router forwarded messages 1..=FORWARDED and stopped before processing
+    // them; then the client sent LATER more. They are more than a few polls take, so
+    // the consumer would come to `stanzas` before it is through `routed`.
+    const FORWARDED: usize = 8000;
+    const LATER: usize = 50;
+    let records = (1..=FORWARDED)
+        .map(|n| {
+            let stanza = chat(&a, b.as_str(), n);
+            let key = stanza.owner().as_str().to_owned();
+            Record::new(key, imbus_schemas::encode(&Event::from(stanza)).unwrap())
+        })
+        .collect();
+    log.append_batch(ROUTED, records).await.unwrap();
+    for n in FORWARDED + 1..=FORWARDED + LATER {
+        publish(&log, STANZAS, chat(&a, b.as_str(), n)).await;
+    }
+    let router = start(&log);
+    let all = FORWARDED + LATER + 1;
+    let expected: Vec<usize> = (0..all).collect();
+    assert_eq!(delivered(&log, &b, all).await, expected);
+    stop(router).await;
+    // A restart processes nothing twice: the take-over's offsets were committed.
+    let router = start(&log);
+    publish(&log, STANZAS, chat(&a, b.as_str(), all)).await;
+    let expected: Vec<usize> = (0..=all).collect();
+    assert_eq!(delivered(&log, &b, all + 1).await, expected);
+    stop(router).await;
+}
