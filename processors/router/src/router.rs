@@ -6,9 +6,9 @@
 //!    the sender's roster, sessions and presence change here; presence broadcasts are
 //!    fanned out to the subscribed contacts; stanzas for the server are answered.
 //! 2. **Inbound**, on the recipient's partition (topic `routed`, keyed by the recipient,
-//!    or at once when the same router holds that partition): the stanza is delivered to
-//!    the recipient's sessions following RFC 6121 §8.5, or answered with an error;
-//!    inbound subscription requests change the recipient's roster.
+//!    or at once when there is a single partition): the stanza is delivered to the
+//!    recipient's sessions following RFC 6121 §8.5, or answered with an error; inbound
+//!    subscription requests change the recipient's roster.
 //!
 //! Outputs carry ids derived from the id of the event that caused them (UUID v5), so
 //! reprocessing an event after a restart produces the same ids.

@@ -4,12 +4,15 @@
 //! the outputs and only then commits the offsets (a crash redoes the batch; outputs carry
 //! derived ids so their consumers can recognise a repeat).
 //!
-//! A stanza forwarded to a partition this router holds is handled at once, in the same
-//! batch, instead of being written to `routed` and read back: same outputs, one record
-//! and one pass through the log fewer. Order is kept: when a partition is assigned, the
-//! `routed` records it still has to process (written by an earlier run, or by the
-//! router that held it before) are processed first, as part of taking it over, and
-//! only then are stanzas forwarded to it handled at once.
+//! With a single partition (the embedded log's default), a stanza the router forwards is
+//! handled at once, in the same batch, instead of being written to `routed` and read
+//! back: same outputs, one record and one pass through the log fewer. Order is kept:
+//! when the partition is assigned, the `routed` records it still has to process
+//! (written by an earlier run) are processed first, as part of taking it over, and only
+//! then are forwarded stanzas handled at once. With several partitions every forwarded
+//! stanza goes through `routed`, even to a partition the same router holds: handled at
+//! once, it could overtake records of the recipient's partition that the consumer has
+//! not delivered yet (a session's start, its presence), which `routed` puts after it.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
@@ -24,12 +27,12 @@ use imbus_config::topics::{
     SESSIONS, STANZAS, USERDATA,
 };
 use imbus_core::{
-    BareJid, Event, OfflineEvent, RosterChanged, SessionEvent, StanzaReceived, Timestamp, ToBare,
-    UserDataChanged,
+    BareJid, Event, OfflineEvent, RosterChanged, SessionEvent, Timestamp, ToBare, UserDataChanged,
 };
 use imbus_log::{
     Acknowledgement, ConsumedRecord, Consumer, ConsumerEvent, ConsumerOptions, Log, LogError,
-    Offset, Partition, Record, StartAt, Submission, TopicPartition, partition_for_key,
+    Offset, Partition, PartitionReader, Record, StartAt, Submission, TopicPartition,
+    partition_for_key,
 };
 use tokio::sync::watch;
 
@@ -123,15 +126,18 @@ pub async fn run(
                     marks.insert(p, log.watermarks(SESSIONS, p).await?.high);
                 }
                 for p in new {
-                    // Everything this router forwarded so far is on the log, so the end
-                    // of `routed` read next covers it.
-                    pipeline.drain(consumer.as_mut()).await?;
-                    let local = Local {
-                        held: &restored,
-                        partitions,
-                    };
-                    let done = take_over_routed(&log, &mut router, local, p, &mut pipeline).await?;
-                    routed_done.insert(p, done);
+                    if partitions == 1 {
+                        // Everything this router forwarded so far is on the log, so the
+                        // end of `routed` read next covers it.
+                        pipeline.drain(consumer.as_mut()).await?;
+                        let local = Local {
+                            held: &restored,
+                            partitions,
+                        };
+                        let done =
+                            take_over_routed(&log, &mut router, local, p, &mut pipeline).await?;
+                        routed_done.insert(p, done);
+                    }
                     restored.insert(p);
                 }
             }
@@ -190,22 +196,18 @@ pub async fn run(
     Ok(())
 }
 
-/// The partitions whose forwarded stanzas this router handles at once.
+/// Whether this router handles the stanzas it forwards at once: when the topics have a
+/// single partition and the router holds it, taken over (its earlier `routed` records
+/// processed).
 #[derive(Clone, Copy)]
 struct Local<'a> {
-    /// Held and taken over (their earlier `routed` records processed).
     held: &'a BTreeSet<Partition>,
     partitions: i32,
 }
 
 impl Local<'_> {
-    fn owns(&self, stanza: &StanzaReceived) -> bool {
-        let partition = if self.partitions == 1 {
-            0
-        } else {
-            partition_for_key(stanza.owner().as_str().as_bytes(), self.partitions)
-        };
-        self.held.contains(&partition)
+    fn at_once(&self) -> bool {
+        self.partitions == 1 && self.held.contains(&0)
     }
 }
 
@@ -213,8 +215,8 @@ impl Local<'_> {
 /// error bounced to its sender, then …); deeper chains go through `routed`.
 const MAX_LOCAL_HOPS: u8 = 8;
 
-/// Runs the router on `input`, and at once on every stanza it forwards to a partition
-/// this router holds; appends the outputs to `outputs` in order.
+/// Runs the router on `input`, and at once on every stanza it forwards when `local`
+/// says so; appends the outputs to `outputs` in order.
 fn handle(
     router: &mut Router,
     input: Input,
@@ -226,7 +228,7 @@ fn handle(
     while let Some((input, hops)) = inputs.pop_front() {
         for output in router.handle(input, now) {
             match output {
-                Output::Route(stanza) if hops < MAX_LOCAL_HOPS && local.owns(&stanza) => {
+                Output::Route(stanza) if hops < MAX_LOCAL_HOPS && local.at_once() => {
                     inputs.push_back((Input::Inbound(stanza), hops + 1));
                 }
                 output => outputs.push(output),
@@ -254,18 +256,11 @@ async fn take_over_routed(
     };
     let mut reader = log.reader(ROUTED, partition, start).await?;
     let mut count = 0usize;
-    while reader.position() < end {
-        let records = reader.read(1024, Duration::from_millis(200)).await?;
-        if records.is_empty() {
-            break;
-        }
+    while let Some(records) = read_before(reader.as_mut(), end).await? {
         let now = Timestamp::now();
         let mut outputs = Vec::new();
         let mut next = reader.position();
         for record in records {
-            if record.offset >= end {
-                break;
-            }
             next = record.offset + 1;
             count += 1;
             if let Some(input) = input_of(router, &record, 0) {
@@ -283,7 +278,45 @@ async fn take_over_routed(
             "routed stanzas of a partition taken over processed"
         );
     }
+    let reached = reader.position();
+    if reached < end {
+        // The consumer delivers the rest; they may then come after stanzas forwarded
+        // to the partition later, but none is skipped.
+        tracing::warn!(
+            partition,
+            reached,
+            end,
+            "could not read the routed stanzas of a partition taken over to their end"
+        );
+        return Ok(reached);
+    }
     Ok(end)
+}
+
+/// How long reading a partition to a known end may go without a record before the
+/// reader gives up (a Kafka reader's first fetch can take longer than one read's wait,
+/// so an empty read is not the end).
+const READ_STALL_LIMIT: Duration = Duration::from_secs(15);
+
+/// The next records of `reader` before offset `until`, or `None` once it is there (or
+/// read nothing for [`READ_STALL_LIMIT`]: the caller checks the reader's position).
+async fn read_before(
+    reader: &mut dyn PartitionReader,
+    until: Offset,
+) -> Result<Option<Vec<ConsumedRecord>>, LogError> {
+    let mut stalled_since: Option<std::time::Instant> = None;
+    while reader.position() < until {
+        let mut records = reader.read(1024, Duration::from_millis(200)).await?;
+        records.retain(|record| record.offset < until);
+        if !records.is_empty() {
+            return Ok(Some(records));
+        }
+        let since = *stalled_since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() >= READ_STALL_LIMIT {
+            break;
+        }
+    }
+    Ok(None)
 }
 
 /// Batches whose outputs were submitted and not yet acknowledged: more than this and the
@@ -455,18 +488,20 @@ async fn restore(log: &dyn Log, router: &mut Router, partition: Partition) -> Re
             }
         };
         let mut reader = log.reader(topic, partition, StartAt::Earliest).await?;
-        while reader.position() < until {
-            let records = reader.read(1024, Duration::from_millis(200)).await?;
-            if records.is_empty() {
-                break;
-            }
+        while let Some(records) = read_before(reader.as_mut(), until).await? {
             for record in records {
-                if record.offset >= until {
-                    break;
-                }
                 counts[i] += 1;
                 apply_changelog(router, topic, &record);
             }
+        }
+        if reader.position() < until {
+            tracing::warn!(
+                topic,
+                partition,
+                reached = reader.position(),
+                until,
+                "could not read a changelog to its end; the state of its users may be incomplete"
+            );
         }
     }
     let locks = restore_locks(log, router, partition).await?;
@@ -505,15 +540,8 @@ async fn restore_locks(
         .reader(STANZAS, partition, StartAt::Offset(start))
         .await?;
     let mut seen = 0;
-    while reader.position() < until {
-        let records = reader.read(1024, Duration::from_millis(200)).await?;
-        if records.is_empty() {
-            break;
-        }
+    while let Some(records) = read_before(reader.as_mut(), until).await? {
         for record in records {
-            if record.offset >= until {
-                break;
-            }
             if let Some(value) = &record.value
                 && let Ok(Event::StanzaReceived(stanza)) = imbus_schemas::decode(value)
             {

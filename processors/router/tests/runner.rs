@@ -1,6 +1,7 @@
-//! The router's consume/produce loop on the embedded log: a stanza forwarded to a
-//! partition the router holds is handled at once (no `routed` record); `routed` records
-//! an earlier run left are processed before the stanzas forwarded after them.
+//! The router's consume/produce loop on the embedded log: with one partition a stanza the
+//! router forwards is handled at once (no `routed` record), and `routed` records an
+//! earlier run left are processed before the stanzas forwarded after them; with several
+//! partitions forwarded stanzas go through `routed`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -19,24 +20,23 @@ use imbus_router::{RouterConfig, run};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-const PARTITIONS: i32 = 4;
 const DOMAIN: &str = "example.com";
 const DELIVER: &str = "deliver.gw1";
 
-async fn open(dir: &std::path::Path) -> Arc<dyn Log> {
+async fn open(dir: &std::path::Path, partitions: i32) -> Arc<dyn Log> {
     let log = EmbeddedLog::open(dir, EmbeddedOptions::default())
         .await
         .unwrap();
     for layout in SYSTEM_TOPICS {
-        let partitions = layout.partitions.unwrap_or(PARTITIONS);
+        let count = layout.partitions.unwrap_or(partitions);
         let topic = if layout.compacted {
-            TopicConfig::compacted(layout.name, partitions)
+            TopicConfig::compacted(layout.name, count)
         } else {
-            TopicConfig::new(layout.name, partitions)
+            TopicConfig::new(layout.name, count)
         };
         log.create_topic(&topic).await.unwrap();
     }
-    log.create_topic(&TopicConfig::new(DELIVER, PARTITIONS))
+    log.create_topic(&TopicConfig::new(DELIVER, partitions))
         .await
         .unwrap();
     Arc::new(log)
@@ -59,15 +59,15 @@ async fn stop((shutdown, task): (watch::Sender<bool>, JoinHandle<()>)) {
     task.await.unwrap();
 }
 
-fn partition_of(user: &str) -> i32 {
-    partition_for_key(format!("{user}@{DOMAIN}").as_bytes(), PARTITIONS)
+fn partition_of(user: &str, partitions: i32) -> i32 {
+    partition_for_key(format!("{user}@{DOMAIN}").as_bytes(), partitions)
 }
 
-/// A user name starting with `prefix` whose partition `wanted` accepts.
+/// A user name starting with `prefix` whose partition (of 4) `wanted` accepts.
 fn user_where(prefix: &str, wanted: impl Fn(i32) -> bool) -> String {
     (0..)
         .map(|n| format!("{prefix}{n}"))
-        .find(|user| wanted(partition_of(user)))
+        .find(|user| wanted(partition_of(user, 4)))
         .unwrap()
 }
 
@@ -136,7 +136,8 @@ async fn sign_in(log: &Arc<dyn Log>, full: &FullJid) {
         features: ClientFeatures::default(),
     });
     let bare = full.to_bare();
-    let partition = partition_for_key(bare.as_str().as_bytes(), PARTITIONS);
+    let partitions = log.partition_count(SESSIONS).await.unwrap();
+    let partition = partition_for_key(bare.as_str().as_bytes(), partitions);
     let value = imbus_schemas::encode(&Event::Session(bound)).unwrap();
     log.append_to(
         SESSIONS,
@@ -215,19 +216,20 @@ async fn delivered(log: &Arc<dyn Log>, to: &FullJid, count: usize) -> Vec<usize>
 
 async fn routed_count(log: &Arc<dyn Log>) -> i64 {
     let mut count = 0;
-    for p in 0..PARTITIONS {
+    for p in 0..log.partition_count(ROUTED).await.unwrap() {
         count += log.watermarks(ROUTED, p).await.unwrap().high;
     }
     count
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stanzas_to_partitions_the_router_holds_are_handled_without_a_routed_record() {
+/// Alice sends 100 messages each to Bob (on her partition of 4) and to Carol (on another);
+/// returns how many records went through `routed`.
+async fn one_to_one(partitions: i32) -> i64 {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path()).await;
+    let log = open(dir.path(), partitions).await;
     let alice = user_where("alice", |_| true);
-    let bob = user_where("bob", |p| p == partition_of(&alice));
-    let carol = user_where("carol", |p| p != partition_of(&alice));
+    let bob = user_where("bob", |p| p == partition_of(&alice, 4));
+    let carol = user_where("carol", |p| p != partition_of(&alice, 4));
     for user in [&alice, &bob, &carol] {
         create_account(&log, user).await;
     }
@@ -245,8 +247,6 @@ async fn stanzas_to_partitions_the_router_holds_are_handled_without_a_routed_rec
     assert_eq!(delivered(&log, &b, 100).await, expected, "to {b}");
     assert_eq!(delivered(&log, &c, 100).await, expected, "to {c}");
     stop(router).await;
-    // Same partition or not: the router holds every partition.
-    assert_eq!(routed_count(&log).await, 0);
     let compliance: Vec<_> = events(&log, COMPLIANCE)
         .await
         .into_iter()
@@ -262,16 +262,27 @@ async fn stanzas_to_partitions_the_router_holds_are_handled_without_a_routed_rec
             .count();
         assert_eq!(to_user, 100, "compliance records for {user}");
     }
+    routed_count(&log).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_partition_forwarded_stanzas_are_handled_without_a_routed_record() {
+    assert_eq!(one_to_one(1).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_several_partitions_forwarded_stanzas_go_through_routed() {
+    // Even to the partition the message came from: 200 messages and the presence the
+    // three sessions sent to their own other resources.
+    assert!(one_to_one(4).await >= 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routed_stanzas_an_earlier_run_left_come_before_later_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path()).await;
-    // On the first partition: the embedded consumer's polls go round the partitions
-    // (topics in name order), so some of them read `stanzas` before `routed` there.
-    let alice = user_where("alice", |p| p == 0);
-    let bob = user_where("bob", |p| p == 0);
+    let log = open(dir.path(), 1).await;
+    let alice = "alice".to_owned();
+    let bob = "bob".to_owned();
     for user in [&alice, &bob] {
         create_account(&log, user).await;
     }
@@ -283,8 +294,9 @@ async fn routed_stanzas_an_earlier_run_left_come_before_later_ones() {
     assert_eq!(delivered(&log, &b, 1).await, [0]);
     stop(router).await;
     // An earlier router forwarded messages 1..=FORWARDED and stopped before processing
-    // them; then the client sent LATER more. They are more than a few polls take, so
-    // the consumer would come to `stanzas` before it is through `routed`.
+    // them; then the client sent LATER more. They are more than a few polls take, and
+    // the embedded consumer's polls start at a different topic each time (in name
+    // order), so it would come to `stanzas` before it is through `routed`.
     const FORWARDED: usize = 8000;
     const LATER: usize = 50;
     let records = (1..=FORWARDED)
