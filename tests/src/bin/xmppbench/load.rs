@@ -2,11 +2,14 @@
 //! store-and-drain, and presence fan-out.
 //!
 //! Every generated stanza carries a marker in its text, `imbusload <step> <stream> <seq>
-//! <scheduled-ns>`, where `<scheduled-ns>` is when the open-loop timetable said it was
-//! due (nanoseconds since the run's epoch). A receiver's latency sample is its arrival time
-//! minus that due time, so a server that falls behind shows its backlog in the latency
-//! (no coordinated omission: senders never wait for answers, and when a send is late the
-//! ones that fell due meanwhile go out together). The streams of a step are offset from
+//! <scheduled-ns> [<sent-ns>]`, where `<scheduled-ns>` is when the open-loop timetable said
+//! it was due (nanoseconds since the run's epoch). A receiver's latency sample is its
+//! arrival time minus that due time, so a server that falls behind shows its backlog in
+//! the latency (no coordinated omission: senders never wait for answers, and when a send
+//! is late the ones that fell due meanwhile go out together). `<sent-ns>`, when present,
+//! is when the sender put the stanza in its write: arrival minus that is a second
+//! histogram, the latency without the sender's own lateness (its timer wakes it up to a
+//! millisecond after the due time, and later when the machine is busy). The streams of a step are offset from
 //! each other by an even share of the period, so their sum is an even load at the step's
 //! rate, not a burst of one message per stream at the start of every period (which put a
 //! floor of several milliseconds under every server's latency, the time a server takes to
@@ -56,6 +59,8 @@ struct StepStats {
     /// Arrivals whose sequence number was not above the last one seen on their stream.
     out_of_order: u64,
     latency: Histogram<u64>,
+    /// From the time the sender wrote the stanza (markers that carry it).
+    from_send: Histogram<u64>,
 }
 
 impl StepStats {
@@ -64,6 +69,7 @@ impl StepStats {
             received: 0,
             out_of_order: 0,
             latency: histogram(),
+            from_send: histogram(),
         }
     }
 }
@@ -91,7 +97,9 @@ impl Received {
         Self::new(0)
     }
 
-    fn record(&self, marker: Marker, latency_us: u64) {
+    /// Records an arrival at `now_ns` (since the run's epoch).
+    fn record(&self, marker: Marker, now_ns: u64) {
+        let latency_us = now_ns.saturating_sub(marker.due_ns) / 1000;
         let in_order = {
             let mut last = self.last_seq.lock().unwrap_or_else(|e| e.into_inner());
             match last.get_mut(marker.stream) {
@@ -113,6 +121,11 @@ impl Received {
             stats.out_of_order += 1;
         }
         let _ = stats.latency.record(latency_us.max(1));
+        if let Some(sent_ns) = marker.sent_ns {
+            let _ = stats
+                .from_send
+                .record((now_ns.saturating_sub(sent_ns) / 1000).max(1));
+        }
     }
 
     fn take(&self, step: usize) -> StepStats {
@@ -136,10 +149,23 @@ pub(crate) struct Marker {
     pub(crate) stream: usize,
     pub(crate) seq: u64,
     pub(crate) due_ns: u64,
+    /// When the sender wrote it, if the marker says.
+    pub(crate) sent_ns: Option<u64>,
 }
 
 pub(crate) fn marker_text(step: usize, stream: usize, seq: u64, due_ns: u64) -> String {
     format!("imbusload {step} {stream} {seq} {due_ns}")
+}
+
+/// A marker that also carries the time the sender wrote it.
+pub(crate) fn marker_text_sent(
+    step: usize,
+    stream: usize,
+    seq: u64,
+    due_ns: u64,
+    sent_ns: u64,
+) -> String {
+    format!("imbusload {step} {stream} {seq} {due_ns} {sent_ns}")
 }
 
 /// Finds the complete markers in `buf`, returning them and how many leading bytes can be
@@ -168,6 +194,7 @@ pub(crate) fn scan(buf: &[u8]) -> (Vec<Marker>, usize) {
                 stream: stream as usize,
                 seq,
                 due_ns,
+                sent_ns: fields.next().and_then(Result::ok),
             });
         }
         at = start + len;
@@ -219,7 +246,7 @@ async fn receive(
         if listen.markers {
             for marker in markers {
                 if listen.skip_stream != Some(marker.stream) {
-                    received.record(marker, now.saturating_sub(marker.due_ns) / 1000);
+                    received.record(marker, now);
                 }
             }
         }
@@ -260,6 +287,7 @@ pub(crate) async fn send_open_loop(
         let due = start + period.mul_f64(k as f64);
         tokio::time::sleep_until(due.into()).await;
         let now = Instant::now();
+        let sent_ns = now.duration_since(epoch).as_nanos() as u64;
         batch.clear();
         while k < total {
             let due = start + period.mul_f64(k as f64);
@@ -267,7 +295,8 @@ pub(crate) async fn send_open_loop(
                 break;
             }
             let due_ns = due.duration_since(epoch).as_nanos() as u64;
-            batch.push_str(&stanza(&marker_text(step, stream, first_seq + k, due_ns)));
+            let marker = marker_text_sent(step, stream, first_seq + k, due_ns, sent_ns);
+            batch.push_str(&stanza(&marker));
             k += 1;
         }
         write.write_all(batch.as_bytes()).await?;
@@ -339,6 +368,7 @@ fn report_step(
     cpu: Option<f64>,
 ) {
     let ms = |q: f64| stats.latency.value_at_quantile(q) as f64 / 1000.0;
+    let sent_ms = |q: f64| stats.from_send.value_at_quantile(q) as f64 / 1000.0;
     let lost = sent.saturating_sub(stats.received);
     let extra = stats.received.saturating_sub(sent);
     let cpu_text = match cpu {
@@ -351,7 +381,8 @@ fn report_step(
     println!(
         "STEP {label} offered={offered} sent={sent} received={} delivered_per_s={:.0} \
          lost={lost} extra={extra} out_of_order={} p50_ms={:.3} p99_ms={:.3} p999_ms={:.3} \
-         max_ms={:.3} server_cpu_us_per_msg={cpu_text}",
+         max_ms={:.3} server_cpu_us_per_msg={cpu_text} sent_p50_ms={:.3} sent_p99_ms={:.3} \
+         sent_p999_ms={:.3}",
         stats.received,
         stats.received as f64 / seconds,
         stats.out_of_order,
@@ -359,6 +390,9 @@ fn report_step(
         ms(0.99),
         ms(0.999),
         stats.latency.max() as f64 / 1000.0,
+        sent_ms(0.5),
+        sent_ms(0.99),
+        sent_ms(0.999),
     );
 }
 
@@ -866,10 +900,30 @@ mod tests {
                 step: 3,
                 stream: 4,
                 seq: 5,
-                due_ns: 6
+                due_ns: 6,
+                sent_ns: None,
             }]
         );
         assert_eq!(&text.as_bytes()[keep_from..], b"imbusload 1 2");
+    }
+
+    #[test]
+    fn a_marker_may_carry_its_send_time_and_both_latencies_are_kept() {
+        let text = format!(
+            "<message><body>{}</body></message>",
+            marker_text_sent(0, 1, 2, 1_000_000, 1_800_000)
+        );
+        let (found, _) = scan(text.as_bytes());
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].sent_ns, Some(1_800_000));
+        let received = Received::new(2);
+        received.record(found[0], 2_000_000);
+        let stats = received.take(0);
+        // 1 ms after it was due, 0.2 ms after it was sent (histograms keep 3 digits).
+        let due = stats.latency.value_at_quantile(0.5);
+        let sent = stats.from_send.value_at_quantile(0.5);
+        assert!((999..=1001).contains(&due), "{due}");
+        assert!((199..=201).contains(&sent), "{sent}");
     }
 
     #[test]
@@ -891,6 +945,7 @@ mod tests {
             stream: 0,
             seq,
             due_ns: 0,
+            sent_ns: None,
         };
         received.record(m(0), 10);
         received.record(m(1), 10);

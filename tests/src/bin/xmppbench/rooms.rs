@@ -649,7 +649,8 @@ mod tests {
                 step: 1,
                 stream: 2,
                 seq: 3,
-                due_ns: 4
+                due_ns: 4,
+                sent_ns: None,
             }]
         );
         assert_eq!(&text.as_bytes()[keep_from..], b"<message type='group");
