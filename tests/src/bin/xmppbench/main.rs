@@ -20,8 +20,9 @@
 //!
 //! - `messages`: `--pairs` sender/receiver pairs (accounts 1…2N) exchange chat messages
 //!   at stepped open-loop rates; per step: delivered msg/s, loss, order, latency
-//!   p50/p99/p99.9 from the due time carried in the body, and the server's CPU time per
-//!   message (`--server-pid`); stops at saturation and runs a last step at half the highest
+//!   p50/p99/p99.9 from the due time carried in the body and (`sent_*`) from the time the
+//!   sender wrote the message, also in the body, and the server's CPU time per message
+//!   (`--server-pid`); stops at saturation and runs a last step at half the highest
 //!   sustained rate.
 //! - `offline`: senders store messages for receivers that are offline, then the receivers
 //!   log in; store and drain rates, loss and order.
