@@ -488,20 +488,18 @@ async fn restore(log: &dyn Log, router: &mut Router, partition: Partition) -> Re
             }
         };
         let mut reader = log.reader(topic, partition, StartAt::Earliest).await?;
-        while let Some(records) = read_before(reader.as_mut(), until).await? {
+        while reader.position() < until {
+            let records = reader.read(1024, Duration::from_millis(200)).await?;
+            if records.is_empty() {
+                break;
+            }
             for record in records {
+                if record.offset >= until {
+                    break;
+                }
                 counts[i] += 1;
                 apply_changelog(router, topic, &record);
             }
-        }
-        if reader.position() < until {
-            tracing::warn!(
-                topic,
-                partition,
-                reached = reader.position(),
-                until,
-                "could not read a changelog to its end; the state of its users may be incomplete"
-            );
         }
     }
     let locks = restore_locks(log, router, partition).await?;
@@ -540,8 +538,15 @@ async fn restore_locks(
         .reader(STANZAS, partition, StartAt::Offset(start))
         .await?;
     let mut seen = 0;
-    while let Some(records) = read_before(reader.as_mut(), until).await? {
+    while reader.position() < until {
+        let records = reader.read(1024, Duration::from_millis(200)).await?;
+        if records.is_empty() {
+            break;
+        }
         for record in records {
+            if record.offset >= until {
+                break;
+            }
             if let Some(value) = &record.value
                 && let Ok(Event::StanzaReceived(stanza)) = imbus_schemas::decode(value)
             {
