@@ -338,6 +338,10 @@ struct Pipeline {
     in_flight: FuturesOrdered<Acked>,
     /// Acknowledged and not yet committed: the next offset per input partition.
     ready: HashMap<TopicPartition, Offset>,
+    /// The offsets this router committed, so none moves back: the consumer still
+    /// delivers (and the router skips) the `routed` records a take-over processed, after
+    /// the take-over's own offsets were committed.
+    committed: HashMap<TopicPartition, Offset>,
     last_commit: Option<std::time::Instant>,
 }
 
@@ -399,16 +403,21 @@ impl Pipeline {
             return Ok(());
         }
         let assigned: BTreeSet<TopicPartition> = consumer.assignment().into_iter().collect();
+        let committed = &self.committed;
         let offsets: Vec<_> = self
             .ready
             .drain()
-            .filter(|(tp, _)| assigned.contains(tp))
+            .filter(|(tp, offset)| {
+                assigned.contains(tp) && committed.get(tp).is_none_or(|done| offset > done)
+            })
             .collect();
         self.last_commit = Some(std::time::Instant::now());
         if offsets.is_empty() {
             return Ok(());
         }
-        consumer.commit(&offsets).await
+        consumer.commit(&offsets).await?;
+        self.committed.extend(offsets);
+        Ok(())
     }
 
     /// Waits for every batch in flight and commits.
