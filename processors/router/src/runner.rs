@@ -224,12 +224,14 @@ fn handle(
     local: Local<'_>,
     outputs: &mut Vec<Output>,
 ) {
-    let mut inputs = VecDeque::from([(input, 0u8)]);
-    while let Some((input, hops)) = inputs.pop_front() {
+    // The queue allocates only when a stanza is handled at once.
+    let mut next = Some((input, 0u8));
+    let mut queued = VecDeque::new();
+    while let Some((input, hops)) = next.take().or_else(|| queued.pop_front()) {
         for output in router.handle(input, now) {
             match output {
                 Output::Route(stanza) if hops < MAX_LOCAL_HOPS && local.at_once() => {
-                    inputs.push_back((Input::Inbound(stanza), hops + 1));
+                    queued.push_back((Input::Inbound(stanza), hops + 1));
                 }
                 output => outputs.push(output),
             }
