@@ -480,6 +480,25 @@ pub async fn commit_assigned(
     consumer.commit(&offsets).await
 }
 
+/// Every record of `topic`, all partitions in order, up to each partition's end when it
+/// is read (tools and tests that look at a whole topic). A partition whose reader returns
+/// nothing for a second before its end is left there.
+pub async fn read_topic(log: &dyn Log, topic: &str) -> Result<Vec<ConsumedRecord>, LogError> {
+    let mut out = Vec::new();
+    for partition in 0..log.partition_count(topic).await? {
+        let end = log.watermarks(topic, partition).await?.high;
+        let mut reader = log.reader(topic, partition, StartAt::Earliest).await?;
+        while reader.position() < end {
+            let records = reader.read(1024, Duration::from_secs(1)).await?;
+            if records.is_empty() {
+                break;
+            }
+            out.extend(records.into_iter().filter(|r| r.offset < end));
+        }
+    }
+    Ok(out)
+}
+
 /// A member of a consumer group.
 #[async_trait]
 pub trait Consumer: Send + fmt::Debug {

@@ -14,7 +14,7 @@ use imbus_core::{
     BareJid, CloseReason, Event, FullJid, GatewayId, Jid, SessionClosed, SessionEvent, SessionId,
     StanzaKind, StanzaReceived, Timestamp, Uuid,
 };
-use imbus_log::{Log, PartitionReader, Record, StartAt, TopicConfig};
+use imbus_log::{Log, Record, TopicConfig};
 use imbus_log_embedded::{EmbeddedLog, EmbeddedOptions};
 use imbus_rooms::{RoomsConfig, run};
 use tokio::sync::watch;
@@ -105,23 +105,13 @@ async fn read_until(
 ) -> Vec<Event> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let mut events = Vec::new();
-        for p in 0..PARTITIONS {
-            let mut reader: Box<dyn PartitionReader> =
-                log.reader(topic, p, StartAt::Earliest).await.unwrap();
-            let high = log.watermarks(topic, p).await.unwrap().high;
-            while reader.position() < high {
-                let records = reader.read(1024, Duration::from_millis(100)).await.unwrap();
-                if records.is_empty() {
-                    break;
-                }
-                for r in records {
-                    if let Some(v) = &r.value {
-                        events.push(imbus_schemas::decode(v).unwrap());
-                    }
-                }
-            }
-        }
+        let events: Vec<Event> = imbus_log::read_topic(log.as_ref(), topic)
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|record| record.value.as_ref())
+            .map(|value| imbus_schemas::decode(value).unwrap())
+            .collect();
         if until(&events) {
             return events;
         }

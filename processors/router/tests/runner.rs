@@ -14,7 +14,7 @@ use imbus_core::{
     Jid, ScramCredentials, ScramHash, SessionEvent, SessionId, SessionPresence, SessionState,
     StanzaKind, StanzaReceived, Timestamp, Uuid,
 };
-use imbus_log::{Log, PartitionReader, Record, StartAt, TopicConfig, partition_for_key};
+use imbus_log::{Log, Record, TopicConfig, partition_for_key};
 use imbus_log_embedded::{EmbeddedLog, EmbeddedOptions};
 use imbus_router::{RouterConfig, run};
 use tokio::sync::watch;
@@ -171,24 +171,13 @@ fn chat(from: &FullJid, to: &str, n: usize) -> StanzaReceived {
 
 /// Every record of `topic` so far, decoded.
 async fn events(log: &Arc<dyn Log>, topic: &str) -> Vec<Event> {
-    let mut events = Vec::new();
-    for p in 0..log.partition_count(topic).await.unwrap() {
-        let mut reader: Box<dyn PartitionReader> =
-            log.reader(topic, p, StartAt::Earliest).await.unwrap();
-        let high = log.watermarks(topic, p).await.unwrap().high;
-        while reader.position() < high {
-            let records = reader.read(1024, Duration::from_millis(100)).await.unwrap();
-            if records.is_empty() {
-                break;
-            }
-            for record in records {
-                if let Some(value) = &record.value {
-                    events.push(imbus_schemas::decode(value).unwrap());
-                }
-            }
-        }
-    }
-    events
+    imbus_log::read_topic(log.as_ref(), topic)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|record| record.value.as_ref())
+        .map(|value| imbus_schemas::decode(value).unwrap())
+        .collect()
 }
 
 /// The message numbers delivered to `to`, in delivery order, once `count` arrived (or
