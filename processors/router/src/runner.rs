@@ -75,8 +75,10 @@ pub async fn run(
     // presence records before it were written by an earlier run and are folded in; the
     // later ones were applied when they were written.
     let mut marks: HashMap<Partition, Offset> = HashMap::new();
-    // Per partition, the end of `routed` when it was taken over: the records before it
-    // were processed then, and are skipped when the consumer delivers them.
+    // Per partition, the end of `sessions` and of `routed` when they were taken over: the
+    // records before them were processed then, and are skipped when the consumer
+    // delivers them.
+    let mut sessions_done: HashMap<Partition, Offset> = HashMap::new();
     let mut routed_done: HashMap<Partition, Offset> = HashMap::new();
     tracing::info!(partitions, "router started");
     let mut pipeline = Pipeline::default();
@@ -126,16 +128,25 @@ pub async fn run(
                     marks.insert(p, log.watermarks(SESSIONS, p).await?.high);
                 }
                 for p in new {
+                    let local = Local {
+                        held: &restored,
+                        partitions,
+                    };
+                    let mark = marks.get(&p).copied().unwrap_or(0);
+                    // Who is online comes first: a stanza processed before the sessions
+                    // records an earlier run left uncommitted would find its recipient
+                    // offline (and be stored for a client that is connected).
+                    let tp = TopicPartition::new(SESSIONS, p);
+                    let done = take_over(&log, &mut router, local, tp, mark, &mut pipeline).await?;
+                    sessions_done.insert(p, done);
                     if partitions == 1 {
                         // Everything this router forwarded so far is on the log, so the
                         // end of `routed` read next covers it.
                         pipeline.drain(consumer.as_mut()).await?;
-                        let local = Local {
-                            held: &restored,
-                            partitions,
-                        };
+                        let tp = TopicPartition::new(ROUTED, p);
+                        let end = log.watermarks(ROUTED, p).await?.high;
                         let done =
-                            take_over_routed(&log, &mut router, local, p, &mut pipeline).await?;
+                            take_over(&log, &mut router, local, tp, end, &mut pipeline).await?;
                         routed_done.insert(p, done);
                     }
                     restored.insert(p);
@@ -150,6 +161,7 @@ pub async fn run(
                     .collect();
                 for p in gone.difference(&still) {
                     restored.remove(p);
+                    sessions_done.remove(p);
                     routed_done.remove(p);
                 }
                 let keep = restored.clone();
@@ -167,9 +179,12 @@ pub async fn run(
                 };
                 for record in &records {
                     next.insert(record.topic_partition(), record.offset + 1);
-                    if &*record.topic == ROUTED
-                        && record.offset < routed_done.get(&record.partition).copied().unwrap_or(0)
-                    {
+                    let done = match &*record.topic {
+                        ROUTED => routed_done.get(&record.partition),
+                        SESSIONS => sessions_done.get(&record.partition),
+                        _ => None,
+                    };
+                    if done.is_some_and(|&done| record.offset < done) {
                         // Processed when the partition was taken over.
                         continue;
                     }
@@ -239,24 +254,27 @@ fn handle(
     }
 }
 
-/// Processes the `routed` records of `partition` that the group has not committed, up
-/// to the end of the topic now: stanzas an earlier run or another router forwarded to
-/// it, which come before anything forwarded to it from now on. Their outputs go through
-/// the pipeline like a batch's. Returns the end they were processed to.
-async fn take_over_routed(
+/// Processes the records of `tp` (an input topic's partition just assigned) that the
+/// group has not committed, up to `end`, before anything else of the partition: for
+/// `sessions`, who is online as an earlier run left it; for `routed`, the stanzas an
+/// earlier run or another router forwarded to it, which come before anything forwarded
+/// to it from now on. Their outputs go through the pipeline like a batch's. Returns the
+/// offset they were processed to.
+async fn take_over(
     log: &Arc<dyn Log>,
     router: &mut Router,
     local: Local<'_>,
-    partition: Partition,
+    tp: TopicPartition,
+    end: Offset,
     pipeline: &mut Pipeline,
 ) -> Result<Offset, RouterError> {
-    let tp = TopicPartition::new(ROUTED, partition);
-    let end = log.watermarks(ROUTED, partition).await?.high;
     let start = match log.committed(GROUP, &tp).await? {
+        Some(offset) if offset >= end => return Ok(end),
         Some(offset) => StartAt::Offset(offset),
         None => StartAt::Earliest,
     };
-    let mut reader = log.reader(ROUTED, partition, start).await?;
+    let mark = if &*tp.topic == SESSIONS { end } else { 0 };
+    let mut reader = log.reader(&tp.topic, tp.partition, start).await?;
     let mut count = 0usize;
     while let Some(records) = read_before(reader.as_mut(), end).await? {
         let now = Timestamp::now();
@@ -265,7 +283,7 @@ async fn take_over_routed(
         for record in records {
             next = record.offset + 1;
             count += 1;
-            if let Some(input) = input_of(router, &record, 0) {
+            if let Some(input) = input_of(router, &record, mark) {
                 handle(router, input, now, local, &mut outputs);
             }
         }
@@ -275,20 +293,21 @@ async fn take_over_routed(
     }
     if count > 0 {
         tracing::info!(
-            partition,
+            topic = %tp.topic,
+            partition = tp.partition,
             records = count,
-            "routed stanzas of a partition taken over processed"
+            "uncommitted records of a partition taken over processed"
         );
     }
     let reached = reader.position();
     if reached < end {
-        // The consumer delivers the rest; they may then come after stanzas forwarded
-        // to the partition later, but none is skipped.
+        // The consumer delivers the rest, later than they belong but none skipped.
         tracing::warn!(
-            partition,
+            topic = %tp.topic,
+            partition = tp.partition,
             reached,
             end,
-            "could not read the routed stanzas of a partition taken over to their end"
+            "could not read the uncommitted records of a partition taken over to their end"
         );
         return Ok(reached);
     }

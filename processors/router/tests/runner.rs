@@ -311,3 +311,96 @@ async fn routed_stanzas_an_earlier_run_left_come_before_later_ones() {
     assert_eq!(delivered(&log, &b, all + 1).await, expected);
     stop(router).await;
 }
+
+/// The offset of the first record of `topic` (in `partition`) that `wanted` accepts.
+async fn first_offset(
+    log: &Arc<dyn Log>,
+    topic: &str,
+    partition: i32,
+    wanted: impl Fn(&Event) -> bool,
+) -> i64 {
+    imbus_log::read_topic(log.as_ref(), topic)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|record| record.partition == partition)
+        .find(|record| {
+            record
+                .value
+                .as_ref()
+                .is_some_and(|value| wanted(&imbus_schemas::decode(value).unwrap()))
+        })
+        .unwrap()
+        .offset
+}
+
+/// Moves the group's committed offset of `topic`/`partition` back to `offset`, as if the
+/// router had stopped before committing what came after it.
+async fn rewind(log: &Arc<dyn Log>, topic: &str, partition: i32, offset: i64) {
+    let tp = imbus_log::TopicPartition::new(topic, partition);
+    let mut consumer = log
+        .consumer(imbus_log::ConsumerOptions::new(
+            imbus_router::GROUP,
+            &[topic],
+        ))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !consumer.assignment().contains(&tp) {
+        assert!(Instant::now() < deadline, "{tp} was never assigned");
+        consumer.poll(Duration::from_millis(100)).await.unwrap();
+    }
+    consumer.commit(&[(tp, offset)]).await.unwrap();
+    consumer.close().await.unwrap();
+}
+
+/// An earlier run made Bob available (its own `sessions` record says so) and stopped
+/// before committing that record; a message forwarded to Bob is then processed first.
+/// Bob is online all along: the message is delivered to him, not stored offline.
+async fn restart_knows_who_is_available_before_routing(partitions: i32) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), partitions).await;
+    let alice = user_where("alice", |_| true);
+    let bob = user_where("bob", |p| partitions == 1 || p != partition_of(&alice, 4));
+    for user in [&alice, &bob] {
+        create_account(&log, user).await;
+    }
+    let [a, b] = [&alice, &bob].map(|u| FullJid::new(&format!("{u}@{DOMAIN}/r")).unwrap());
+    let router = start(&log);
+    sign_in(&log, &a).await;
+    sign_in(&log, &b).await;
+    publish(&log, STANZAS, chat(&a, b.as_str(), 0)).await;
+    assert_eq!(delivered(&log, &b, 1).await, [0]);
+    stop(router).await;
+    let partition = partition_of(&bob, partitions);
+    let available = first_offset(&log, SESSIONS, partition, |event| {
+        matches!(event, Event::Session(SessionEvent::Updated(s))
+            if s.jid == b && s.presence.is_available())
+    })
+    .await;
+    rewind(&log, SESSIONS, partition, available).await;
+    let bare = format!("{bob}@{DOMAIN}");
+    let forwarded = chat(&a, &bare, 1);
+    let key = forwarded.owner().as_str().to_owned();
+    let value = imbus_schemas::encode(&Event::from(forwarded)).unwrap();
+    log.append(ROUTED, Record::new(key, value)).await.unwrap();
+    let router = start(&log);
+    assert_eq!(delivered(&log, &b, 2).await, [0, 1]);
+    stop(router).await;
+    let stored = events(&log, imbus_config::topics::OFFLINE)
+        .await
+        .into_iter()
+        .filter(|event| matches!(event, Event::Offline(_)))
+        .count();
+    assert_eq!(stored, 0, "messages stored offline for an online user");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_partition_a_restart_knows_who_is_available_before_routing() {
+    restart_knows_who_is_available_before_routing(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_several_partitions_a_restart_knows_who_is_available_before_routing() {
+    restart_knows_who_is_available_before_routing(4).await;
+}
