@@ -2,7 +2,6 @@
 //! archive, or filling a new one. Writes are idempotent, so replaying into a database that
 //! already holds some of the rows adds only the missing ones.
 
-use std::time::Duration;
 
 use imbus_config::topics::COMPLIANCE;
 use imbus_core::Event;
@@ -86,13 +85,10 @@ pub async fn replay(
         let mut reader = log
             .reader(COMPLIANCE, partition, StartAt::Offset(start))
             .await?;
-        while reader.position() < end {
-            let records = reader.read(500, Duration::from_secs(5)).await?;
-            if records.is_empty() {
-                break;
-            }
+        let stall = imbus_log::READ_STALL_LIMIT;
+        while let Some(records) = imbus_log::read_before(reader.as_mut(), end, 500, stall).await? {
             let mut rows: Vec<(i64, Row)> = Vec::new();
-            for record in records.iter().filter(|r| r.offset < end) {
+            for record in records.iter() {
                 let decoded = match record.value.as_deref().map(imbus_schemas::decode) {
                     Some(Ok(Event::Compliance(c))) => c,
                     Some(Ok(_)) | Some(Err(_)) | None => {

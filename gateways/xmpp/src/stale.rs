@@ -6,7 +6,6 @@
 //! processors then send `unavailable` to the contacts and stop routing to them.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use imbus_core::{
     CloseReason, Event, GatewayId, SessionClosed, SessionEvent, SessionState, Timestamp,
@@ -66,15 +65,9 @@ async fn bound_sessions(
     let end = log.watermarks(SESSIONS, partition).await?.high;
     let mut reader = log.reader(SESSIONS, partition, StartAt::Earliest).await?;
     let mut open: HashMap<Vec<u8>, SessionState> = HashMap::new();
-    while reader.position() < end {
-        let records = reader.read(1024, Duration::from_millis(200)).await?;
-        if records.is_empty() {
-            break;
-        }
+    let stall = imbus_log::READ_STALL_LIMIT;
+    while let Some(records) = imbus_log::read_before(reader.as_mut(), end, 1024, stall).await? {
         for record in records {
-            if record.offset >= end {
-                break;
-            }
             let Some(key) = record.key else { continue };
             let Some(value) = record.value else {
                 open.remove(key.as_ref());

@@ -480,6 +480,38 @@ pub async fn commit_assigned(
     consumer.commit(&offsets).await
 }
 
+/// How long reading a partition up to a known end may go without a record before the
+/// reader gives up: a Kafka reader's first fetch can take longer than one read's wait,
+/// so an empty read is not the end; an end that cannot be reached (offsets removed by
+/// compaction at a partition's end) is.
+pub const READ_STALL_LIMIT: Duration = Duration::from_secs(15);
+
+/// The next records (up to `max`) of `reader` before offset `until`, or `None` once the
+/// reader is there or read nothing for `stall`; the caller tells the two apart by the
+/// reader's position.
+pub async fn read_before(
+    reader: &mut dyn PartitionReader,
+    until: Offset,
+    max: usize,
+    stall: Duration,
+) -> Result<Option<Vec<ConsumedRecord>>, LogError> {
+    let started = std::time::Instant::now();
+    while reader.position() < until {
+        let wait = stall
+            .saturating_sub(started.elapsed())
+            .min(Duration::from_millis(200));
+        let mut records = reader.read(max, wait).await?;
+        records.retain(|record| record.offset < until);
+        if !records.is_empty() {
+            return Ok(Some(records));
+        }
+        if started.elapsed() >= stall {
+            break;
+        }
+    }
+    Ok(None)
+}
+
 /// Every record of `topic`, all partitions in order, up to each partition's end when it
 /// is read (tools and tests that look at a whole topic). A partition whose reader returns
 /// nothing for a second before its end is left there.
@@ -488,12 +520,9 @@ pub async fn read_topic(log: &dyn Log, topic: &str) -> Result<Vec<ConsumedRecord
     for partition in 0..log.partition_count(topic).await? {
         let end = log.watermarks(topic, partition).await?.high;
         let mut reader = log.reader(topic, partition, StartAt::Earliest).await?;
-        while reader.position() < end {
-            let records = reader.read(1024, Duration::from_secs(1)).await?;
-            if records.is_empty() {
-                break;
-            }
-            out.extend(records.into_iter().filter(|r| r.offset < end));
+        let stall = Duration::from_secs(1);
+        while let Some(records) = read_before(reader.as_mut(), end, 1024, stall).await? {
+            out.extend(records);
         }
     }
     Ok(out)

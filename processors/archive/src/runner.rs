@@ -206,21 +206,23 @@ async fn restore(
     };
     let mut reader = log.reader(ARCHIVE, partition, StartAt::Earliest).await?;
     let mut indexed = 0usize;
-    'read: while reader.position() < until {
-        let records = reader.read(1024, Duration::from_millis(200)).await?;
-        if records.is_empty() {
-            break;
-        }
+    let stall = imbus_log::READ_STALL_LIMIT;
+    while let Some(records) = imbus_log::read_before(reader.as_mut(), until, 1024, stall).await? {
         for record in records {
-            if record.offset >= until {
-                break 'read;
-            }
             if let Some(Event::Archived(message)) = decode(&record)
                 && index.insert(&message, record.offset)
             {
                 indexed += 1;
             }
         }
+    }
+    if reader.position() < until {
+        tracing::warn!(
+            partition,
+            reached = reader.position(),
+            until,
+            "could not read the archive to its end while restoring a partition"
+        );
     }
     tracing::debug!(partition, indexed, until, "archive partition restored");
     Ok((until, committed.is_some()))

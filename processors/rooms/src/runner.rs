@@ -209,18 +209,20 @@ async fn restore(log: &dyn Log, rooms: &mut Rooms, partition: Partition) -> Resu
     let until = log.watermarks(ROOMS, partition).await?.high;
     let mut reader = log.reader(ROOMS, partition, StartAt::Earliest).await?;
     let mut count = 0usize;
-    while reader.position() < until {
-        let records = reader.read(1024, Duration::from_millis(200)).await?;
-        if records.is_empty() {
-            break;
-        }
+    let stall = imbus_log::READ_STALL_LIMIT;
+    while let Some(records) = imbus_log::read_before(reader.as_mut(), until, 1024, stall).await? {
         for record in records {
-            if record.offset >= until {
-                break;
-            }
             count += 1;
             apply_changelog(rooms, &record);
         }
+    }
+    if reader.position() < until {
+        tracing::warn!(
+            partition,
+            reached = reader.position(),
+            until,
+            "could not read the rooms changelog to its end while restoring a partition"
+        );
     }
     tracing::debug!(
         partition,

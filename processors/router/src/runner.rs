@@ -314,30 +314,12 @@ async fn take_over(
     Ok(end)
 }
 
-/// How long reading a partition to a known end may go without a record before the
-/// reader gives up (a Kafka reader's first fetch can take longer than one read's wait,
-/// so an empty read is not the end).
-const READ_STALL_LIMIT: Duration = Duration::from_secs(15);
-
-/// The next records of `reader` before offset `until`, or `None` once it is there (or
-/// read nothing for [`READ_STALL_LIMIT`]: the caller checks the reader's position).
+/// The next records of `reader` before offset `until` ([`imbus_log::read_before`]).
 async fn read_before(
     reader: &mut dyn PartitionReader,
     until: Offset,
 ) -> Result<Option<Vec<ConsumedRecord>>, LogError> {
-    let mut stalled_since: Option<std::time::Instant> = None;
-    while reader.position() < until {
-        let mut records = reader.read(1024, Duration::from_millis(200)).await?;
-        records.retain(|record| record.offset < until);
-        if !records.is_empty() {
-            return Ok(Some(records));
-        }
-        let since = *stalled_since.get_or_insert_with(std::time::Instant::now);
-        if since.elapsed() >= READ_STALL_LIMIT {
-            break;
-        }
-    }
-    Ok(None)
+    imbus_log::read_before(reader, until, 1024, imbus_log::READ_STALL_LIMIT).await
 }
 
 /// Batches whose outputs were submitted and not yet acknowledged: more than this and the
@@ -517,19 +499,24 @@ async fn restore(log: &dyn Log, router: &mut Router, partition: Partition) -> Re
                 None => continue,
             }
         };
+        if until == 0 {
+            continue;
+        }
         let mut reader = log.reader(topic, partition, StartAt::Earliest).await?;
-        while reader.position() < until {
-            let records = reader.read(1024, Duration::from_millis(200)).await?;
-            if records.is_empty() {
-                break;
-            }
+        while let Some(records) = read_before(reader.as_mut(), until).await? {
             for record in records {
-                if record.offset >= until {
-                    break;
-                }
                 counts[i] += 1;
                 apply_changelog(router, topic, &record);
             }
+        }
+        if reader.position() < until {
+            tracing::warn!(
+                topic,
+                partition,
+                reached = reader.position(),
+                until,
+                "could not read a changelog to its end while restoring a partition"
+            );
         }
     }
     let locks = restore_locks(log, router, partition).await?;
@@ -568,15 +555,8 @@ async fn restore_locks(
         .reader(STANZAS, partition, StartAt::Offset(start))
         .await?;
     let mut seen = 0;
-    while reader.position() < until {
-        let records = reader.read(1024, Duration::from_millis(200)).await?;
-        if records.is_empty() {
-            break;
-        }
+    while let Some(records) = read_before(reader.as_mut(), until).await? {
         for record in records {
-            if record.offset >= until {
-                break;
-            }
             if let Some(value) = &record.value
                 && let Ok(Event::StanzaReceived(stanza)) = imbus_schemas::decode(value)
             {
