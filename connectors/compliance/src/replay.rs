@@ -2,7 +2,6 @@
 //! archive, or filling a new one. Writes are idempotent, so replaying into a database that
 //! already holds some of the rows adds only the missing ones.
 
-
 use imbus_config::topics::COMPLIANCE;
 use imbus_core::Event;
 use imbus_log::{Log, LogError, StartAt};

@@ -28,6 +28,7 @@
 //!   and must not rely on compaction having run.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 use std::fmt;
 use std::future::Future;
@@ -549,4 +550,100 @@ pub trait Consumer: Send + fmt::Debug {
     /// dynamic Kafka members the others take over at once; a static Kafka member keeps its
     /// place for a successor with the same instance id (see `imbus-log-kafka`).
     async fn close(self: Box<Self>) -> Result<(), LogError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that hands out `script` in turn: `None` is a read that finds nothing
+    /// (it waits its timeout), `Some(n)` a read that returns `n` records.
+    #[derive(Debug)]
+    struct Scripted {
+        script: std::collections::VecDeque<Option<usize>>,
+        position: Offset,
+    }
+
+    #[async_trait]
+    impl PartitionReader for Scripted {
+        async fn read(
+            &mut self,
+            max: usize,
+            timeout: Duration,
+        ) -> Result<Vec<ConsumedRecord>, LogError> {
+            match self.script.pop_front().flatten() {
+                Some(n) => {
+                    let records: Vec<_> = (0..n.min(max))
+                        .map(|i| ConsumedRecord {
+                            topic: Arc::from("t"),
+                            partition: 0,
+                            offset: self.position + i as Offset,
+                            key: None,
+                            value: None,
+                            timestamp: 0,
+                            headers: Vec::new(),
+                        })
+                        .collect();
+                    self.position += records.len() as Offset;
+                    Ok(records)
+                }
+                None => {
+                    tokio::time::sleep(timeout).await;
+                    Ok(Vec::new())
+                }
+            }
+        }
+
+        fn position(&self) -> Offset {
+            self.position
+        }
+
+        async fn seek(&mut self, _start: StartAt) -> Result<(), LogError> {
+            Ok(())
+        }
+    }
+
+    async fn read_all(reader: &mut Scripted, until: Offset, stall: Duration) -> Vec<Offset> {
+        let mut offsets = Vec::new();
+        while let Some(records) = read_before(reader, until, 100, stall).await.unwrap() {
+            offsets.extend(records.iter().map(|r| r.offset));
+        }
+        offsets
+    }
+
+    #[tokio::test]
+    async fn empty_reads_before_the_end_are_not_the_end() {
+        let mut reader = Scripted {
+            script: [None, None, Some(3), None, Some(4)].into(),
+            position: 0,
+        };
+        let offsets = read_all(&mut reader, 7, Duration::from_secs(5)).await;
+        assert_eq!(offsets, (0..7).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn records_at_or_after_the_end_are_left_out() {
+        let mut reader = Scripted {
+            script: [Some(5), Some(5)].into(),
+            position: 0,
+        };
+        let offsets = read_all(&mut reader, 7, Duration::from_secs(15)).await;
+        assert_eq!(offsets, (0..7).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn an_end_that_never_comes_is_given_up_after_the_stall_limit() {
+        let mut reader = Scripted {
+            script: std::iter::once(Some(2))
+                .chain(std::iter::repeat_n(None, 1000))
+                .collect(),
+            position: 0,
+        };
+        let stall = Duration::from_millis(500);
+        let started = std::time::Instant::now();
+        let offsets = read_all(&mut reader, 7, stall).await;
+        assert_eq!(offsets, [0, 1]);
+        assert_eq!(reader.position(), 2);
+        assert!(started.elapsed() >= stall);
+    }
 }
