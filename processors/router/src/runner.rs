@@ -80,6 +80,8 @@ pub async fn run(
     // delivers them.
     let mut sessions_done: HashMap<Partition, Offset> = HashMap::new();
     let mut routed_done: HashMap<Partition, Offset> = HashMap::new();
+    // Per partition, the end of `accounts` when it was restored (folded then).
+    let mut accounts_done: HashMap<Partition, Offset> = HashMap::new();
     tracing::info!(partitions, "router started");
     let mut pipeline = Pipeline::default();
     // Whether the last poll found nothing: then acknowledged inputs are committed at once.
@@ -124,7 +126,8 @@ pub async fn run(
                     .filter(|p| !restored.contains(p))
                     .collect();
                 for &p in &new {
-                    restore(log.as_ref(), &mut router, p).await?;
+                    let accounts = restore(log.as_ref(), &mut router, p).await?;
+                    accounts_done.insert(p, accounts);
                     marks.insert(p, log.watermarks(SESSIONS, p).await?.high);
                 }
                 for p in new {
@@ -162,6 +165,7 @@ pub async fn run(
                 for p in gone.difference(&still) {
                     restored.remove(p);
                     sessions_done.remove(p);
+                    accounts_done.remove(p);
                     routed_done.remove(p);
                 }
                 let keep = restored.clone();
@@ -182,10 +186,11 @@ pub async fn run(
                     let done = match &*record.topic {
                         ROUTED => routed_done.get(&record.partition),
                         SESSIONS => sessions_done.get(&record.partition),
+                        ACCOUNTS => accounts_done.get(&record.partition),
                         _ => None,
                     };
                     if done.is_some_and(|&done| record.offset < done) {
-                        // Processed when the partition was taken over.
+                        // Processed when the partition was restored or taken over.
                         continue;
                     }
                     let mark = marks.get(&record.partition).copied().unwrap_or(0);
@@ -477,20 +482,22 @@ fn input_of(router: &mut Router, record: &ConsumedRecord, mark: Offset) -> Optio
     }
 }
 
-/// Rebuilds the state of one partition: the whole rosters, userdata and offline
-/// changelogs, and the sessions and accounts changelogs up to the group's committed
-/// offsets (the consumer delivers the rest as inputs).
-async fn restore(log: &dyn Log, router: &mut Router, partition: Partition) -> Result<(), LogError> {
+/// Rebuilds the state of one partition: the whole rosters, accounts, userdata and
+/// offline changelogs, and `sessions` up to the group's committed offset (the rest is
+/// taken over as inputs). Returns the offset `accounts` was folded to.
+async fn restore(
+    log: &dyn Log,
+    router: &mut Router,
+    partition: Partition,
+) -> Result<Offset, LogError> {
     let mut counts = [0usize; 5];
+    let mut accounts_done = 0;
     for (i, topic) in [ROSTERS, SESSIONS, ACCOUNTS, USERDATA, OFFLINE]
         .into_iter()
         .enumerate()
     {
-        // The router alone writes rosters, user data and offline messages: fold them to
-        // their end.
-        let until = if topic == ROSTERS || topic == USERDATA || topic == OFFLINE {
-            log.watermarks(topic, partition).await?.high
-        } else {
+        let until = if topic == SESSIONS {
+            // Bound and closed records are inputs: the rest comes from the consumer.
             match log
                 .committed(GROUP, &TopicPartition::new(topic, partition))
                 .await?
@@ -498,6 +505,12 @@ async fn restore(log: &dyn Log, router: &mut Router, partition: Partition) -> Re
                 Some(offset) => offset,
                 None => continue,
             }
+        } else {
+            // The router alone writes rosters, user data and offline messages; account
+            // records are state only (an account created just before a restart is known
+            // before any stanza to it is routed, and the consumer skips them): all are
+            // folded to their end.
+            log.watermarks(topic, partition).await?.high
         };
         if until == 0 {
             continue;
@@ -508,6 +521,9 @@ async fn restore(log: &dyn Log, router: &mut Router, partition: Partition) -> Re
                 counts[i] += 1;
                 apply_changelog(router, topic, &record);
             }
+        }
+        if topic == ACCOUNTS {
+            accounts_done = reader.position().min(until);
         }
         if reader.position() < until {
             tracing::warn!(
@@ -530,7 +546,7 @@ async fn restore(log: &dyn Log, router: &mut Router, partition: Partition) -> Re
         offline = counts[4],
         "router partition restored"
     );
-    Ok(())
+    Ok(accounts_done)
 }
 
 /// Rebuilds the conversation locks of a partition from the outbound messages of the last

@@ -1,7 +1,8 @@
 //! The router's consume/produce loop on the embedded log: with one partition a stanza the
 //! router forwards is handled at once (no `routed` record), and `routed` records an
 //! earlier run left are processed before the stanzas forwarded after them; with several
-//! partitions forwarded stanzas go through `routed`.
+//! partitions forwarded stanzas go through `routed`. A restarted router knows who is
+//! online and which accounts exist, as the log has them, before it routes anything.
 
 #![allow(clippy::unwrap_used)]
 
@@ -403,4 +404,60 @@ async fn with_one_partition_a_restart_knows_who_is_available_before_routing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_several_partitions_a_restart_knows_who_is_available_before_routing() {
     restart_knows_who_is_available_before_routing(4).await;
+}
+
+/// Carol's account was created while no router ran, and a message forwarded to her waits
+/// on `routed`: the restarted router knows her account before it routes the message
+/// (stored for her while she is offline, not refused as sent to no one).
+async fn restart_knows_new_accounts_before_routing(partitions: i32) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), partitions).await;
+    let alice = user_where("alice", |_| true);
+    let carol = user_where("carol", |p| partitions == 1 || p != partition_of(&alice, 4));
+    create_account(&log, &alice).await;
+    let a = FullJid::new(&format!("{alice}@{DOMAIN}/r")).unwrap();
+    let router = start(&log);
+    sign_in(&log, &a).await;
+    publish(&log, STANZAS, chat(&a, a.to_bare().as_str(), 0)).await;
+    assert_eq!(delivered(&log, &a, 1).await, [0]);
+    stop(router).await;
+    create_account(&log, &carol).await;
+    let forwarded = chat(&a, &format!("{carol}@{DOMAIN}"), 1);
+    let key = forwarded.owner().as_str().to_owned();
+    let value = imbus_schemas::encode(&Event::from(forwarded)).unwrap();
+    log.append(ROUTED, Record::new(key, value)).await.unwrap();
+    let router = start(&log);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stored = loop {
+        let stored = events(&log, imbus_config::topics::OFFLINE)
+            .await
+            .into_iter()
+            .filter(|event| matches!(event, Event::Offline(_)))
+            .count();
+        if stored > 0 || Instant::now() > deadline {
+            break stored;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    stop(router).await;
+    let errors = events(&log, DELIVER)
+        .await
+        .into_iter()
+        .filter(|event| matches!(event, Event::Delivery(d) if d.xml.contains("type='error'") || d.xml.contains("type=\"error\"")))
+        .count();
+    assert_eq!(errors, 0, "the message to a new account was refused");
+    assert_eq!(
+        stored, 1,
+        "the message to a new account was not stored for her"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_partition_a_restart_knows_new_accounts_before_routing() {
+    restart_knows_new_accounts_before_routing(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_several_partitions_a_restart_knows_new_accounts_before_routing() {
+    restart_knows_new_accounts_before_routing(4).await;
 }
