@@ -561,6 +561,67 @@ pub async fn resume_after_crash(factory: &dyn LogFactory) {
     ok(log.shutdown().await, "shutdown");
 }
 
+/// A started commit ([`Consumer::start_commit`]) leaves the consumer free to poll while it
+/// is stored; commits are stored in the order they were started (the later one is the
+/// group's offset when both are acknowledged), and survive a restart.
+pub async fn started_commits_keep_order(factory: &dyn LogFactory) {
+    let backend = factory.name().to_owned();
+    let log = factory.open().await;
+    let topic = unique_name("started-commit");
+    let group = unique_name("started-commit-group");
+    ok(
+        log.create_topic(&TopicConfig::new(&topic, 1)).await,
+        "create topic",
+    );
+    for i in 0..20 {
+        ok(
+            log.append_to(&topic, 0, Record::new(format!("k{i}"), format!("v{i}")))
+                .await,
+            "append_to",
+        );
+    }
+    let mut consumer = ok(
+        log.consumer(ConsumerOptions::new(&group, &[&topic])).await,
+        "join group",
+    );
+    collect_records(
+        consumer.as_mut(),
+        &topic,
+        &backend,
+        |r| r.values().map(Vec::len).sum::<usize>() >= 20,
+        "the member reads everything",
+    )
+    .await;
+    let tp = TopicPartition::new(topic.as_str(), 0);
+    let first = ok(
+        consumer.start_commit(&[(tp.clone(), 5)]).await,
+        "start the first commit",
+    );
+    let second = ok(
+        consumer.start_commit(&[(tp.clone(), 12)]).await,
+        "start the second commit",
+    );
+    ok(
+        consumer.poll(Duration::from_millis(50)).await,
+        "poll while commits are stored",
+    );
+    ok(second.await, "the second commit is stored");
+    ok(first.await, "the first commit is stored");
+    assert_eq!(
+        ok(log.committed(&group, &tp).await, "committed"),
+        Some(12),
+        "[{backend}] the commit started last is the group's offset"
+    );
+    drop(consumer);
+    let log = restart(factory, log).await;
+    assert_eq!(
+        ok(log.committed(&group, &tp).await, "committed after restart"),
+        Some(12),
+        "[{backend}] a started commit survives a restart once acknowledged"
+    );
+    ok(log.shutdown().await, "shutdown");
+}
+
 /// A group without committed offsets starts where `start_if_uncommitted` says (here an
 /// explicit offset), and a member can move its position on an owned partition with
 /// `seek` (to the start, an offset or a time) and replays from there.
@@ -1496,7 +1557,7 @@ macro_rules! contract_tests {
             per_partition_order, key_placement, watermarks, resume_after_crash,
             group_split_and_takeover, compacted_fold, replay_from_timestamp, reader_wakeup,
             durability_across_restart, create_topic_idempotence, error_cases,
-            consumer_start_and_seek, submit_keeps_order);
+            consumer_start_and_seek, submit_keeps_order, started_commits_keep_order);
     };
     (@tests $factory:expr; $($contract:ident),* $(,)?) => {
         $(

@@ -14,6 +14,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{Extensions, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures::FutureExt as _;
 use imbus_core::{Credentials, Delivery, Event, GatewayId, StanzaReceived};
 use imbus_log::{
     ConsumerEvent, ConsumerOptions, Log, LogError, Offset, Record, TopicConfig, TopicPartition,
@@ -407,13 +408,44 @@ async fn accept_loop(
 /// recognised by their ids, those to a session the crash ended go back to the router).
 const DELIVERY_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Commits the offsets of deliveries handed over (those of partitions still assigned).
+/// Commits the offsets of deliveries handed over (those of partitions still assigned),
+/// once the commit under way, if any, is stored.
 async fn commit_deliveries(
     consumer: &mut dyn imbus_log::Consumer,
     pending: &mut HashMap<TopicPartition, Offset>,
+    committing: &mut Option<imbus_log::Acknowledgement>,
 ) {
+    if let Some(ack) = committing.take()
+        && let Err(e) = ack.await
+    {
+        tracing::warn!(error = %e, "cannot commit delivery offsets");
+    }
     if let Err(e) = imbus_log::commit_assigned(consumer, pending).await {
         tracing::warn!(error = %e, "cannot commit delivery offsets");
+    }
+}
+
+/// Starts committing the offsets of deliveries handed over unless a commit is under way
+/// (the loop goes on delivering while it is stored: a commit waits for an fsync).
+async fn start_committing_deliveries(
+    consumer: &mut dyn imbus_log::Consumer,
+    pending: &mut HashMap<TopicPartition, Offset>,
+    committing: &mut Option<imbus_log::Acknowledgement>,
+) {
+    if let Some(ack) = committing.as_mut() {
+        match ack.now_or_never() {
+            None => return,
+            Some(result) => {
+                *committing = None;
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "cannot commit delivery offsets");
+                }
+            }
+        }
+    }
+    match imbus_log::start_commit_assigned(consumer, pending).await {
+        Ok(ack) => *committing = ack,
+        Err(e) => tracing::warn!(error = %e, "cannot commit delivery offsets"),
     }
 }
 
@@ -424,8 +456,9 @@ async fn deliver_loop(mut consumer: Box<dyn imbus_log::Consumer>, shared: Arc<Sh
     // Handed over and not yet committed: the next offset per partition.
     let mut pending: HashMap<TopicPartition, Offset> = HashMap::new();
     let mut last_commit = tokio::time::Instant::now();
+    let mut committing: Option<imbus_log::Acknowledgement> = None;
     loop {
-        let wait = if pending.is_empty() {
+        let wait = if pending.is_empty() && committing.is_none() {
             Duration::from_secs(1)
         } else {
             DELIVERY_COMMIT_INTERVAL
@@ -437,13 +470,13 @@ async fn deliver_loop(mut consumer: Box<dyn imbus_log::Consumer>, shared: Arc<Sh
         let records = match event {
             Ok(ConsumerEvent::Records(records)) if records.is_empty() => {
                 // Idle: commit what was handed over.
-                commit_deliveries(consumer.as_mut(), &mut pending).await;
+                commit_deliveries(consumer.as_mut(), &mut pending, &mut committing).await;
                 last_commit = tokio::time::Instant::now();
                 continue;
             }
             Ok(ConsumerEvent::Records(records)) => records,
             Ok(ConsumerEvent::Assigned(_) | ConsumerEvent::Revoked(_)) => {
-                commit_deliveries(consumer.as_mut(), &mut pending).await;
+                commit_deliveries(consumer.as_mut(), &mut pending, &mut committing).await;
                 continue;
             }
             Err(LogError::Closed) => break,
@@ -521,11 +554,11 @@ async fn deliver_loop(mut consumer: Box<dyn imbus_log::Consumer>, shared: Arc<Sh
         }
         pending.extend(next);
         if last_commit.elapsed() >= DELIVERY_COMMIT_INTERVAL {
-            commit_deliveries(consumer.as_mut(), &mut pending).await;
+            start_committing_deliveries(consumer.as_mut(), &mut pending, &mut committing).await;
             last_commit = tokio::time::Instant::now();
         }
     }
-    commit_deliveries(consumer.as_mut(), &mut pending).await;
+    commit_deliveries(consumer.as_mut(), &mut pending, &mut committing).await;
     if let Err(e) = consumer.close().await {
         tracing::debug!(error = %e, "closing the delivery consumer");
     }

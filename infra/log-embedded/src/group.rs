@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use imbus_log::{
-    ConsumedRecord, Consumer, ConsumerEvent, ConsumerOptions, LogError, Offset, StartAt,
-    TopicPartition,
+    Acknowledgement, ConsumedRecord, Consumer, ConsumerEvent, ConsumerOptions, LogError, Offset,
+    StartAt, TopicPartition,
 };
 use parking_lot::Mutex;
 use tokio::sync::{Notify, oneshot};
@@ -340,6 +340,13 @@ impl Consumer for EmbeddedConsumer {
     }
 
     async fn commit(&mut self, offsets: &[(TopicPartition, Offset)]) -> Result<(), LogError> {
+        self.start_commit(offsets).await?.await
+    }
+
+    async fn start_commit(
+        &mut self,
+        offsets: &[(TopicPartition, Offset)],
+    ) -> Result<Acknowledgement, LogError> {
         if self.inner.is_closed() {
             return Err(LogError::Closed);
         }
@@ -356,15 +363,18 @@ impl Consumer for EmbeddedConsumer {
             }
         }
         if offsets.is_empty() {
-            return Ok(());
+            return Ok(Box::pin(std::future::ready(Ok(()))));
         }
         let (reply, rx) = oneshot::channel();
+        // The writer stores commits in the order they are submitted.
         self.inner.writer.submit(Request::Commit {
             group: Arc::clone(&self.offsets),
             offsets: offsets.to_vec(),
             reply,
         })?;
-        rx.await.map_err(|_| LogError::Closed)?
+        Ok(Box::pin(
+            async move { rx.await.map_err(|_| LogError::Closed)? },
+        ))
     }
 
     fn assignment(&self) -> Vec<TopicPartition> {

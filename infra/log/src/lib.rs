@@ -466,8 +466,20 @@ pub async fn commit_assigned(
     consumer: &mut dyn Consumer,
     pending: &mut std::collections::HashMap<TopicPartition, Offset>,
 ) -> Result<(), LogError> {
+    match start_commit_assigned(consumer, pending).await? {
+        Some(acknowledgement) => acknowledgement.await,
+        None => Ok(()),
+    }
+}
+
+/// [`commit_assigned`] that returns once the commit is started ([`Consumer::start_commit`]),
+/// with its acknowledgement (`None` when there was nothing to commit).
+pub async fn start_commit_assigned(
+    consumer: &mut dyn Consumer,
+    pending: &mut std::collections::HashMap<TopicPartition, Offset>,
+) -> Result<Option<Acknowledgement>, LogError> {
     if pending.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let assigned: std::collections::HashSet<TopicPartition> =
         consumer.assignment().into_iter().collect();
@@ -476,9 +488,9 @@ pub async fn commit_assigned(
         .filter(|(tp, _)| assigned.contains(tp))
         .collect();
     if offsets.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
-    consumer.commit(&offsets).await
+    consumer.start_commit(&offsets).await.map(Some)
 }
 
 /// How long reading a partition up to a known end may go without a record before the
@@ -539,6 +551,18 @@ pub trait Consumer: Send + fmt::Debug {
     /// Stores the group's committed offsets (`offset` = next record to read). Offsets of
     /// partitions no longer assigned are refused with [`LogError::NotAssigned`].
     async fn commit(&mut self, offsets: &[(TopicPartition, Offset)]) -> Result<(), LogError>;
+
+    /// Starts a [`Consumer::commit`] and returns once it is under way, with the
+    /// acknowledgement that resolves when the offsets are stored; the consumer can be
+    /// polled meanwhile. Commits are stored in the order they were started. By default
+    /// the commit is made before returning.
+    async fn start_commit(
+        &mut self,
+        offsets: &[(TopicPartition, Offset)],
+    ) -> Result<Acknowledgement, LogError> {
+        self.commit(offsets).await?;
+        Ok(Box::pin(std::future::ready(Ok(()))))
+    }
 
     /// The partitions this member owns now.
     fn assignment(&self) -> Vec<TopicPartition>;

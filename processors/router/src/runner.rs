@@ -93,11 +93,11 @@ pub async fn run(
         // Acknowledged batches are settled between polls (a poll is never cancelled for
         // them: a consumer may have moved its position when a cancelled poll is dropped).
         pipeline.settle(consumer.as_mut(), idle).await?;
-        let wait = if pipeline.in_flight.is_empty() {
-            Duration::from_secs(1)
-        } else {
+        let wait = if pipeline.busy() {
             // Come back soon to commit what is being acknowledged.
             Duration::from_millis(5)
+        } else {
+            Duration::from_secs(1)
         };
         let event = tokio::select! {
             event = consumer.poll(wait) => event,
@@ -351,6 +351,9 @@ struct Pipeline {
     /// the take-over's own offsets were committed.
     committed: HashMap<TopicPartition, Offset>,
     last_commit: Option<std::time::Instant>,
+    /// The commit being stored: the router goes on routing meanwhile (a commit waits for
+    /// an fsync, and routing nothing for that long was the tail of message latency).
+    committing: Option<Acknowledgement>,
 }
 
 impl Pipeline {
@@ -382,10 +385,29 @@ impl Pipeline {
         while let Some(Some(acked)) = self.in_flight.next().now_or_never() {
             self.acknowledged(acked?);
         }
-        if (idle && self.in_flight.is_empty()) || self.commit_due() {
+        if ((idle && self.in_flight.is_empty()) || self.commit_due()) && self.commit_settled()? {
             self.commit(consumer).await?;
         }
         Ok(())
+    }
+
+    /// Whether no commit is being stored (one that was is checked for its result).
+    fn commit_settled(&mut self) -> Result<bool, LogError> {
+        let Some(committing) = self.committing.as_mut() else {
+            return Ok(true);
+        };
+        match committing.now_or_never() {
+            Some(result) => {
+                self.committing = None;
+                result.map(|()| true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Whether acknowledgements or a commit are still to come.
+    fn busy(&self) -> bool {
+        !self.in_flight.is_empty() || self.committing.is_some()
     }
 
     /// Waits for the oldest batches while too many are in flight.
@@ -404,8 +426,9 @@ impl Pipeline {
             .is_none_or(|at| at.elapsed() >= COMMIT_INTERVAL)
     }
 
-    /// Commits what was acknowledged, for the partitions the consumer still holds (the
-    /// new owner of another one redoes its uncommitted inputs).
+    /// Starts committing what was acknowledged, for the partitions the consumer still
+    /// holds (the new owner of another one redoes its uncommitted inputs); no commit may
+    /// be under way.
     async fn commit(&mut self, consumer: &mut dyn Consumer) -> Result<(), LogError> {
         if self.ready.is_empty() {
             return Ok(());
@@ -423,17 +446,24 @@ impl Pipeline {
         if offsets.is_empty() {
             return Ok(());
         }
-        consumer.commit(&offsets).await?;
+        self.committing = Some(consumer.start_commit(&offsets).await?);
         self.committed.extend(offsets);
         Ok(())
     }
 
-    /// Waits for every batch in flight and commits.
+    /// Waits for every batch in flight and commits, until the commit is stored.
     async fn drain(&mut self, consumer: &mut dyn Consumer) -> Result<(), LogError> {
         while let Some(acked) = self.in_flight.next().await {
             self.acknowledged(acked?);
         }
-        self.commit(consumer).await
+        if let Some(committing) = self.committing.take() {
+            committing.await?;
+        }
+        self.commit(consumer).await?;
+        match self.committing.take() {
+            Some(committing) => committing.await,
+            None => Ok(()),
+        }
     }
 }
 
@@ -442,6 +472,7 @@ impl std::fmt::Debug for Pipeline {
         f.debug_struct("Pipeline")
             .field("in_flight", &self.in_flight.len())
             .field("ready", &self.ready)
+            .field("committing", &self.committing.is_some())
             .finish()
     }
 }
