@@ -267,22 +267,34 @@ async fn with_several_partitions_forwarded_stanzas_go_through_routed() {
     assert!(one_to_one(4).await >= 200);
 }
 
+/// An earlier run: `alice` and `bob` (accounts created) sign in and Alice's message 0
+/// reaches Bob; then the router stops. Returns their full JIDs.
+async fn earlier_run(log: &Arc<dyn Log>, alice: &str, bob: &str) -> (FullJid, FullJid) {
+    for user in [alice, bob] {
+        create_account(log, user).await;
+    }
+    let [a, b] = [alice, bob].map(|u| FullJid::new(&format!("{u}@{DOMAIN}/r")).unwrap());
+    let router = start(log);
+    sign_in(log, &a).await;
+    sign_in(log, &b).await;
+    publish(log, STANZAS, chat(&a, b.as_str(), 0)).await;
+    assert_eq!(delivered(log, &b, 1).await, [0]);
+    stop(router).await;
+    (a, b)
+}
+
+/// Appends `stanza` to `routed` as a router forwarding it does.
+async fn forward(log: &Arc<dyn Log>, stanza: StanzaReceived) {
+    let key = stanza.owner().as_str().to_owned();
+    let value = imbus_schemas::encode(&Event::from(stanza)).unwrap();
+    log.append(ROUTED, Record::new(key, value)).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routed_stanzas_an_earlier_run_left_come_before_later_ones() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), 1).await;
-    let alice = "alice".to_owned();
-    let bob = "bob".to_owned();
-    for user in [&alice, &bob] {
-        create_account(&log, user).await;
-    }
-    let [a, b] = [&alice, &bob].map(|u| FullJid::new(&format!("{u}@{DOMAIN}/r")).unwrap());
-    let router = start(&log);
-    sign_in(&log, &a).await;
-    sign_in(&log, &b).await;
-    publish(&log, STANZAS, chat(&a, b.as_str(), 0)).await;
-    assert_eq!(delivered(&log, &b, 1).await, [0]);
-    stop(router).await;
+    let (a, b) = earlier_run(&log, "alice", "bob").await;
     // An earlier router forwarded messages 1..=FORWARDED and stopped before processing
     // them; then the client sent LATER more. They are more than a few polls take, and
     // the embedded consumer's polls start at a different topic each time (in name
@@ -363,16 +375,7 @@ async fn restart_knows_who_is_available_before_routing(partitions: i32) {
     let log = open(dir.path(), partitions).await;
     let alice = user_where("alice", |_| true);
     let bob = user_where("bob", |p| partitions == 1 || p != partition_of(&alice, 4));
-    for user in [&alice, &bob] {
-        create_account(&log, user).await;
-    }
-    let [a, b] = [&alice, &bob].map(|u| FullJid::new(&format!("{u}@{DOMAIN}/r")).unwrap());
-    let router = start(&log);
-    sign_in(&log, &a).await;
-    sign_in(&log, &b).await;
-    publish(&log, STANZAS, chat(&a, b.as_str(), 0)).await;
-    assert_eq!(delivered(&log, &b, 1).await, [0]);
-    stop(router).await;
+    let (a, b) = earlier_run(&log, &alice, &bob).await;
     let partition = partition_of(&bob, partitions);
     let available = first_offset(&log, SESSIONS, partition, |event| {
         matches!(event, Event::Session(SessionEvent::Updated(s))
@@ -381,10 +384,7 @@ async fn restart_knows_who_is_available_before_routing(partitions: i32) {
     .await;
     rewind(&log, SESSIONS, partition, available).await;
     let bare = format!("{bob}@{DOMAIN}");
-    let forwarded = chat(&a, &bare, 1);
-    let key = forwarded.owner().as_str().to_owned();
-    let value = imbus_schemas::encode(&Event::from(forwarded)).unwrap();
-    log.append(ROUTED, Record::new(key, value)).await.unwrap();
+    forward(&log, chat(&a, &bare, 1)).await;
     let router = start(&log);
     assert_eq!(delivered(&log, &b, 2).await, [0, 1]);
     stop(router).await;
@@ -422,10 +422,7 @@ async fn restart_knows_new_accounts_before_routing(partitions: i32) {
     assert_eq!(delivered(&log, &a, 1).await, [0]);
     stop(router).await;
     create_account(&log, &carol).await;
-    let forwarded = chat(&a, &format!("{carol}@{DOMAIN}"), 1);
-    let key = forwarded.owner().as_str().to_owned();
-    let value = imbus_schemas::encode(&Event::from(forwarded)).unwrap();
-    log.append(ROUTED, Record::new(key, value)).await.unwrap();
+    forward(&log, chat(&a, &format!("{carol}@{DOMAIN}"), 1)).await;
     let router = start(&log);
     let deadline = Instant::now() + Duration::from_secs(30);
     let stored = loop {
