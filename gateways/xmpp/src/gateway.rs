@@ -14,10 +14,10 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{Extensions, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures::FutureExt as _;
 use imbus_core::{Credentials, Delivery, Event, GatewayId, StanzaReceived};
 use imbus_log::{
-    ConsumerEvent, ConsumerOptions, Log, LogError, Offset, Record, TopicConfig, TopicPartition,
+    CommitInFlight, ConsumerEvent, ConsumerOptions, Log, LogError, Offset, Record, TopicConfig,
+    TopicPartition,
 };
 use imbus_xmpp_auth::{Throttle, ThrottleConfig};
 use imbus_xmpp_c2s::{SessionConfig, Transport};
@@ -413,11 +413,9 @@ const DELIVERY_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 async fn commit_deliveries(
     consumer: &mut dyn imbus_log::Consumer,
     pending: &mut HashMap<TopicPartition, Offset>,
-    committing: &mut Option<imbus_log::Acknowledgement>,
+    committing: &mut CommitInFlight,
 ) {
-    if let Some(ack) = committing.take()
-        && let Err(e) = ack.await
-    {
+    if let Err(e) = committing.finish().await {
         tracing::warn!(error = %e, "cannot commit delivery offsets");
     }
     if let Err(e) = imbus_log::commit_assigned(consumer, pending).await {
@@ -430,21 +428,16 @@ async fn commit_deliveries(
 async fn start_committing_deliveries(
     consumer: &mut dyn imbus_log::Consumer,
     pending: &mut HashMap<TopicPartition, Offset>,
-    committing: &mut Option<imbus_log::Acknowledgement>,
+    committing: &mut CommitInFlight,
 ) {
-    if let Some(ack) = committing.as_mut() {
-        match ack.now_or_never() {
-            None => return,
-            Some(result) => {
-                *committing = None;
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "cannot commit delivery offsets");
-                }
-            }
-        }
+    match committing.settled() {
+        Ok(false) => return,
+        Ok(true) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot commit delivery offsets"),
     }
     match imbus_log::start_commit_assigned(consumer, pending).await {
-        Ok(ack) => *committing = ack,
+        Ok(Some(acknowledgement)) => committing.start(acknowledgement),
+        Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "cannot commit delivery offsets"),
     }
 }
@@ -456,9 +449,9 @@ async fn deliver_loop(mut consumer: Box<dyn imbus_log::Consumer>, shared: Arc<Sh
     // Handed over and not yet committed: the next offset per partition.
     let mut pending: HashMap<TopicPartition, Offset> = HashMap::new();
     let mut last_commit = tokio::time::Instant::now();
-    let mut committing: Option<imbus_log::Acknowledgement> = None;
+    let mut committing = CommitInFlight::default();
     loop {
-        let wait = if pending.is_empty() && committing.is_none() {
+        let wait = if pending.is_empty() && !committing.is_pending() {
             Duration::from_secs(1)
         } else {
             DELIVERY_COMMIT_INTERVAL

@@ -363,7 +363,7 @@ impl Consumer for EmbeddedConsumer {
             }
         }
         if offsets.is_empty() {
-            return Ok(Box::pin(std::future::ready(Ok(()))));
+            return Ok(imbus_log::acknowledged());
         }
         let (reply, rx) = oneshot::channel();
         // The writer stores commits in the order they are submitted.

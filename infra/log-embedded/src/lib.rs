@@ -448,7 +448,7 @@ impl Inner {
             return Err(LogError::Closed);
         }
         if records.is_empty() {
-            return Ok(Box::pin(std::future::ready(Ok(()))));
+            return Ok(imbus_log::acknowledged());
         }
         let mut items = Vec::with_capacity(records.len());
         let mut durability = if derived {

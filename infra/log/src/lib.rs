@@ -354,6 +354,63 @@ impl Submission {
 /// Resolves when every record of a [`Log::submit`] call is acknowledged.
 pub type Acknowledgement = Pin<Box<dyn Future<Output = Result<(), LogError>> + Send>>;
 
+/// An acknowledgement that is already there (nothing to wait for).
+pub fn acknowledged() -> Acknowledgement {
+    Box::pin(std::future::ready(Ok(())))
+}
+
+/// The commit a consumer's loop has under way ([`Consumer::start_commit`]): checked
+/// between polls instead of waited for, so the loop goes on while it is stored.
+#[derive(Default)]
+pub struct CommitInFlight(Option<Acknowledgement>);
+
+impl CommitInFlight {
+    /// Whether a commit is under way (or finished and not yet checked).
+    pub fn is_pending(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Whether no commit is under way: one that finished is taken and its failure
+    /// returned.
+    pub fn settled(&mut self) -> Result<bool, LogError> {
+        let Some(acknowledgement) = self.0.as_mut() else {
+            return Ok(true);
+        };
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match acknowledgement.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(result) => {
+                self.0 = None;
+                result.map(|()| true)
+            }
+            std::task::Poll::Pending => Ok(false),
+        }
+    }
+
+    /// Records a commit just started; the one before must have settled.
+    pub fn start(&mut self, acknowledgement: Acknowledgement) {
+        debug_assert!(self.0.is_none(), "a commit is already under way");
+        self.0 = Some(acknowledgement);
+    }
+
+    /// Waits until the commit under way, if any, is stored.
+    pub async fn finish(&mut self) -> Result<(), LogError> {
+        match self.0.take() {
+            Some(acknowledgement) => acknowledgement.await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl fmt::Debug for CommitInFlight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "CommitInFlight(pending)"
+        } else {
+            "CommitInFlight(none)"
+        })
+    }
+}
+
 /// The log: topics, appends, readers and consumer groups.
 #[async_trait]
 pub trait Log: Send + Sync + fmt::Debug {
@@ -561,7 +618,7 @@ pub trait Consumer: Send + fmt::Debug {
         offsets: &[(TopicPartition, Offset)],
     ) -> Result<Acknowledgement, LogError> {
         self.commit(offsets).await?;
-        Ok(Box::pin(std::future::ready(Ok(()))))
+        Ok(acknowledged())
     }
 
     /// The partitions this member owns now.
@@ -633,6 +690,22 @@ mod tests {
             offsets.extend(records.iter().map(|r| r.offset));
         }
         offsets
+    }
+
+    #[tokio::test]
+    async fn a_commit_in_flight_is_settled_once_its_acknowledgement_resolves() {
+        let mut committing = CommitInFlight::default();
+        assert!(committing.settled().unwrap());
+        committing.start(Box::pin(std::future::pending()));
+        assert!(committing.is_pending());
+        assert!(!committing.settled().unwrap());
+        let mut committing = CommitInFlight::default();
+        committing.start(Box::pin(std::future::ready(Err(LogError::Closed))));
+        assert!(matches!(committing.settled(), Err(LogError::Closed)));
+        assert!(!committing.is_pending());
+        committing.start(acknowledged());
+        committing.finish().await.unwrap();
+        assert!(committing.settled().unwrap());
     }
 
     #[tokio::test]

@@ -30,8 +30,8 @@ use imbus_core::{
     BareJid, Event, OfflineEvent, RosterChanged, SessionEvent, Timestamp, ToBare, UserDataChanged,
 };
 use imbus_log::{
-    Acknowledgement, ConsumedRecord, Consumer, ConsumerEvent, ConsumerOptions, Log, LogError,
-    Offset, Partition, PartitionReader, Record, StartAt, Submission, TopicPartition,
+    Acknowledgement, CommitInFlight, ConsumedRecord, Consumer, ConsumerEvent, ConsumerOptions, Log,
+    LogError, Offset, Partition, PartitionReader, Record, StartAt, Submission, TopicPartition,
     partition_for_key,
 };
 use tokio::sync::watch;
@@ -353,7 +353,7 @@ struct Pipeline {
     last_commit: Option<std::time::Instant>,
     /// The commit being stored: the router goes on routing meanwhile (a commit waits for
     /// an fsync, and routing nothing for that long was the tail of message latency).
-    committing: Option<Acknowledgement>,
+    committing: CommitInFlight,
 }
 
 impl Pipeline {
@@ -385,29 +385,17 @@ impl Pipeline {
         while let Some(Some(acked)) = self.in_flight.next().now_or_never() {
             self.acknowledged(acked?);
         }
-        if ((idle && self.in_flight.is_empty()) || self.commit_due()) && self.commit_settled()? {
+        if ((idle && self.in_flight.is_empty()) || self.commit_due())
+            && self.committing.settled()?
+        {
             self.commit(consumer).await?;
         }
         Ok(())
     }
 
-    /// Whether no commit is being stored (one that was is checked for its result).
-    fn commit_settled(&mut self) -> Result<bool, LogError> {
-        let Some(committing) = self.committing.as_mut() else {
-            return Ok(true);
-        };
-        match committing.now_or_never() {
-            Some(result) => {
-                self.committing = None;
-                result.map(|()| true)
-            }
-            None => Ok(false),
-        }
-    }
-
     /// Whether acknowledgements or a commit are still to come.
     fn busy(&self) -> bool {
-        !self.in_flight.is_empty() || self.committing.is_some()
+        !self.in_flight.is_empty() || self.committing.is_pending()
     }
 
     /// Waits for the oldest batches while too many are in flight.
@@ -446,7 +434,8 @@ impl Pipeline {
         if offsets.is_empty() {
             return Ok(());
         }
-        self.committing = Some(consumer.start_commit(&offsets).await?);
+        self.committing
+            .start(consumer.start_commit(&offsets).await?);
         self.committed.extend(offsets);
         Ok(())
     }
@@ -456,14 +445,9 @@ impl Pipeline {
         while let Some(acked) = self.in_flight.next().await {
             self.acknowledged(acked?);
         }
-        if let Some(committing) = self.committing.take() {
-            committing.await?;
-        }
+        self.committing.finish().await?;
         self.commit(consumer).await?;
-        match self.committing.take() {
-            Some(committing) => committing.await,
-            None => Ok(()),
-        }
+        self.committing.finish().await
     }
 }
 
@@ -472,7 +456,7 @@ impl std::fmt::Debug for Pipeline {
         f.debug_struct("Pipeline")
             .field("in_flight", &self.in_flight.len())
             .field("ready", &self.ready)
-            .field("committing", &self.committing.is_some())
+            .field("committing", &self.committing)
             .finish()
     }
 }
