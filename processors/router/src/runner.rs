@@ -71,17 +71,8 @@ pub async fn run(
         .await?;
     let mut router = Router::new(config);
     let mut restored: BTreeSet<Partition> = BTreeSet::new();
-    // Per partition, the end of `sessions` when its state was restored: the router's own
-    // presence records before it were written by an earlier run and are folded in; the
-    // later ones were applied when they were written.
-    let mut marks: HashMap<Partition, Offset> = HashMap::new();
-    // Per partition, the end of `sessions` and of `routed` when they were taken over: the
-    // records before them were processed then, and are skipped when the consumer
-    // delivers them.
-    let mut sessions_done: HashMap<Partition, Offset> = HashMap::new();
-    let mut routed_done: HashMap<Partition, Offset> = HashMap::new();
-    // Per partition, the end of `accounts` when it was restored (folded then).
-    let mut accounts_done: HashMap<Partition, Offset> = HashMap::new();
+    // Per partition held, what its restore and take-overs covered.
+    let mut taken: HashMap<Partition, Taken> = HashMap::new();
     tracing::info!(partitions, "router started");
     let mut pipeline = Pipeline::default();
     // Whether the last poll found nothing: then acknowledged inputs are committed at once.
@@ -127,21 +118,28 @@ pub async fn run(
                     .collect();
                 for &p in &new {
                     let accounts = restore(log.as_ref(), &mut router, p).await?;
-                    accounts_done.insert(p, accounts);
-                    marks.insert(p, log.watermarks(SESSIONS, p).await?.high);
+                    let mark = log.watermarks(SESSIONS, p).await?.high;
+                    taken.insert(
+                        p,
+                        Taken {
+                            mark,
+                            accounts,
+                            ..Taken::default()
+                        },
+                    );
                 }
                 for p in new {
                     let local = Local {
                         held: &restored,
                         partitions,
                     };
-                    let mark = marks.get(&p).copied().unwrap_or(0);
+                    let mark = taken.get(&p).map_or(0, |t| t.mark);
                     // Who is online comes first: a stanza processed before the sessions
                     // records an earlier run left uncommitted would find its recipient
                     // offline (and be stored for a client that is connected).
                     let tp = TopicPartition::new(SESSIONS, p);
                     let done = take_over(&log, &mut router, local, tp, mark, &mut pipeline).await?;
-                    sessions_done.insert(p, done);
+                    taken.entry(p).or_default().sessions = done;
                     if partitions == 1 {
                         // Everything this router forwarded so far is on the log, so the
                         // end of `routed` read next covers it.
@@ -150,7 +148,7 @@ pub async fn run(
                         let end = log.watermarks(ROUTED, p).await?.high;
                         let done =
                             take_over(&log, &mut router, local, tp, end, &mut pipeline).await?;
-                        routed_done.insert(p, done);
+                        taken.entry(p).or_default().routed = done;
                     }
                     restored.insert(p);
                 }
@@ -164,9 +162,7 @@ pub async fn run(
                     .collect();
                 for p in gone.difference(&still) {
                     restored.remove(p);
-                    sessions_done.remove(p);
-                    accounts_done.remove(p);
-                    routed_done.remove(p);
+                    taken.remove(p);
                 }
                 let keep = restored.clone();
                 router.state_mut().retain_users(|u| {
@@ -183,17 +179,12 @@ pub async fn run(
                 };
                 for record in &records {
                     next.insert(record.topic_partition(), record.offset + 1);
-                    let done = match &*record.topic {
-                        ROUTED => routed_done.get(&record.partition),
-                        SESSIONS => sessions_done.get(&record.partition),
-                        ACCOUNTS => accounts_done.get(&record.partition),
-                        _ => None,
-                    };
-                    if done.is_some_and(|&done| record.offset < done) {
+                    let partition = taken.get(&record.partition).copied().unwrap_or_default();
+                    if record.offset < partition.done(&record.topic) {
                         // Processed when the partition was restored or taken over.
                         continue;
                     }
-                    let mark = marks.get(&record.partition).copied().unwrap_or(0);
+                    let mark = partition.mark;
                     if let Some(input) = input_of(&mut router, record, mark) {
                         handle(&mut router, input, now, local, &mut outputs);
                     }
@@ -214,6 +205,33 @@ pub async fn run(
     }
     tracing::info!("router stopped");
     Ok(())
+}
+
+/// What restoring and taking over a partition covered: the consumer skips the records
+/// before these offsets when it delivers them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Taken {
+    /// The end of `sessions` when the partition was restored: the router's own presence
+    /// records before it were written by an earlier run and are folded in; the later
+    /// ones were applied when they were written.
+    mark: Offset,
+    /// How far `sessions` and `routed` were taken over (processed as inputs).
+    sessions: Offset,
+    routed: Offset,
+    /// How far `accounts` was folded.
+    accounts: Offset,
+}
+
+impl Taken {
+    /// Where the consumer's records of `topic` in the partition start to count.
+    fn done(&self, topic: &str) -> Offset {
+        match topic {
+            SESSIONS => self.sessions,
+            ROUTED => self.routed,
+            ACCOUNTS => self.accounts,
+            _ => 0,
+        }
+    }
 }
 
 /// Whether this router handles the stanzas it forwards at once: when the topics have a
