@@ -60,9 +60,13 @@
 //!   takes longer than that anyway;
 //! * fast rounds fsync their files one after the other; when the device is slow (a round
 //!   took 2 ms or more) the files of the next round are fsynced in parallel;
-//! * disk blocks are reserved 1 MiB ahead of the end of the active segment (`fallocate`
-//!   without changing the size), so an append does not wait for block allocation done
-//!   by the writeback of a concurrent fsync;
+//! * the active segment is zero-filled 1 MiB ahead of its last record, so an append
+//!   overwrites blocks that are already allocated and written: the file's size and
+//!   block map do not change, and an `fdatasync` writes the data and flushes the device
+//!   with no inode or journal write besides (on ext4 without a journal that is two
+//!   device round trips instead of four). The zeros are not data: scans stop at them,
+//!   recovery cuts them off, and a closed segment is cut back to its records before its
+//!   final fsync;
 //! * a closed segment is fsynced once in the background whatever the policy; then its
 //!   index is saved and its file descriptor closed (it is reopened per read, checked to
 //!   still be the same file), so thousands of segments do not hold thousands of files open.
@@ -828,6 +832,16 @@ impl Log for EmbeddedLog {
             // Let a running compaction finish, then stop the writer threads.
             let _guard = inner.compaction_lock.lock();
             inner.writer.stop();
+            // The active segments end at their last record again (a recovery would cut
+            // the zeros off too; this keeps a cleanly stopped log's files exact).
+            for t in inner.topics.read().values() {
+                for p in &t.partitions {
+                    let seg = p.active();
+                    if let Err(e) = seg.trim() {
+                        tracing::warn!(segment = %seg.path.display(), error = %e, "cannot cut the zero-filled end off a segment");
+                    }
+                }
+            }
             // Nothing writes any more: the directory may be opened again, even while
             // stray handles of this log are still alive.
             inner.lock.lock().take();

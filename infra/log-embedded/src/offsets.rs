@@ -8,7 +8,8 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -16,10 +17,15 @@ use imbus_log::{LogError, Offset, TopicPartition};
 use parking_lot::{Mutex, RwLock};
 
 use crate::fsutil::{io_at, write_atomic};
+use crate::segment::ZEROS;
 
 /// An offsets file larger than this is rewritten with only the latest entries.
 const REWRITE_BYTES: u64 = 4 * 1024 * 1024;
 const SUFFIX: &str = ".offsets";
+/// How far ahead of its last entry the file is zero-filled, so that a commit overwrites
+/// written blocks and its `fdatasync` has no size or block map to write (see the
+/// segments' zero-filling in `segment.rs`).
+const ZERO_FILL_STEP: u64 = ZEROS.len() as u64;
 
 fn hex(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02x}")).collect()
@@ -84,8 +90,8 @@ fn decode_entries(data: &[u8]) -> (Vec<(TopicPartition, Offset)>, usize) {
 #[derive(Debug)]
 pub(crate) struct GroupOffsets {
     path: PathBuf,
-    /// The file appended to and its size. Shared so an fsync does not hold the lock.
-    file: Mutex<(Arc<File>, u64)>,
+    /// The file appended to. Shared so an fsync does not hold the lock.
+    file: Mutex<OffsetsFile>,
     committed: RwLock<HashMap<TopicPartition, Offset>>,
 }
 
@@ -94,7 +100,7 @@ impl GroupOffsets {
         let committed = match std::fs::read(&path) {
             Ok(data) => {
                 let (entries, valid) = decode_entries(&data);
-                if valid != data.len() {
+                if data[valid..].iter().any(|b| *b != 0) {
                     tracing::warn!(
                         path = %path.display(),
                         discarded_bytes = data.len() - valid,
@@ -106,10 +112,10 @@ impl GroupOffsets {
             Err(e) if e.kind() == io::ErrorKind::NotFound => HashMap::new(),
             Err(e) => return Err(io_at(&path, "cannot read", e)),
         };
-        let (file, size) = Self::rewrite(&path, &committed)?;
+        let file = Self::rewrite(&path, &committed)?;
         Ok(Self {
             path,
-            file: Mutex::new((file, size)),
+            file: Mutex::new(file),
             committed: RwLock::new(committed),
         })
     }
@@ -119,7 +125,7 @@ impl GroupOffsets {
     fn rewrite(
         path: &Path,
         committed: &HashMap<TopicPartition, Offset>,
-    ) -> Result<(Arc<File>, u64), LogError> {
+    ) -> Result<OffsetsFile, LogError> {
         let mut data = Vec::new();
         let mut sorted: Vec<_> = committed.iter().collect();
         sorted.sort();
@@ -128,10 +134,15 @@ impl GroupOffsets {
         }
         write_atomic(path, &data).map_err(|e| io_at(path, "cannot write", e))?;
         let file = OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(path)
             .map_err(|e| io_at(path, "cannot open", e))?;
-        Ok((Arc::new(file), data.len() as u64))
+        let size = data.len() as u64;
+        Ok(OffsetsFile {
+            file: Arc::new(file),
+            size,
+            zeroed: size,
+        })
     }
 
     pub(crate) fn get(&self, tp: &TopicPartition) -> Option<Offset> {
@@ -145,17 +156,27 @@ impl GroupOffsets {
             encode_entry(&mut data, tp, *o);
         }
         let mut f = self.file.lock();
-        (&*f.0)
-            .write_all(&data)
+        let end = f.size + data.len() as u64;
+        if end > f.zeroed {
+            // A failure only costs the speed the zeros buy.
+            match f.file.write_all_at(&ZEROS, end) {
+                Ok(()) => f.zeroed = end + ZERO_FILL_STEP,
+                Err(e) => {
+                    tracing::debug!(path = %self.path.display(), error = %e, "cannot zero-fill an offsets file");
+                }
+            }
+        }
+        f.file
+            .write_all_at(&data, f.size)
             .map_err(|e| io_at(&self.path, "cannot write", e))?;
-        f.1 += data.len() as u64;
+        f.size = end;
         {
             let mut c = self.committed.write();
             for (tp, o) in offsets {
                 c.insert(tp.clone(), *o);
             }
         }
-        if f.1 > REWRITE_BYTES {
+        if f.size > REWRITE_BYTES {
             let snapshot = self.committed.read().clone();
             *f = Self::rewrite(&self.path, &snapshot)?;
         }
@@ -163,9 +184,17 @@ impl GroupOffsets {
     }
 
     pub(crate) fn sync(&self) -> io::Result<()> {
-        let file = Arc::clone(&self.file.lock().0);
+        let file = Arc::clone(&self.file.lock().file);
         file.sync_data()
     }
+}
+
+/// A group's offsets file: entries up to `size`, zeros from there up to `zeroed`.
+#[derive(Debug)]
+struct OffsetsFile {
+    file: Arc<File>,
+    size: u64,
+    zeroed: u64,
 }
 
 /// All groups' committed offsets.
@@ -243,6 +272,12 @@ mod tests {
         drop((g, store));
         // A torn final entry is ignored.
         let mut data = std::fs::read(&path).unwrap();
+        // The file is zero-filled ahead of its entries.
+        let (entries, valid) = decode_entries(&data);
+        assert_eq!(entries.len(), 3);
+        assert!(data.len() > valid);
+        assert!(data[valid..].iter().all(|b| *b == 0));
+        data.truncate(valid);
         let full = data.len();
         let mut extra = Vec::new();
         encode_entry(&mut extra, &tp, 99);

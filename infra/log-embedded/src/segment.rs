@@ -17,8 +17,10 @@ use crate::record::{self, Frame, StoredRecord};
 
 /// An index entry is added every this many bytes of records.
 pub(crate) const INDEX_INTERVAL: u64 = 8 * 1024;
-/// How far ahead of the end of the active segment disk blocks are reserved.
+/// How far ahead of the end of the active segment the file is zero-filled.
 pub(crate) const PREALLOCATE_STEP: u64 = 1024 * 1024;
+/// What zero-filling writes at once.
+pub(crate) static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 /// How much a scan or a read fetches from the file at once.
 const READ_CHUNK: usize = 256 * 1024;
 const INDEX_MAGIC: &[u8; 8] = b"IMBX0001";
@@ -378,12 +380,23 @@ pub(crate) fn scan(
         }
     };
     if let Some(pos) = torn_at {
-        tracing::warn!(
-            path = %path.display(),
-            valid_bytes = pos,
-            discarded_bytes = len - pos,
-            "truncating a partly written record at the end of the log (the process or machine stopped while writing it)"
-        );
+        if all_zero(file, pos, len).map_err(|e| io_at(path, "cannot read", e))? {
+            // The zero-filled space ahead of the records (or records whose data never
+            // reached the disk, so never acknowledged).
+            tracing::debug!(
+                path = %path.display(),
+                valid_bytes = pos,
+                zero_bytes = len - pos,
+                "cutting off the zero-filled end of a segment"
+            );
+        } else {
+            tracing::warn!(
+                path = %path.display(),
+                valid_bytes = pos,
+                discarded_bytes = len - pos,
+                "truncating a partly written record at the end of the log (the process or machine stopped while writing it)"
+            );
+        }
         file.set_len(pos)
             .and_then(|()| file.sync_all())
             .map_err(|e| io_at(path, "cannot truncate", e))?;
@@ -553,8 +566,17 @@ impl Segment {
             // Closed and already durable.
             return Ok(());
         };
+        let closing =
+            self.closed.load(Ordering::Acquire) && !self.index_saved.load(Ordering::Acquire);
+        if closing {
+            // The zeros filled in ahead of the records go before the final fsync.
+            let size = self.size();
+            if self.preallocated.swap(size, Ordering::AcqRel) > size {
+                file.set_len(size)?;
+            }
+        }
         file.sync_data()?;
-        if self.closed.load(Ordering::Acquire) && !self.index_saved.swap(true, Ordering::AcqRel) {
+        if closing && !self.index_saved.swap(true, Ordering::AcqRel) {
             let written = self
                 .path
                 .parent()
@@ -589,36 +611,60 @@ impl Segment {
         }
     }
 
-    /// Reserves disk blocks ahead of the end of the segment (in steps of
-    /// [`PREALLOCATE_STEP`]) without changing its size, so that `end` bytes fit.
+    /// Zero-fills the file ahead of the end of the segment (in steps of
+    /// [`PREALLOCATE_STEP`], but not past `limit` unless `end` is), so that `end` bytes
+    /// fit without growing the file.
     ///
-    /// Appends then rarely allocate blocks, and the writeback of the page an fsync is
-    /// flushing does not hold that page (or the inode's block map) long enough to stall
-    /// the next append into it. A file system that cannot preallocate just skips it.
-    /// Only the writer calls this.
-    pub(crate) fn preallocate(&self, end: u64) {
+    /// Appends then overwrite blocks that are allocated and written: the file's size and
+    /// block map do not change, so an `fdatasync` writes the data and flushes the device,
+    /// with no inode or journal write besides (the technique of write-ahead logs that
+    /// zero-fill their segments). The zeros after the last record are not data: a scan
+    /// stops there, recovery cuts them off, and a closed segment is cut back to its
+    /// records before its final fsync. A failure only costs that speed. Only the writer
+    /// calls this, before it writes the records that end at `end`.
+    pub(crate) fn preallocate(&self, end: u64, limit: u64) {
         let done = self.preallocated.load(Ordering::Acquire);
         if end <= done {
             return;
         }
-        let target = end + PREALLOCATE_STEP;
+        let target = (end + PREALLOCATE_STEP).min(limit.max(end));
         self.preallocated.store(target, Ordering::Release);
-        if let Some(f) = self.file.read().as_ref()
-            && let Err(e) = rustix::fs::fallocate(
-                &**f,
-                rustix::fs::FallocateFlags::KEEP_SIZE,
-                done,
-                target - done,
-            )
-        {
-            tracing::debug!(segment = %self.path.display(), error = %e, "cannot preallocate segment");
+        let Some(f) = self.file.read().clone() else {
+            return;
+        };
+        // Zeros from where the records will end: below that the records are written.
+        let mut at = end;
+        while at < target {
+            let n = ((target - at) as usize).min(ZEROS.len());
+            if let Err(e) = f.write_all_at(&ZEROS[..n], at) {
+                tracing::debug!(segment = %self.path.display(), error = %e, "cannot zero-fill segment");
+                self.preallocated.store(at, Ordering::Release);
+                return;
+            }
+            at += n as u64;
+        }
+    }
+
+    /// Cuts off the zeros filled in ahead of the records, durably.
+    pub(crate) fn trim(&self) -> io::Result<()> {
+        let size = self.size();
+        if self.preallocated.swap(size, Ordering::AcqRel) <= size {
+            return Ok(());
+        }
+        match self.file.read().as_ref() {
+            Some(f) => f.set_len(size).and_then(|()| f.sync_data()),
+            None => Ok(()),
         }
     }
 
     /// Cuts the file back to `len` bytes (after a failed write).
     pub(crate) fn truncate(&self, len: u64) -> io::Result<()> {
         match self.file.read().as_ref() {
-            Some(f) => f.set_len(len),
+            Some(f) => {
+                f.set_len(len)?;
+                self.preallocated.store(len, Ordering::Release);
+                Ok(())
+            }
             None => Ok(()),
         }
     }

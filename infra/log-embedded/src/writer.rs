@@ -328,12 +328,12 @@ impl PartWork {
     }
 
     /// Writes the buffered frames of the current segment and makes them visible in it.
-    fn flush_segment(&mut self, stats: &WriterStats) {
+    fn flush_segment(&mut self, segment_bytes: u64, stats: &WriterStats) {
         if self.buf.is_empty() || self.failed.is_some() {
             return;
         }
         self.seg
-            .preallocate(self.write_start + self.buf.len() as u64);
+            .preallocate(self.write_start + self.buf.len() as u64, segment_bytes);
         match self.seg.write_at(&self.buf, self.write_start) {
             Ok(()) => {
                 if let (Some(first), Some(last)) = (self.first, self.next.checked_sub(1)) {
@@ -373,7 +373,7 @@ impl PartWork {
         let len =
             record::frame_len(record.key.as_ref(), record.value.as_ref(), &record.headers) as u64;
         if self.tail.size > 0 && self.tail.size + len > segment_bytes && self.failed.is_none() {
-            self.flush_segment(stats);
+            self.flush_segment(segment_bytes, stats);
             if self.failed.is_none() {
                 match self.part.roll(self.next) {
                     Ok(seg) => {
@@ -603,7 +603,7 @@ fn process(shared: &Shared, batch: &mut Vec<Request>, scratch: &mut Scratch) {
     }
 
     for w in &mut parts {
-        w.flush_segment(stats);
+        w.flush_segment(shared.segment_bytes, stats);
         let mut records = std::mem::take(&mut w.records);
         let ok_until = w.ok_until;
         records.retain(|r| r.offset < ok_until);

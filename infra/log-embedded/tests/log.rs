@@ -462,6 +462,63 @@ async fn torn_tail_is_truncated_at_every_byte() {
 }
 
 #[tokio::test]
+async fn the_zero_filled_end_of_a_segment_is_not_data() {
+    // The same records, stopped cleanly: the segment ends at its last record.
+    let clean = tempfile::tempdir().unwrap();
+    write_records(clean.path(), 10).await;
+    let exact = std::fs::read(segment_files(clean.path(), "t", 0).pop().unwrap()).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path(), opts()).await;
+        log.create_topic(&TopicConfig::new("t", 1)).await.unwrap();
+        for i in 0..10 {
+            log.append_to(
+                "t",
+                0,
+                Record::new(format!("key-{i}"), format!("value-{i}")).header("n", i.to_string()),
+            )
+            .await
+            .unwrap();
+        }
+        // Dropped without a shutdown, like a crashed process.
+    }
+    let seg = segment_files(dir.path(), "t", 0).pop().unwrap();
+    let crashed = std::fs::read(&seg).unwrap();
+    assert!(
+        crashed.len() >= exact.len() + 64 * 1024,
+        "zero-filled ahead of the records: {} bytes against {}",
+        crashed.len(),
+        exact.len()
+    );
+    // (Same sizes, not the same bytes: the records' timestamps differ.)
+    assert_ne!(crashed[exact.len() - 1], 0);
+    assert!(crashed[exact.len()..].iter().all(|b| *b == 0));
+
+    let log = open(dir.path(), opts()).await;
+    assert_eq!(
+        std::fs::metadata(&seg).unwrap().len(),
+        exact.len() as u64,
+        "recovery cuts the zeros off"
+    );
+    assert_eq!(read_all(&log, "t", 0).await.len(), 10);
+    let pos = log
+        .append_to("t", 0, Record::new("key-10", "value-10").header("n", "10"))
+        .await
+        .unwrap();
+    assert_eq!(pos.offset, 10);
+    log.shutdown().await.unwrap();
+    let stopped = std::fs::read(&seg).unwrap();
+    assert!(stopped.len() > exact.len());
+    assert_ne!(stopped.last(), Some(&0), "a clean stop cuts the zeros off");
+    let log = open(dir.path(), opts()).await;
+    let recs = read_all(&log, "t", 0).await;
+    assert_eq!(recs.len(), 11);
+    assert_eq!(recs[10].value.as_deref(), Some(&b"value-10"[..]));
+    log.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn corruption_in_the_middle_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     write_records(dir.path(), 10).await;
