@@ -36,6 +36,7 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    no_transparent_huge_pages();
     let cli = cli::Cli::parse();
     let workers = match worker_threads(
         std::env::var_os(WORKER_THREADS_VAR).as_deref(),
@@ -65,6 +66,21 @@ fn main() -> ExitCode {
             eprintln!("imbus: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Turns transparent huge pages off for this process.
+///
+/// The allocator asks for huge pages for its arenas where the system leaves it to the
+/// program (`madvise` mode, a common default). The kernel then zeroes 2 MiB at the first
+/// touch of each, and the thread that touched it waits: a millisecond or more for the
+/// async worker that every connection, the router and the deliveries share, several
+/// times a second while memory grows. With 4 KiB pages that cost is spread out (the
+/// effect on the tail is in docs/PERFORMANCE.md).
+fn no_transparent_huge_pages() {
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        // Not fatal: only the tail latency is at stake. Tracing is not set up yet.
+        eprintln!("imbus: cannot turn transparent huge pages off for this process: {e}");
     }
 }
 
