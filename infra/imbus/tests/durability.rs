@@ -143,6 +143,17 @@ async fn health_metrics_and_admin_auth() {
     let health = http.get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
 
+    // The server runs without transparent huge pages (a 2 MiB page zeroed at first touch
+    // stalls the async worker every connection shares).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+    match status.lines().find(|l| l.starts_with("THP_enabled:")) {
+        Some(line) => assert_eq!(
+            line, "THP_enabled:\t0",
+            "transparent huge pages are on for imbus serve"
+        ),
+        None => eprintln!("this kernel does not report THP_enabled; huge pages not checked"),
+    }
+
     let metrics = http
         .get(server.url("/metrics"))
         .send()
