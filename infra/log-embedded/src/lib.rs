@@ -66,7 +66,9 @@
 //!   with no inode or journal write besides (on ext4 without a journal that is two
 //!   device round trips instead of four). The zeros are not data: scans stop at them,
 //!   recovery cuts them off, and a closed segment is cut back to its records before its
-//!   final fsync;
+//!   final fsync. A segment whose fsyncs cover more than 64 KiB each on average (bulk
+//!   writes, where writing every byte twice costs more than the metadata trips) has its
+//!   blocks reserved ahead instead (`fallocate` without changing the size);
 //! * a closed segment is fsynced once in the background whatever the policy; then its
 //!   index is saved and its file descriptor closed (it is reopened per read, checked to
 //!   still be the same file), so thousands of segments do not hold thousands of files open.

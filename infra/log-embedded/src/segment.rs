@@ -19,6 +19,9 @@ use crate::record::{self, Frame, StoredRecord};
 pub(crate) const INDEX_INTERVAL: u64 = 8 * 1024;
 /// How far ahead of the end of the active segment the file is zero-filled.
 pub(crate) const PREALLOCATE_STEP: u64 = 1024 * 1024;
+/// Above this many bytes per fsync (a moving average) a segment is no longer zero-filled
+/// ahead: writing every byte twice would cost more than the metadata trips it saves.
+const ZERO_FILL_MAX_BYTES_PER_SYNC: u64 = 64 * 1024;
 /// What zero-filling writes at once.
 pub(crate) static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 /// How much a scan or a read fetches from the file at once.
@@ -428,8 +431,11 @@ pub(crate) struct Segment {
     meta: RwLock<SegMeta>,
     /// No more records will be appended.
     closed: AtomicBool,
-    /// Disk blocks are reserved up to this byte.
+    /// The file is zero-filled or its disk blocks are reserved up to this byte.
     preallocated: AtomicU64,
+    /// The size at the last fsync, and a moving average of the bytes each fsync covered.
+    synced_size: AtomicU64,
+    bytes_per_sync: AtomicU64,
     /// The index file matches the durable content.
     index_saved: AtomicBool,
 }
@@ -437,6 +443,7 @@ pub(crate) struct Segment {
 impl Segment {
     fn new(base: Offset, path: PathBuf, file: File, meta: SegMeta, closed: bool) -> Self {
         let ino = file.metadata().map_or(0, |m| m.ino());
+        let size = meta.tail.size;
         Self {
             base,
             path,
@@ -445,6 +452,8 @@ impl Segment {
             meta: RwLock::new(meta),
             closed: AtomicBool::new(closed),
             preallocated: AtomicU64::new(0),
+            synced_size: AtomicU64::new(size),
+            bytes_per_sync: AtomicU64::new(0),
             index_saved: AtomicBool::new(closed),
         }
     }
@@ -576,6 +585,11 @@ impl Segment {
             }
         }
         file.sync_data()?;
+        let size = self.size();
+        let covered = size.saturating_sub(self.synced_size.swap(size, Ordering::AcqRel));
+        let average = self.bytes_per_sync.load(Ordering::Relaxed);
+        self.bytes_per_sync
+            .store((average * 3 + covered) / 4, Ordering::Relaxed);
         if closing && !self.index_saved.swap(true, Ordering::AcqRel) {
             let written = self
                 .path
@@ -613,7 +627,9 @@ impl Segment {
 
     /// Zero-fills the file ahead of the end of the segment (in steps of
     /// [`PREALLOCATE_STEP`], but not past `limit` unless `end` is), so that `end` bytes
-    /// fit without growing the file.
+    /// fit without growing the file. Without `zero_fill` (no fsyncs to speed up), and
+    /// when this segment's fsyncs cover more than [`ZERO_FILL_MAX_BYTES_PER_SYNC`] each,
+    /// disk blocks are only reserved (`fallocate` without changing the size).
     ///
     /// Appends then overwrite blocks that are allocated and written: the file's size and
     /// block map do not change, so an `fdatasync` writes the data and flushes the device,
@@ -622,16 +638,33 @@ impl Segment {
     /// stops there, recovery cuts them off, and a closed segment is cut back to its
     /// records before its final fsync. A failure only costs that speed. Only the writer
     /// calls this, before it writes the records that end at `end`.
-    pub(crate) fn preallocate(&self, end: u64, limit: u64) {
+    pub(crate) fn preallocate(&self, end: u64, limit: u64, zero_fill: bool) {
         let done = self.preallocated.load(Ordering::Acquire);
         if end <= done {
             return;
         }
         let target = (end + PREALLOCATE_STEP).min(limit.max(end));
         self.preallocated.store(target, Ordering::Release);
+        if target <= end {
+            return;
+        }
         let Some(f) = self.file.read().clone() else {
             return;
         };
+        if !zero_fill || self.bytes_per_sync.load(Ordering::Relaxed) > ZERO_FILL_MAX_BYTES_PER_SYNC
+        {
+            // Large writes per fsync: the metadata trips are a small share, the zeros would
+            // double the bytes written. Blocks are only reserved (the file does not grow).
+            if let Err(e) = rustix::fs::fallocate(
+                &*f,
+                rustix::fs::FallocateFlags::KEEP_SIZE,
+                done.max(end),
+                target - done.max(end),
+            ) {
+                tracing::debug!(segment = %self.path.display(), error = %e, "cannot preallocate segment");
+            }
+            return;
+        }
         // Zeros from where the records will end: below that the records are written.
         let mut at = end;
         while at < target {

@@ -328,12 +328,15 @@ impl PartWork {
     }
 
     /// Writes the buffered frames of the current segment and makes them visible in it.
-    fn flush_segment(&mut self, segment_bytes: u64, stats: &WriterStats) {
+    fn flush_segment(&mut self, segment_bytes: u64, zero_fill: bool, stats: &WriterStats) {
         if self.buf.is_empty() || self.failed.is_some() {
             return;
         }
-        self.seg
-            .preallocate(self.write_start + self.buf.len() as u64, segment_bytes);
+        self.seg.preallocate(
+            self.write_start + self.buf.len() as u64,
+            segment_bytes,
+            zero_fill,
+        );
         match self.seg.write_at(&self.buf, self.write_start) {
             Ok(()) => {
                 if let (Some(first), Some(last)) = (self.first, self.next.checked_sub(1)) {
@@ -373,7 +376,8 @@ impl PartWork {
         let len =
             record::frame_len(record.key.as_ref(), record.value.as_ref(), &record.headers) as u64;
         if self.tail.size > 0 && self.tail.size + len > segment_bytes && self.failed.is_none() {
-            self.flush_segment(segment_bytes, stats);
+            // The segment is full: nothing to fill in ahead of it.
+            self.flush_segment(segment_bytes, false, stats);
             if self.failed.is_none() {
                 match self.part.roll(self.next) {
                     Ok(seg) => {
@@ -603,7 +607,11 @@ fn process(shared: &Shared, batch: &mut Vec<Request>, scratch: &mut Scratch) {
     }
 
     for w in &mut parts {
-        w.flush_segment(shared.segment_bytes, stats);
+        w.flush_segment(
+            shared.segment_bytes,
+            shared.policy != FsyncPolicy::Never,
+            stats,
+        );
         let mut records = std::mem::take(&mut w.records);
         let ok_until = w.ok_until;
         records.retain(|r| r.offset < ok_until);

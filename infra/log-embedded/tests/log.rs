@@ -469,8 +469,12 @@ async fn the_zero_filled_end_of_a_segment_is_not_data() {
     let exact = std::fs::read(segment_files(clean.path(), "t", 0).pop().unwrap()).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
+    let synced = EmbeddedOptions {
+        fsync: FsyncPolicy::Always,
+        ..opts()
+    };
     {
-        let log = open(dir.path(), opts()).await;
+        let log = open(dir.path(), synced.clone()).await;
         log.create_topic(&TopicConfig::new("t", 1)).await.unwrap();
         for i in 0..10 {
             log.append_to(
@@ -495,7 +499,7 @@ async fn the_zero_filled_end_of_a_segment_is_not_data() {
     assert_ne!(crashed[exact.len() - 1], 0);
     assert!(crashed[exact.len()..].iter().all(|b| *b == 0));
 
-    let log = open(dir.path(), opts()).await;
+    let log = open(dir.path(), synced.clone()).await;
     assert_eq!(
         std::fs::metadata(&seg).unwrap().len(),
         exact.len() as u64,
@@ -511,10 +515,39 @@ async fn the_zero_filled_end_of_a_segment_is_not_data() {
     let stopped = std::fs::read(&seg).unwrap();
     assert!(stopped.len() > exact.len());
     assert_ne!(stopped.last(), Some(&0), "a clean stop cuts the zeros off");
-    let log = open(dir.path(), opts()).await;
+    let log = open(dir.path(), synced.clone()).await;
     let recs = read_all(&log, "t", 0).await;
     assert_eq!(recs.len(), 11);
     assert_eq!(recs[10].value.as_deref(), Some(&b"value-10"[..]));
+    log.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bulk_writes_are_not_zero_filled() {
+    // Fsyncs covering 100 KiB each: writing zeros ahead would double the bytes written, so
+    // the file only grows with its records.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let synced = EmbeddedOptions {
+            fsync: FsyncPolicy::Always,
+            ..opts()
+        };
+        let log = open(dir.path(), synced).await;
+        log.create_topic(&TopicConfig::new("t", 1)).await.unwrap();
+        for b in 0..30 {
+            let batch: Vec<Record> = (0..10)
+                .map(|i| Record::new(format!("k{b}-{i}"), vec![b'x'; 10 * 1024]).header("n", "1"))
+                .collect();
+            log.append_batch("t", batch).await.unwrap();
+        }
+        // Dropped without a shutdown, like a crashed process.
+    }
+    let seg = segment_files(dir.path(), "t", 0).pop().unwrap();
+    let data = std::fs::read(&seg).unwrap();
+    assert!(data.len() > 3_000_000, "{} bytes", data.len());
+    assert_ne!(data.last(), Some(&0), "the file ends with its last record");
+    let log = open(dir.path(), opts()).await;
+    assert_eq!(read_all(&log, "t", 0).await.len(), 300);
     log.shutdown().await.unwrap();
 }
 
